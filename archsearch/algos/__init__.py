@@ -1,0 +1,3 @@
+"""Importing this package registers every algorithm's runner (and ops) in the registries."""
+
+from archsearch.algos import manual, random  # noqa: F401

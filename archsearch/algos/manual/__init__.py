@@ -1,0 +1,3 @@
+from archsearch.algos.manual.runner import ManualRunner
+
+__all__ = ["ManualRunner"]

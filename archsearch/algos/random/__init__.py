@@ -1,0 +1,3 @@
+from archsearch.algos.random.runner import RandomRunner, RandomSearcher
+
+__all__ = ["RandomRunner", "RandomSearcher"]

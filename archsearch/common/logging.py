@@ -1,0 +1,94 @@
+"""Run logging: log.log (human), log.yaml (one record per epoch/event) and TensorBoard scalars.
+
+A RunLog is created per run and handed down explicitly (no global singleton), so two runs in one
+process, or a test, never write into each other's files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def plain(value: Any) -> Any:
+    """Convert tensors/numpy scalars and containers into YAML-safe Python values."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # torch.Tensor, numpy arrays and scalars
+        return plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class RunLog:
+    """Writes to `<out_dir>/log.log`, `<out_dir>/log.yaml` and `<out_dir>/tb/`; quiet when out_dir is None."""
+
+    def __init__(self, out_dir: Path | None, name: str = "archsearch", verbose: bool = True) -> None:
+        self.out_dir = out_dir
+        self.start_time = time.time()
+        self.logger = logging.getLogger(f"{name}.{id(self)}")
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+        fmt = logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S")
+        if verbose:
+            stream = logging.StreamHandler(sys.stdout)
+            stream.setFormatter(fmt)
+            self.logger.addHandler(stream)
+        self._tb = None
+        self._yaml_file = None
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            file_handler = logging.FileHandler(out_dir / "log.log")
+            file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            self.logger.addHandler(file_handler)
+            self._yaml_file = open(out_dir / "log.yaml", "a")  # noqa: SIM115 - closed in close()
+
+    def info(self, message: str) -> None:
+        self.logger.info(message)
+
+    def warning(self, message: str) -> None:
+        self.logger.warning(f"WARNING: {message}")
+
+    def record(self, event: str, **fields: Any) -> None:
+        """Append one record to log.yaml (a YAML list, readable with yaml.safe_load at any time)."""
+        if self._yaml_file is None:
+            return
+        entry = {"event": event, "time": round(time.time() - self.start_time, 3), **plain(fields)}
+        self._yaml_file.write(yaml.safe_dump([entry], sort_keys=False, default_flow_style=None))
+        self._yaml_file.flush()
+
+    def scalars(self, prefix: str, values: Mapping[str, Any], step: int) -> None:
+        """TensorBoard scalars `prefix/key` for every numeric value."""
+        if self.out_dir is None:
+            return
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter  # slow import: only when used
+
+            self._tb = SummaryWriter(str(self.out_dir / "tb"))
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._tb.add_scalar(f"{prefix}/{key}", value, step)
+        self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._yaml_file is not None:
+            self._yaml_file.close()
+            self._yaml_file = None
+        for handler in list(self.logger.handlers):
+            handler.close()
+            self.logger.removeHandler(handler)

@@ -1,0 +1,246 @@
+"""Loaders for search (weights/arch split of the training set) and evaluation (train/test).
+
+In-memory datasets use `TensorLoader`: it indexes whole batches, moves them to the device and runs
+crop/flip/cutout/normalize there, batched, so a CPU core never decodes or augments image by image.
+Every epoch's order and augmentation come from a generator seeded by (seed, epoch): a resumed run sees
+exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from archsearch.common.errors import ConfigError
+from archsearch.data.providers import TensorImages, get_dataset
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Augment:
+    crop_padding: int = 0
+    hflip: bool = False
+    cutout: int = 0
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def random_crop(x: torch.Tensor, padding: int, g: torch.Generator) -> torch.Tensor:
+    """torchvision RandomCrop(size, padding) for a whole batch: zero-pad, take a random window per image."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding))
+    oy = torch.randint(0, 2 * padding + 1, (n, 1), generator=g).to(x.device)
+    ox = torch.randint(0, 2 * padding + 1, (n, 1), generator=g).to(x.device)
+    rows = oy + torch.arange(h, device=x.device)
+    cols = ox + torch.arange(w, device=x.device)
+    out = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * padding))
+    return out.gather(3, cols[:, None, None, :].expand(n, c, h, w))
+
+
+def random_hflip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    flip = (torch.rand(x.shape[0], generator=g) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def cutout(x: torch.Tensor, length: int, g: torch.Generator) -> torch.Tensor:
+    """DARTS' Cutout: zero a length x length square (clipped at the border) centred uniformly at random."""
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n, 1, 1), generator=g).to(x.device)
+    cx = torch.randint(0, w, (n, 1, 1), generator=g).to(x.device)
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    half = length // 2
+    inside = (ys >= cy - half) & (ys < cy + half) & (xs >= cx - half) & (xs < cx + half)
+    return x * (~inside)[:, None].to(x.dtype)
+
+
+class TensorLoader:
+    """Batches from in-memory images with on-device augmentation and normalization."""
+
+    def __init__(
+        self,
+        images: TensorImages,
+        indices: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        augment: Augment | None,
+        mean: list[float],
+        std: list[float],
+        device: torch.device,
+        seed: int,
+        limit_batches: int | None = None,
+    ) -> None:
+        on_device = device.type == "cuda"
+        self.x = images.x[indices].to(device) if on_device else images.x[indices]
+        self.y = images.y[indices].to(device) if on_device else images.y[indices]
+        self.batch_size = batch_size
+        self.shuffle, self.augment, self.device, self.seed = shuffle, augment, device, seed
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.limit_batches = limit_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.y)
+
+    def __len__(self) -> int:
+        n = -(-len(self.y) // self.batch_size)
+        return min(n, self.limit_batches) if self.limit_batches else n
+
+    def __iter__(self) -> Iterator[Batch]:
+        g = _epoch_generator(self.seed, self.epoch)
+        n = len(self.y)
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order = order.to(self.x.device)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            x = self.x[idx].to(self.device, non_blocking=True)
+            y = self.y[idx].to(self.device, non_blocking=True)
+            x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+            aug = self.augment
+            if aug is not None and aug.crop_padding:
+                x = random_crop(x, aug.crop_padding, g)
+            if aug is not None and aug.hflip:
+                x = random_hflip(x, g)
+            x = (x - self.mean) / self.std
+            if aug is not None and aug.cutout:
+                x = cutout(x, aug.cutout, g)
+            yield x, y
+
+
+class FolderLoader:
+    """A torch DataLoader over an image folder with torchvision transforms, seeded per epoch."""
+
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        workers: int,
+        seed: int,
+        device: torch.device,
+        limit_batches: int | None = None,
+    ) -> None:
+        self.dataset, self.batch_size, self.shuffle, self.workers = dataset, batch_size, shuffle, workers
+        self.seed, self.device, self.limit_batches, self.epoch = seed, device, limit_batches, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.dataset)
+
+    def __len__(self) -> int:
+        n = -(-len(self.dataset) // self.batch_size)
+        return min(n, self.limit_batches) if self.limit_batches else n
+
+    def __iter__(self) -> Iterator[Batch]:
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            self.batch_size,
+            shuffle=self.shuffle,
+            num_workers=self.workers,
+            generator=_epoch_generator(self.seed, self.epoch),
+            pin_memory=self.device.type == "cuda",
+        )
+        for b, (x, y) in enumerate(loader):
+            if b >= len(self):
+                break
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def _folder_transforms(conf_dataset: Mapping, train: bool, cutout_len: int):
+    from torchvision import transforms as T
+
+    size = conf_dataset["image_size"]
+    norm = [T.ToTensor(), T.Normalize(conf_dataset["mean"], conf_dataset["std"])]
+    if not train:
+        return T.Compose([T.Resize(int(size * 8 / 7)), T.CenterCrop(size), *norm])
+    steps = [T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *norm]
+    if cutout_len:
+        steps.append(T.Lambda(lambda x: cutout(x[None], cutout_len, torch.default_generator)[0]))
+    return T.Compose(steps)
+
+
+def _make_loader(
+    data,
+    indices: torch.Tensor | None,
+    conf_dataset: Mapping,
+    conf_loader: Mapping,
+    *,
+    train: bool,
+    device: torch.device,
+    seed: int,
+    batch_size: int | None = None,
+):
+    batch_size = batch_size or conf_loader["batch_size"]
+    limit = conf_loader["limit_batches"] if train else None  # always test on the whole test set
+    if isinstance(data, TensorImages):
+        augment = None
+        if train and conf_loader["augment"]:
+            augment = Augment(conf_dataset["crop_padding"], conf_dataset["hflip"], conf_loader["cutout"])
+        idx = indices if indices is not None else torch.arange(len(data))
+        return TensorLoader(
+            data,
+            idx,
+            batch_size,
+            shuffle=train,
+            augment=augment,
+            mean=conf_dataset["mean"],
+            std=conf_dataset["std"],
+            device=device,
+            seed=seed,
+            limit_batches=limit,
+        )
+    data.transform = _folder_transforms(conf_dataset, train and conf_loader["augment"], conf_loader["cutout"])
+    subset = torch.utils.data.Subset(data, indices.tolist()) if indices is not None else data
+    return FolderLoader(
+        subset, batch_size, shuffle=train, workers=conf_loader["workers"], seed=seed, device=device, limit_batches=limit
+    )
+
+
+def search_loaders(conf_dataset: Mapping, conf_loader: Mapping, device: torch.device, seed: int):
+    """(weights loader, arch loader): the training set split by `train_portion` (DARTS: 0.5).
+
+    The test set is never touched during search.
+    """
+    train, _ = get_dataset(conf_dataset)
+    n = len(train)
+    portion = conf_loader["train_portion"]
+    if not 0.0 < portion < 1.0:
+        raise ConfigError(f"config nas.search.loader.train_portion must be between 0 and 1, got {portion}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    split = int(n * portion)
+    weights = _make_loader(train, perm[:split], conf_dataset, conf_loader, train=True, device=device, seed=seed)
+    arch = _make_loader(train, perm[split:], conf_dataset, conf_loader, train=True, device=device, seed=seed + 1)
+    return weights, arch
+
+
+def eval_loaders(conf_dataset: Mapping, conf_loader: Mapping, device: torch.device, seed: int):
+    """(train loader over the whole training set, test loader)."""
+    train, test = get_dataset(conf_dataset)
+    train_loader = _make_loader(train, None, conf_dataset, conf_loader, train=True, device=device, seed=seed)
+    test_loader = _make_loader(
+        test,
+        None,
+        conf_dataset,
+        conf_loader,
+        train=False,
+        device=device,
+        seed=seed,
+        batch_size=conf_loader["test_batch_size"],
+    )
+    return train_loader, test_loader

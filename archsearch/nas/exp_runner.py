@@ -1,0 +1,130 @@
+"""ExperimentRunner: wires ModelDescBuilder -> Searcher (+trainer, finalizers) -> Evaluater for one algorithm.
+
+An algorithm subclasses it, overrides the seams that differ (`model_desc_builder`, `trainer_class`,
+`searcher`, `finalizers`, `build_eval_model`, `example_final_arch`) and registers itself in RUNNERS. The
+framework never imports an algorithm; the CLI imports `archsearch.algos`, which fills the registry.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+from torch import nn
+
+from archsearch.common.errors import ArchitectureError
+from archsearch.common.io import atomic_write_yaml
+from archsearch.common.logging import plain
+from archsearch.common.registry import Registry
+from archsearch.nas.arch_trainer import ArchTrainer
+from archsearch.nas.context import RunContext
+from archsearch.nas.evaluater import BuiltModel, EvalResult, Evaluater, read_eval_metrics
+from archsearch.nas.finalizers import Finalizers
+from archsearch.nas.model import Model, count_params
+from archsearch.nas.model_desc import ModelDesc
+from archsearch.nas.model_desc_builder import ModelDescBuilder
+from archsearch.nas.model_stats import count_macs
+from archsearch.nas.searcher import Searcher, SearchResult
+from archsearch.nas.trainer import Trainer
+
+RUNNERS: Registry[type[ExperimentRunner]] = Registry("algorithm")
+SEARCH_RESULT = "result.yaml"  # written last by a finished search: its presence means "search done"
+
+
+class ExperimentRunner:
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # one line for --help
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.conf_search = ctx.conf["nas"]["search"]
+        self.conf_eval = ctx.conf["nas"]["eval"]
+
+    # ---- seams ---------------------------------------------------------------------------------
+    def model_desc_builder(self, conf_model_desc) -> ModelDescBuilder:
+        return ModelDescBuilder(conf_model_desc, self.ctx.conf["dataset"])
+
+    def trainer_class(self) -> type[Trainer]:
+        return ArchTrainer
+
+    def eval_trainer_class(self) -> type[Trainer]:
+        return Trainer
+
+    def searcher(self) -> Searcher:
+        return Searcher()
+
+    def finalizers(self) -> Finalizers:
+        return Finalizers()
+
+    def evaluater(self) -> Evaluater:
+        return Evaluater()
+
+    def build_eval_model(self, final_arch: Path, eval_dir: Path | None) -> BuiltModel:
+        """Scale the found ModelDesc to the eval size (a pure desc -> desc function) and compile it."""
+        found = ModelDesc.load(final_arch)
+        desc = self.model_desc_builder(self.conf_eval["model_desc"]).scale(found)
+        if eval_dir is not None:
+            desc.save(eval_dir / "model_desc.yaml")
+        return BuiltModel(Model(desc), "model_desc", desc.to_yaml())
+
+    def search_model(self) -> nn.Module | None:
+        """The supernet search trains (for --dry-run); None for algorithms without one."""
+        return Model(self.model_desc_builder(self.conf_search["model_desc"]).build())
+
+    def example_final_arch(self, folder: Path) -> Path:
+        """An architecture of the kind search returns, for --dry-run: the untrained supernet, finalized."""
+        model = self.search_model()
+        assert isinstance(model, Model)
+        return self.finalizers().finalize_model(model).save(folder / "example_final_model_desc.yaml")
+
+    # ---- phases --------------------------------------------------------------------------------
+    def run_search(self) -> SearchResult:
+        result_file = self.ctx.search_dir / SEARCH_RESULT
+        if self.ctx.resume and result_file.exists():
+            done = yaml.safe_load(result_file.read_text())
+            self.ctx.log.info(f"[search] already finished; reusing {done['final_arch']}")
+            return SearchResult(Path(done["final_arch"]), done["metrics"])
+        start = time.time()
+        result = self.searcher().search(
+            self.ctx,
+            self.conf_search,
+            self.model_desc_builder(self.conf_search["model_desc"]),
+            self.trainer_class(),
+            self.finalizers(),
+        )
+        result.metrics["search_time_s"] = round(time.time() - start, 2)
+        atomic_write_yaml(result_file, plain({"final_arch": result.final_arch, "metrics": result.metrics}))
+        return result
+
+    def run_eval(self, final_arch: Path) -> EvalResult:
+        if not Path(final_arch).exists():
+            raise ArchitectureError(
+                f"final architecture {final_arch} does not exist; "
+                f"set --nas.eval.final_desc to a search/final_model_desc.yaml"
+            )
+        if self.ctx.resume and (done := read_eval_metrics(self.ctx.eval_dir)) is not None:
+            self.ctx.log.info(f"[eval] already finished; metrics in {self.ctx.eval_dir / 'metrics.yaml'}")
+            return EvalResult(done, self.ctx.eval_dir / "model.pt")
+        return self.evaluater().evaluate(
+            self.ctx, self.conf_eval, self.build_eval_model, Path(final_arch), self.eval_trainer_class()
+        )
+
+    def dry_run(self) -> dict[str, Any]:
+        """Build the search model and an eval model, count them, train nothing, touch no dataset."""
+        conf_dataset = self.ctx.conf["dataset"]
+        shape = (conf_dataset["channels"], conf_dataset["image_size"], conf_dataset["image_size"])
+        report: dict[str, Any] = {}
+        supernet = self.search_model()
+        if supernet is not None:
+            report["search_model_params"] = count_params(supernet)
+            if isinstance(supernet, Model) and supernet.arch_params():
+                report["search_arch_params"] = sum(p.numel() for p in supernet.arch_params())
+                report["search_arch_shapes"] = {k: list(t.shape) for k, t in supernet.arch_tables.items()}
+        with tempfile.TemporaryDirectory() as tmp:
+            built = self.build_eval_model(self.example_final_arch(Path(tmp)), None)
+            report["eval_model_params"] = count_params(built.model)
+            report["eval_model_macs"] = count_macs(built.model, shape)
+        return report

@@ -1,0 +1,81 @@
+import pytest
+import yaml
+
+from archsearch.common.errors import ArchitectureError
+from archsearch.nas.genotype import DARTS_V2, genotype_to_templates
+from archsearch.nas.model_desc import ModelDesc
+from archsearch.nas.model_desc_builder import ModelDescBuilder
+
+CONF = dict(n_cells=5, init_channels=8, n_nodes=4, stem_multiplier=3, n_reductions=2, aux_weight=0.4, affine=True)
+DATASET = dict(channels=3, n_classes=10)
+
+
+def darts_desc(**overrides) -> ModelDesc:
+    return ModelDescBuilder({**CONF, **overrides}, DATASET, genotype_to_templates(DARTS_V2)).build(meta={"x": 1})
+
+
+def test_yaml_round_trip_is_exact(tmp_path):
+    desc = darts_desc()
+    path = desc.save(tmp_path / "d.yaml")
+    loaded = ModelDesc.load(path)
+    assert loaded == desc
+    assert loaded.to_yaml() == desc.to_yaml()
+
+
+def corrupt(desc: ModelDesc, edit) -> str:
+    data = desc.to_dict()
+    edit(data)
+    return yaml.safe_dump(data)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda d: d["cells"][1]["nodes"][0]["edges"][0]["op"].update(name="sep_conv_4x4"),
+            r"cells\[1\]\.nodes\[0\]\.edges\[0\]\.op\.name: unknown op 'sep_conv_4x4' \(did you mean .*sep_conv_3x3",
+        ),
+        (
+            lambda d: d["cells"][0]["nodes"][2]["edges"][1].update(input_id=7),
+            r"cells\[0\]\.nodes\[2\]\.edges\[1\]\.input_id: 7 must be in 0\.\.3",
+        ),
+        (
+            lambda d: d["cells"][2]["nodes"][0]["edges"][0]["op"]["conv"].update(ch_in="x"),
+            r"cells\[2\]\.nodes\[0\]\.edges\[0\]\.op\.conv\.ch_in: expected an int, got 'x'",
+        ),
+        (
+            lambda d: d["cells"][3]["stems"][0]["conv"].update(ch_in=5),
+            r"cells\[3\]\.stems\[0\]\.ch_in: is 5 but state -2 has",
+        ),
+        (lambda d: d.pop("logits_op"), r"top level: missing field 'logits_op'"),
+        (lambda d: d["cells"][0].update(colour="red"), r"cells\[0\]: unknown field\(s\) colour"),
+        (lambda d: d["cells"][0].update(cell_type="normal"), r"cells\[0\]\.cell_type: 'normal' is not one of"),
+        (lambda d: d["logits_op"]["conv"].update(ch_out=11), r"logits_op\.ch_out: is 11, expected n_classes=10"),
+        (lambda d: d["cells"][0].update(concat=[9]), r"cells\[0\]\.concat\[0\]: 9 must be in 0\.\.5"),
+    ],
+)
+def test_validation_names_the_bad_field(edit, message):
+    with pytest.raises(ArchitectureError, match=message):
+        ModelDesc.from_yaml(corrupt(darts_desc(), edit), "d.yaml")
+
+
+def test_malformed_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ArchitectureError, match="line 1 is not valid YAML"):
+        ModelDesc.from_yaml("cells: [1, 2", "d.yaml")
+    with pytest.raises(ArchitectureError, match="top level: expected a mapping"):
+        ModelDesc.from_yaml("- 1\n- 2\n", "d.yaml")
+    with pytest.raises(ArchitectureError, match="does not exist"):
+        ModelDesc.load(tmp_path / "missing.yaml")
+
+
+def test_scaling_is_pure_and_keeps_the_cells():
+    small = darts_desc()
+    before = small.to_yaml()
+    big = ModelDescBuilder({**CONF, "n_cells": 8, "init_channels": 16}, DATASET).scale(small)
+    assert small.to_yaml() == before
+    assert len(big.cells) == 8 and big.stems[0].ch_out == 48
+    regular = [c for c in big.cells if c.cell_type == "regular"][0]
+    assert [[(e.op.name, e.input_id) for e in n.edges] for n in regular.nodes] == genotype_to_templates(DARTS_V2)[
+        "regular"
+    ].nodes
+    assert big.meta == {"x": 1}

@@ -1,0 +1,198 @@
+"""The real CLI in a subprocess: errors users make, end-to-end runs, outputs, resume after a kill."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import MAIN, REPO, assert_user_error
+
+TINY = {
+    "nas": {
+        "search": {
+            "model_desc": {"n_cells": 3, "init_channels": 4, "n_nodes": 2},
+            "loader": {"batch_size": 32, "limit_batches": 2},
+            "trainer": {"epochs": 1},
+        },
+        "eval": {
+            "model_desc": {"n_cells": 3, "init_channels": 4},
+            "loader": {"batch_size": 32, "limit_batches": 2},
+            "trainer": {"epochs": 2},
+        },
+    },
+    "dataset": {"synthetic_train": 128, "synthetic_test": 64},
+}
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--algos", "nope"], ["unknown algorithm in --algos 'nope'", "random"]),
+        (["--algos", "random", "--datasets", "cifar11"], ["unknown dataset in --datasets 'cifar11'", "cifar10"]),
+        (["--algos", "random", "--nas.eval.trainer.epochz", "3"], ["no key 'epochz'", "--nas.eval.trainer.epochs"]),
+        (["--algos", "random", "--nas.eval.trainer.epochs", "many"], ["--nas.eval.trainer.epochs", "'many'", "int"]),
+        (["--algos", "random", "--bogus"], ["unknown option '--bogus'", "--algos"]),
+        (["--algos", "random", "--common.seed"], ["needs a value"]),
+        (["--algos", "random", "--eval-only"], ["--nas.eval.final_desc PATH"]),
+        (["--algos", "manual", "--nas.search.manual.genotype", "Genotype(normal=[('x', 0)"], ["genotype", "syntax"]),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(cli, args, fragments):
+    assert_user_error(cli(*args), *fragments)
+
+
+def test_missing_dataset_says_where_and_how(cli, tmp_path):
+    proc = cli(
+        "--algos",
+        "random",
+        "--datasets",
+        "cifar10",
+        "--dataset.dataroot",
+        str(tmp_path / "data"),
+        "--dataset.download",
+        "false",
+    )
+    assert_user_error(proc, f"dataset cifar10 not found in {tmp_path / 'data'}/cifar10", "--dataset.dataroot")
+
+
+def test_malformed_desc_yaml(cli, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ch_in: 3\nn_classes: ten\n")
+    proc = cli("--algos", "manual", "--eval-only", "--nas.eval.final_desc", str(bad))
+    assert_user_error(proc, str(bad), "n_classes: expected an int, got 'ten'")
+
+
+def test_help_lists_algorithms_and_datasets(cli):
+    proc = cli("--help")
+    assert proc.returncode == 0
+    for name in ("random", "manual", "digits", "cifar10", "npz", "--dry-run", "--nas.eval.trainer.epochs"):
+        assert name in proc.stdout
+
+
+def test_full_dry_run_prints_paper_sizes_without_data(cli):
+    proc = cli("--algos", "manual", "--full", "--dry-run", "--dataset.dataroot", "/nonexistent")
+    assert proc.returncode == 0, proc.stderr
+    assert "3,349,342 parameters" in proc.stdout  # DARTS_V2 at 20 cells / 36 channels
+    assert "'n_cells': 20" in proc.stdout and "epochs 600" in proc.stdout and "cutout 16" in proc.stdout
+    assert not cli.logdir.exists()
+
+
+def test_random_search_then_eval_writes_every_output(cli, tiny):
+    proc = cli(
+        "--algos", "random", "--datasets", "synthetic", "--config", tiny, "--nas.search.random.n_candidates", "2"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = cli.logdir / "archsearch_synthetic_toy" / "random"
+    for name in (
+        "config.yaml",
+        "log.log",
+        "log.yaml",
+        "summary.yaml",
+        "search/final_model_desc.yaml",
+        "search/genotype.txt",
+        "search/candidates.yaml",
+        "eval/model_desc.yaml",
+        "eval/model.pt",
+        "eval/metrics.yaml",
+    ):
+        assert (out / name).exists(), name
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    records = yaml.safe_load((out / "log.yaml").read_text())
+    assert [r["epoch"] for r in records if r["event"] == "eval_epoch"] == [1, 2]
+    summary = yaml.safe_load((out / "summary.yaml").read_text())
+    assert summary["eval"]["params"] > 0 and 0 <= summary["eval"]["test_top1"] <= 1
+    assert str(out) in proc.stdout and "test accuracy" in proc.stdout
+    state = torch.load(out / "eval" / "model.pt", weights_only=True)
+    assert state["arch_format"] == "model_desc" and state["state_dict"]
+    # a second run moves the first aside instead of deleting it
+    assert (
+        cli(
+            "--algos",
+            "random",
+            "--datasets",
+            "synthetic",
+            "--config",
+            tiny,
+            "--search-only",
+            "--nas.search.random.n_candidates",
+            "1",
+        ).returncode
+        == 0
+    )
+    assert len(list(out.parent.glob("random.*"))) == 1
+
+
+def test_search_only_then_eval_only_reproduces_the_combined_run(cli, tiny):
+    common = ["--algos", "manual", "--datasets", "synthetic", "--config", tiny]
+    assert cli(*common, "--exp-prefix", "both").returncode == 0
+    assert cli(*common, "--exp-prefix", "split", "--search-only").returncode == 0
+    desc = cli.logdir / "split_synthetic_toy" / "manual" / "search" / "final_model_desc.yaml"
+    proc = cli(*common, "--exp-prefix", "split", "--eval-only", "--nas.eval.final_desc", str(desc))
+    assert proc.returncode == 0, proc.stderr
+    both = yaml.safe_load((cli.logdir / "both_synthetic_toy/manual/eval/metrics.yaml").read_text())
+    split = yaml.safe_load((cli.logdir / "split_synthetic_toy/manual/eval/metrics.yaml").read_text())
+    for key in ("test_top1", "test_loss", "params", "macs"):
+        assert both[key] == split[key]
+
+
+def test_resume_after_kill_gives_identical_results(cli, tiny, tmp_path):
+    args = [
+        "--algos",
+        "manual",
+        "--datasets",
+        "synthetic",
+        "--config",
+        tiny,
+        "--nas.eval.trainer.epochs",
+        "12",
+        "--nas.eval.loader.limit_batches",
+        "4",
+        "--nas.eval.trainer.drop_path_prob",
+        "0.2",
+        "--common.logdir",
+        str(cli.logdir),
+        "--common.num_threads",
+        "1",
+    ]
+    assert cli(*args[:-4], "--exp-prefix", "straight").returncode == 0
+    cmd = [sys.executable, str(MAIN), *args, "--exp-prefix", "killed"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = cli.logdir / "killed_synthetic_toy" / "manual" / "eval" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists() and proc.returncode == -signal.SIGKILL
+    assert not (checkpoint.parent / "metrics.yaml").exists(), "the run finished before it was killed"
+    resumed = cli(*args[:-4], "--exp-prefix", "killed", "--common.resume", "true")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout
+    a = yaml.safe_load((cli.logdir / "straight_synthetic_toy/manual/eval/metrics.yaml").read_text())
+    b = yaml.safe_load((checkpoint.parent / "metrics.yaml").read_text())
+    assert {k: a[k] for k in ("test_top1", "test_loss")} == {k: b[k] for k in ("test_top1", "test_loss")}
+    sa = torch.load(cli.logdir / "straight_synthetic_toy/manual/eval/model.pt", weights_only=True)["state_dict"]
+    sb = torch.load(checkpoint.parent / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_saved_model_reloads_with_its_weights(cli, tiny):
+    import archsearch
+
+    assert cli("--algos", "manual", "--datasets", "synthetic", "--config", tiny).returncode == 0
+    path = cli.logdir / "archsearch_synthetic_toy" / "manual" / "eval" / "model.pt"
+    model = archsearch.load_model(path)
+    saved = torch.load(path, weights_only=True)["state_dict"]
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)

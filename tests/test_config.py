@@ -1,0 +1,118 @@
+import pytest
+import yaml
+
+from archsearch.common.errors import ConfigError
+from archsearch.config import Config, load_config, load_yaml_with_includes, resolve_copies
+
+
+def write(path, data):
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_include_merges_depth_first_with_including_file_winning(tmp_path):
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "sub" / "base.yaml", {"a": {"x": 1, "y": 2}, "b": 1})
+    write(tmp_path / "mid.yaml", {"__include__": "sub/base.yaml", "a": {"y": 3}, "c": 5})
+    write(tmp_path / "other.yaml", {"c": 6, "d": 7})
+    write(tmp_path / "top.yaml", {"__include__": ["mid.yaml", "other.yaml"], "b": 9})
+    assert load_yaml_with_includes(tmp_path / "top.yaml") == {"a": {"x": 1, "y": 3}, "b": 9, "c": 6, "d": 7}
+
+
+def test_include_cycle_names_the_chain(tmp_path):
+    write(tmp_path / "a.yaml", {"__include__": "b.yaml"})
+    write(tmp_path / "b.yaml", {"__include__": "a.yaml"})
+    with pytest.raises(ConfigError, match=r"include cycle: .*a\.yaml -> .*b\.yaml -> .*a\.yaml"):
+        load_yaml_with_includes(tmp_path / "a.yaml")
+
+
+def test_copy_takes_section_then_own_keys_override():
+    conf = resolve_copies(
+        {
+            "nas": {
+                "search": {"loader": {"batch": 64, "aug": {"flip": True, "crop": 4}}},
+                "eval": {"loader": {"_copy": "/nas/search/loader", "batch": 96, "aug": {"crop": 0}}},
+            }
+        }
+    )
+    assert conf["nas"]["eval"]["loader"] == {"batch": 96, "aug": {"flip": True, "crop": 0}}
+    assert conf["nas"]["search"]["loader"]["batch"] == 64
+
+
+def test_copy_of_missing_section_and_copy_cycles_are_errors():
+    with pytest.raises(ConfigError, match="/nope"):
+        resolve_copies({"a": {"_copy": "/nope"}})
+    with pytest.raises(ConfigError, match="cycle"):
+        resolve_copies({"a": {"_copy": "/b"}, "b": {"_copy": "/a"}})
+
+
+def test_overrides_parse_yaml_values_and_reach_copies(tmp_path):
+    f = write(
+        tmp_path / "c.yaml",
+        {
+            "common": {"seed": 2, "flag": False, "lr": 0.1, "ids": [1], "path": None},
+            "s": {"loader": {"batch": 64}},
+            "e": {"loader": {"_copy": "/s/loader"}},
+        },
+    )
+    conf = load_config(
+        [f],
+        [
+            ("common.seed", "3"),
+            ("common.flag", "true"),
+            ("common.lr", "1e-3"),
+            ("common.ids", "[1,2]"),
+            ("common.path", "x.yaml"),
+            ("s.loader.batch", "32"),
+        ],
+    )
+    assert conf["common"].to_dict() == {"seed": 3, "flag": True, "lr": 0.001, "ids": [1, 2], "path": "x.yaml"}
+    assert conf["e"]["loader"]["batch"] == 32  # the copy sees the override (Archai's order)
+    conf = load_config([f], [("e.loader.batch", "16")])  # a key that exists only through _copy
+    assert conf["e"]["loader"]["batch"] == 16 and conf["s"]["loader"]["batch"] == 64
+    assert load_config([f], [("common.lr", "1")])["common"]["lr"] == 1.0
+
+
+def test_override_of_unknown_key_suggests_close_keys(tmp_path):
+    f = write(tmp_path / "c.yaml", {"nas": {"eval": {"trainer": {"epochs": 1}}}})
+    with pytest.raises(
+        ConfigError, match=r"--nas\.eval\.trainer\.epochz: no key 'epochz'.*--nas\.eval\.trainer\.epochs"
+    ):
+        load_config([f], [("nas.eval.trainer.epochz", "3")])
+
+
+@pytest.mark.parametrize("value, kind", [("abc", "str"), ("1.5", "float"), ("[1]", "list"), ("true", "bool")])
+def test_override_type_mismatch(tmp_path, value, kind):
+    f = write(tmp_path / "c.yaml", {"n": 3})
+    with pytest.raises(ConfigError, match=f"is a {kind}, but this key holds a int"):
+        load_config([f], [("n", value)])
+
+
+def test_missing_key_and_bad_yaml_errors(tmp_path):
+    conf = Config({"nas": {"search": {"epochs": 1}}})
+    with pytest.raises(ConfigError, match=r"'nas\.search\.epoch' is missing \(did you mean epochs\?\)"):
+        conf["nas"]["search"]["epoch"]
+    bad = write(tmp_path / "bad.yaml", "a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config([bad])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config([tmp_path / "nope.yaml"])
+
+
+def test_config_is_read_only():
+    conf = Config({"a": {"b": [1]}})
+    with pytest.raises(TypeError):
+        conf["a"]["c"] = 1  # type: ignore[index]
+    conf["a"]["b"].append(2)  # lists come back as copies
+    assert conf["a"]["b"] == [1]
+
+
+def test_shipped_configs_resolve_for_every_algorithm():
+    from archsearch.cli import config_files
+    from archsearch.nas.exp_runner import RUNNERS
+
+    for algo in RUNNERS.names():
+        for full in (False, True):
+            conf = load_config(config_files(algo, None, full, ()))
+            assert conf["dataset"]["name"] == ("cifar10" if full else "digits")
+            assert conf["nas"]["eval"]["loader"]["test_batch_size"] > 0
