@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# One thread: the suite's tensors are tiny, and OpenMP threads fighting over 2 busy cores are 10-100x slower.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
 MAIN = REPO / "scripts" / "main.py"

@@ -1,0 +1,64 @@
+"""BilevelArchTrainer: the shared training loop with DARTS' architecture step in the pre_step hook.
+
+Before every weight step on a batch of the weights split, the architecture takes one step on the next
+batch of the arch split (as train_search.py does); the weight step then runs unchanged in the base loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from archsearch.algos.darts.bilevel import BilevelOptimizer
+from archsearch.nas.arch_trainer import ArchTrainer
+from archsearch.nas.model_desc_builder import desc_genotype
+
+
+class BilevelArchTrainer(ArchTrainer):
+    def pre_fit(self, train_loader, val_loader) -> None:
+        conf_bilevel = self.conf["bilevel"]
+        self.bilevel = BilevelOptimizer(
+            conf_bilevel["optimizer"],
+            self.model.arch_params(),
+            self.weight_params(),
+            self.optimizer,
+            self.model,
+            order=conf_bilevel["order"],
+            fd_radius=conf_bilevel["fd_radius"],
+        )
+        if self._pending_bilevel_state is not None:
+            self.bilevel.load_state_dict(self._pending_bilevel_state)
+        self.arch_loss_sum = torch.zeros((), device=self.device)
+        self.arch_steps = 0
+
+    _pending_bilevel_state = None
+
+    def loss_fn(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # second order stays in float32: its finite-difference step is below bfloat16's resolution
+        with self.autocast() if self.bilevel.order == "first" else torch.autocast(self.device.type, enabled=False):
+            return self.loss_of(self.model(self.prepare(x)), y)[0]
+
+    def pre_step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        x_val, y_val = self.next_arch_batch()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.arch_loss_sum += self.bilevel.step(self.loss_fn, x, y, x_val, y_val, lr)
+        self.arch_steps += 1
+
+    def post_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
+        metrics["arch_loss"] = (self.arch_loss_sum / max(self.arch_steps, 1)).item()
+        self.arch_loss_sum.zero_()
+        self.arch_steps = 0
+        super().post_epoch(epoch, metrics)  # alpha softmax tables to log.yaml and TensorBoard
+        from archsearch.algos.darts.finalizers import DartsFinalizers
+
+        genotype = desc_genotype(DartsFinalizers().finalize_model(self.model))
+        self.log.info(f"[search] epoch {epoch + 1} genotype: {genotype}")
+        self.log.record("genotype", epoch=epoch + 1, genotype=genotype)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"bilevel": self.bilevel.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        # fit() restores checkpoints before pre_fit builds the optimizer: keep the state until then
+        self._pending_bilevel_state = state.get("bilevel")
