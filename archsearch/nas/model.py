@@ -56,6 +56,12 @@ class Cell(nn.Module):
         self.edge_inputs = [[e.input_id for e in node.edges] for node in desc.nodes]
         self.concat = list(desc.concat)
 
+    def set_edge_inputs(self, node: int, input_ids: list[int]) -> None:
+        """Rewire which states a node's edges read (weight-sharing supernets pick inputs per child)."""
+        if len(input_ids) != len(self.edge_inputs[node]) or not all(0 <= i < node + len(self.stems) for i in input_ids):
+            raise ValueError(f"node {node} cannot read states {input_ids}")
+        self.edge_inputs[node] = list(input_ids)
+
     def forward(self, inputs: list[torch.Tensor], drop_prob: float = 0.0) -> torch.Tensor:
         states = [stem(x) for stem, x in zip(self.stems, inputs)]
         use_drop_path = self.training and drop_prob > 0.0

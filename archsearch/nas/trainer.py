@@ -49,9 +49,13 @@ def build_optimizer(conf_optimizer: Mapping, params: Iterable[nn.Parameter]) -> 
 
 
 def build_scheduler(conf_schedule: Mapping, optimizer: torch.optim.Optimizer, epochs: int):
-    kind = choice(conf_schedule, "type", ["cosine", "step", "constant"])
+    kind = choice(conf_schedule, "type", ["cosine", "cosine_restarts", "step", "constant"])
     if kind == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs, 1), eta_min=conf_schedule["min_lr"])
+    if kind == "cosine_restarts":  # SGDR, as ENAS trains its shared weights (T_0 = t0 epochs, T_i = t_mul * T_i-1)
+        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            optimizer, conf_schedule["t0"], conf_schedule["t_mul"], eta_min=conf_schedule["min_lr"]
+        )
     if kind == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, conf_schedule["step_size"], conf_schedule["gamma"])
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)

@@ -1,0 +1,307 @@
+"""ENAS weight sharing: one supernet holds every candidate's weights; `set_arc` picks a child.
+
+The supernet is an ordinary `Model` compiled from a ModelDesc whose searchable edges are two registered
+ops:
+
+- `enas_choice` holds one module per (possible input, candidate op) and runs only the selected one. Micro
+  nodes get one per input slot, with weights per possible input as the original (`w[prev_cell]` in
+  micro_child._enas_cell); a macro layer gets one with a single input.
+- `enas_gate` runs its inner op or returns zeros. Micro cells end with one gate per node that passes the
+  node only if it is a loose end, so the cell output is the concat of *all* nodes with zeros in place of
+  the used ones: the next 1x1 conv over it equals the original's conv over the loose ends with gathered
+  weights (`final_conv` in micro_child._enas_layer). Macro skip inputs go through gates, as the
+  original's `tf.cond(skip, prev_layer, zeros)`.
+
+`set_arc` also rewires which state each micro edge reads (`Cell.set_edge_inputs`), so only the chosen
+ops compute. `extract_child(supernet, arc)` builds the standalone `Model` of an arc (the same desc the
+spaces give for evaluation) and copies the shared weights into it, slicing the zero blocks away.
+
+BatchNorm: every candidate has its own BN (affine as `model_desc.affine`, ENAS: learnable scale and
+offset per possible input and op) with its own running statistics, which only move when the candidate
+is chosen. ENAS computes its micro child with batch statistics even when validating; evaluate rewards
+in train mode (under `torch.no_grad()`) to match, or expect stale running statistics in eval mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from archsearch.nas.model import Model
+from archsearch.nas.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
+from archsearch.nas.model_desc_builder import ModelDescBuilder
+from archsearch.nas.ops import OPS, build_op
+from archsearch.spaces.enas_spaces import CELL_INPUTS, EnasSpace, MacroDescBuilder, MacroSpace, MicroSpace
+
+
+class EnasChoice(nn.Module):
+    """Candidates per possible input; params: candidates (op names), n_inputs, strided_inputs (inputs
+    below this index use the desc's stride: a reduction cell strides only on the cell inputs)."""
+
+    def __init__(self, desc: OpDesc) -> None:
+        super().__init__()
+        names = list(desc.params["candidates"])
+        n_inputs = int(desc.params.get("n_inputs", 1))
+        strided = int(desc.params.get("strided_inputs", n_inputs))
+        self.candidate_descs = [
+            [OpDesc.of(name, desc.ch_in, desc.ch_out, desc.stride if i < strided else 1, desc.affine) for name in names]
+            for i in range(n_inputs)
+        ]
+        self.candidates = nn.ModuleList(nn.ModuleList(build_op(d) for d in row) for row in self.candidate_descs)
+        self.selected: tuple[int, int] | None = None
+
+    def select(self, input_index: int, op_index: int) -> None:
+        self.selected = (input_index, op_index)
+
+    def chosen(self) -> nn.Module:
+        if self.selected is None:
+            raise RuntimeError("no child selected: call set_arc(arc) on the supernet before forward")
+        i, o = self.selected
+        return self.candidates[i][o]
+
+    def chosen_desc(self) -> OpDesc:
+        assert self.selected is not None
+        i, o = self.selected
+        return self.candidate_descs[i][o]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.chosen()(x)
+
+
+class EnasGate(nn.Module):
+    """Its inner op (params: op) when active, else zeros of the input's shape."""
+
+    def __init__(self, desc: OpDesc) -> None:
+        super().__init__()
+        if desc.stride != 1 or desc.ch_in != desc.ch_out:
+            raise ValueError("enas_gate needs stride 1 and ch_in == ch_out (its zeros take the input's shape)")
+        self.inner = build_op(OpDesc.of(desc.params["op"], desc.ch_in, desc.ch_out, 1, desc.affine))
+        self.active: bool | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.active is None:
+            raise RuntimeError("no child selected: call set_arc(arc) on the supernet before forward")
+        return self.inner(x) if self.active else torch.zeros_like(x)
+
+
+for _name, _builder in (("enas_choice", EnasChoice), ("enas_gate", EnasGate)):
+    if _name not in OPS:  # a module reload must not register twice
+        OPS.add(_name, _builder)
+
+
+def _choice_op(names: Sequence[str], ch: int, stride: int, affine: bool, n_inputs: int, strided: int) -> OpDesc:
+    # the key `candidates` makes templates_from_desc refuse this desc for evaluation, as for a MixedOp
+    return OpDesc.of(
+        "enas_choice", ch, ch, stride, affine, candidates=list(names), n_inputs=n_inputs, strided_inputs=strided
+    )
+
+
+def _load_sliced(dst: nn.Module, src: nn.Module, in_index: torch.Tensor | None = None) -> None:
+    """Copy src's weights and buffers into dst; where dst reads fewer input channels, take the
+    channels `in_index` (the loose-end blocks of a supernet cell output)."""
+    src_state = src.state_dict()
+    state = {}
+    for name, value in dst.state_dict().items():
+        source = src_state[name]
+        if source.shape != value.shape:
+            if in_index is None or source.dim() < 2:
+                raise ValueError(f"cannot map supernet weight {name} {tuple(source.shape)} to {tuple(value.shape)}")
+            source = source.index_select(1, in_index.to(source.device))
+        state[name] = source
+    dst.load_state_dict(state)
+
+
+# ---- micro -----------------------------------------------------------------------------------------
+
+
+class MicroSupernetDescBuilder(ModelDescBuilder):
+    """The DARTS skeleton with ENAS micro nodes: two `enas_choice` edges per node (their inputs are set
+    per child), then one `enas_gate` node per node; the cell concatenates the gates."""
+
+    def __init__(self, space: MicroSpace, conf_model_desc: Mapping, conf_dataset: Mapping) -> None:
+        super().__init__(conf_model_desc, conf_dataset)
+        self.space = space
+
+    def build_nodes(self, index: int, cell_type: str, c_node: int) -> tuple[list[NodeDesc], list[int]]:
+        n = self.space.n_nodes
+        stride = 2 if cell_type == "reduction" else 1
+        nodes = []
+        for j in range(n):
+            edges = [
+                EdgeDesc(_choice_op(self.space.ops, c_node, stride, self.affine, CELL_INPUTS + j, CELL_INPUTS), 0)
+                for _ in range(2)
+            ]
+            nodes.append(NodeDesc(edges))
+        for j in range(n):
+            gate = OpDesc.of("enas_gate", c_node, c_node, affine=self.affine, op="skip_connect")
+            nodes.append(NodeDesc([EdgeDesc(gate, CELL_INPUTS + j)]))
+        return nodes, [CELL_INPUTS + n + j for j in range(n)]
+
+
+class MicroSupernet(Model):
+    """Shared weights of the ENAS micro space (cells are not shared: each cell has its own, as ENAS)."""
+
+    def __init__(self, space: MicroSpace, conf_model_desc: Mapping, conf_dataset: Mapping) -> None:
+        desc = MicroSupernetDescBuilder(space, conf_model_desc, conf_dataset).build(
+            meta={"algorithm": "enas", "space": "micro", "supernet": True}
+        )
+        desc.validate("ENAS micro supernet")
+        super().__init__(desc)
+        self.space = space
+        self.conf_model_desc = dict(conf_model_desc)
+        self.conf_dataset = dict(conf_dataset)
+        self.arc: list[int] | None = None
+
+    def set_arc(self, arc_seq: Sequence[Any]) -> None:
+        tokens = self.space.check(arc_seq)
+        n = self.space.n_nodes
+        templates = self.space.to_templates(tokens)
+        for cell_type, nodes in self.space.cells(tokens).items():
+            loose = set(templates[cell_type].concat)
+            for cell in self.cells:
+                if cell.desc.cell_type != cell_type:
+                    continue
+                for j, (in_1, op_1, in_2, op_2) in enumerate(nodes):
+                    cell.set_edge_inputs(j, [in_1, in_2])
+                    cell.nodes[j][0].select(in_1, op_1)
+                    cell.nodes[j][1].select(in_2, op_2)
+                for j in range(n):
+                    cell.nodes[n + j][0].active = CELL_INPUTS + j in loose
+        self.arc = tokens
+
+    def child_desc(self, arc_seq: Sequence[Any]) -> ModelDesc:
+        return self.space.to_desc(arc_seq, self.conf_model_desc, self.conf_dataset)
+
+    def load_child_weights(self, child: Model, arc_seq: Sequence[Any]) -> None:
+        cells = self.space.cells(arc_seq)
+        templates = self.space.to_templates(arc_seq)
+
+        def output_index(cell_index: int) -> torch.Tensor | None:
+            """Channels of the supernet output of cell `cell_index` that the child keeps (None: a stem)."""
+            if cell_index < 0:
+                return None
+            desc = self.cells[cell_index].desc
+            blocks = [s - CELL_INPUTS for s in templates[desc.cell_type].concat]  # node j is block j
+            return torch.cat([torch.arange(b * desc.c_node, (b + 1) * desc.c_node) for b in blocks])
+
+        for dst, src in zip(child.stems, self.stems):
+            _load_sliced(dst, src)
+        for k, (child_cell, cell) in enumerate(zip(child.cells, self.cells)):
+            # relative input -1 of cell k is cell k-1's output; below cell 0 lie the model stems
+            for stem_child, stem, rel in zip(child_cell.stems, cell.stems, cell.desc.input_states):
+                _load_sliced(stem_child, stem, output_index(k + rel))
+            for j, (in_1, op_1, in_2, op_2) in enumerate(cells[cell.desc.cell_type]):
+                _load_sliced(child_cell.nodes[j][0], cell.nodes[j][0].candidates[in_1][op_1])
+                _load_sliced(child_cell.nodes[j][1], cell.nodes[j][1].candidates[in_2][op_2])
+        _load_sliced(child.logits, self.logits, output_index(len(self.cells) - 1))
+        if child.aux_tower is not None and self.aux_tower is not None:
+            _load_sliced(child.aux_tower, self.aux_tower, output_index(self.aux_after_cell))
+
+
+# ---- macro -----------------------------------------------------------------------------------------
+
+
+class MacroSupernetDescBuilder(MacroDescBuilder):
+    """Every layer reads every earlier source through a gate and holds all ops in one `enas_choice`;
+    every pool layer reduces every earlier state (as the original)."""
+
+    def layer_op(self, layer: int, op: int | None, width: int) -> OpDesc:
+        return _choice_op(self.space.ops, width, 1, self.affine, 1, 1)
+
+    def combine_op(self, width: int, from_skip: bool) -> OpDesc:
+        inner = super().combine_op(width, from_skip)
+        if not from_skip:
+            return inner
+        return OpDesc.of("enas_gate", width, width, affine=self.affine, op=inner.name)
+
+    def build_supernet(self) -> ModelDesc:
+        n = self.space.n_layers
+        desc = self.assemble(
+            [None] * n, [list(range(j)) for j in range(n)], {"algorithm": "enas", "space": "macro", "supernet": True}
+        )
+        desc.validate("ENAS macro supernet")
+        return desc
+
+
+class MacroSupernet(Model):
+    def __init__(self, space: MacroSpace, conf_model_desc: Mapping, conf_dataset: Mapping) -> None:
+        super().__init__(MacroSupernetDescBuilder(space, conf_model_desc, conf_dataset).build_supernet())
+        self.space = space
+        self.conf_model_desc = dict(conf_model_desc)
+        self.conf_dataset = dict(conf_dataset)
+        self.roles: list[str] = list(self.desc.meta["enas_cells"])
+        self.arc: list[int] | None = None
+
+    def _layer_cells(self) -> list[nn.Module]:
+        return [cell for cell, role in zip(self.cells, self.roles) if role.startswith("layer ")]
+
+    def set_arc(self, arc_seq: Sequence[Any]) -> None:
+        tokens = self.space.check(arc_seq)
+        ops, skips = self.space.decode(tokens)
+        for j, cell in enumerate(self._layer_cells()):
+            cell.nodes[0][0].select(0, ops[j])
+            if j > 0:
+                for i, bit in enumerate(skips[j - 1]):
+                    cell.nodes[1][1 + i].active = bool(bit)  # edge 1 + i reads source i
+        self.arc = tokens
+
+    def child_desc(self, arc_seq: Sequence[Any]) -> ModelDesc:
+        return self.space.to_desc(arc_seq, self.conf_model_desc, self.conf_dataset)
+
+    def load_child_weights(self, child: Model, arc_seq: Sequence[Any]) -> None:
+        ops, skips = self.space.decode(arc_seq)
+        by_role = dict(zip(self.roles, self.cells))
+        for dst, src in zip(child.stems, self.stems):
+            _load_sliced(dst, src)
+        for child_cell, role in zip(child.cells, child.desc.meta["enas_cells"]):
+            cell = by_role[role]
+            if role.startswith("pool "):
+                _load_sliced(child_cell.stems[0], cell.stems[0])
+                continue
+            j = int(role.split()[1])
+            _load_sliced(child_cell.nodes[0][0], cell.nodes[0][0].candidates[0][ops[j]])
+            if j == 0:
+                continue
+            sources = [i for i, bit in enumerate(skips[j - 1]) if bit]
+            _load_sliced(child_cell.nodes[1][0], cell.nodes[1][0])
+            for k, source in enumerate(sources, start=1):
+                _load_sliced(child_cell.nodes[1][k], cell.nodes[1][1 + source].inner)
+            _load_sliced(child_cell.nodes[2][0], cell.nodes[2][0])
+        _load_sliced(child.logits, self.logits)
+
+
+# ---- entry points ----------------------------------------------------------------------------------
+
+Supernet = MicroSupernet | MacroSupernet
+
+
+def build_supernet(space: EnasSpace, conf_model_desc: Mapping, conf_dataset: Mapping) -> Supernet:
+    if isinstance(space, MicroSpace):
+        return MicroSupernet(space, conf_model_desc, conf_dataset)
+    return MacroSupernet(space, conf_model_desc, conf_dataset)
+
+
+def extract_child(supernet: Supernet, arc_seq: Sequence[Any]) -> Model:
+    """The standalone Model of `arc_seq`, holding the supernet's current weights (same device and mode)."""
+    child = Model(supernet.child_desc(arc_seq))
+    device = next(supernet.parameters()).device
+    child.to(device)
+    supernet.load_child_weights(child, arc_seq)
+    child.train(supernet.training)
+    return child
+
+
+__all__ = [
+    "EnasChoice",
+    "EnasGate",
+    "MicroSupernetDescBuilder",
+    "MacroSupernetDescBuilder",
+    "MicroSupernet",
+    "MacroSupernet",
+    "Supernet",
+    "build_supernet",
+    "extract_child",
+]

@@ -1,0 +1,78 @@
+"""EnasTrainer: ENAS' alternating search as hooks on the shared loop.
+
+- pre_step: every minibatch of shared-weight training runs a fresh child sampled by the controller
+  (micro_child / general_child: one arc per step).
+- post_epoch: `train_steps` REINFORCE updates of the controller, each over `n_samples` children whose
+  reward is their accuracy on one batch of the arch split, with the shared weights (batch statistics,
+  no gradients, as the original's reward computation).
+Controller reward, entropy, baseline and skip rate go into the epoch's metrics (log.yaml, TensorBoard).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from archsearch.algos.enas.controller import Controller, ControllerConfig
+from archsearch.algos.enas.reinforce import ReinforceTrainer
+from archsearch.nas.arch_trainer import ArchTrainer
+
+
+class EnasTrainer(ArchTrainer):
+    _pending_reinforce_state = None
+
+    def pre_fit(self, train_loader, val_loader) -> None:
+        conf = self.conf["controller"]
+        space = self.model.space
+        kind = "micro" if type(space).__name__ == "MicroSpace" else "macro"
+        self.controller = Controller(space.token_spec(), ControllerConfig.from_conf(conf, kind))
+        self.reinforce = ReinforceTrainer(
+            self.controller,
+            lr=conf["lr"],
+            baseline_decay=conf["baseline_decay"],
+            entropy_weight=conf["entropy_weight"],
+            grad_clip=conf["grad_clip"],
+            skip_weight=conf["skip_weight"],
+        )
+        if self._pending_reinforce_state is not None:
+            self.reinforce.load_state_dict(self._pending_reinforce_state)
+
+    def pre_step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.model.set_arc(self.controller.sample_arc())
+
+    @torch.no_grad()
+    def child_accuracy(self, arc: list[int], batches: int = 1) -> float:
+        """A child's accuracy on `batches` batches of the arch split with the shared weights."""
+        self.model.set_arc(arc)
+        self.model.train()  # ENAS rewards use batch statistics: candidates' running stats are stale
+        correct = total = 0
+        for _ in range(batches):
+            x, y = self.next_arch_batch()
+            with self.autocast():
+                logits = self.model(self.prepare(x))
+            logits = logits[0] if isinstance(logits, tuple) else logits
+            correct += (logits.argmax(1) == y).sum()
+            total += y.shape[0]
+        return (correct / total).item()
+
+    def evaluate(self, loader) -> dict[str, float]:
+        self.model.set_arc(self.controller.sample_arc())  # the epoch's val figure is a sampled child's
+        return super().evaluate(loader)
+
+    def post_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
+        conf = self.conf["controller"]
+        stats: list[dict[str, float]] = [
+            self.reinforce.step(self.child_accuracy, conf["n_samples"]) for _ in range(conf["train_steps"])
+        ]
+        for key in ("reward", "entropy", "baseline", "skip_rate", "loss"):
+            metrics[f"controller_{key}"] = sum(s[key] for s in stats) / max(len(stats), 1)
+        best_arc, best_reward = max(self.reinforce.last_samples, key=lambda s: s[1], default=([], 0.0))
+        self.log.record("controller", epoch=epoch + 1, best_arc=best_arc, best_reward=best_reward)
+        super().post_epoch(epoch, metrics)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"reinforce": self.reinforce.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._pending_reinforce_state = state.get("reinforce")  # applied in pre_fit, once the controller exists
