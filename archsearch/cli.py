@@ -23,7 +23,7 @@ from archsearch.common.logging import RunLog, plain
 from archsearch.config import Config, load_config, to_yaml
 from archsearch.data.providers import DATASETS
 from archsearch.nas.context import RunContext
-from archsearch.nas.exp_runner import RUNNERS
+from archsearch.nas.exp_runner import RUNNERS, select_runner
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
@@ -129,7 +129,7 @@ def run_one(algo: str, dataset: str | None, opts: dict[str, Any], overrides: lis
             f"output {out_dir}"
         )
         log.record("start", algo=algo, dataset=dataset_name, device=str(device), argv=sys.argv[1:])
-        return run_phases(RUNNERS.get(algo)(ctx), ctx, opts)
+        return run_phases(select_runner(algo, conf)(ctx), ctx, opts)
     finally:
         log.close()
 
@@ -183,7 +183,7 @@ def dry_run(algo: str, conf: Config, out_dir: Path, device) -> dict[str, Any]:
     ctx = RunContext(
         conf, RunLog(None, verbose=False), torch.device("cpu"), out_dir, False, conf["common"]["seed"], algo
     )
-    report = RUNNERS.get(algo)(ctx).dry_run()
+    report = select_runner(algo, conf)(ctx).dry_run()
     search, ev = conf["nas"]["search"], conf["nas"]["eval"]
     click.echo(f"== dry run: {algo} on {conf['dataset']['name']} (device {device}; nothing trained or downloaded) ==")
     click.echo(

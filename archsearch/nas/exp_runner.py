@@ -31,6 +31,8 @@ from archsearch.nas.searcher import Searcher, SearchResult
 from archsearch.nas.trainer import Trainer
 
 RUNNERS: Registry[type[ExperimentRunner]] = Registry("algorithm")
+# runners that search a user's own nn.Module with LayerChoice/InputChoice (nas.search.space.model set)
+USER_MODEL_RUNNERS: Registry[type[ExperimentRunner]] = Registry("strategy for a user model")
 SEARCH_RESULT = "result.yaml"  # written last by a finished search: its presence means "search done"
 
 
@@ -128,3 +130,16 @@ class ExperimentRunner:
             report["eval_model_params"] = count_params(built.model)
             report["eval_model_macs"] = count_macs(built.model, shape)
         return report
+
+
+def select_runner(algo: str, conf) -> type[ExperimentRunner]:
+    """The runner for `algo`: its cell-space runner, or its user-model strategy when
+    `nas.search.space.model` names a model (`--nas.search.space.model examples.mnist_space:Net`)."""
+    if conf["nas"]["search"]["space"]["model"]:
+        if algo not in USER_MODEL_RUNNERS:
+            raise ArchitectureError(
+                f"--algos {algo} cannot search a user model (nas.search.space.model); "
+                f"use one of {', '.join(USER_MODEL_RUNNERS.names()) or 'none registered'}"
+            )
+        return USER_MODEL_RUNNERS.get(algo)
+    return RUNNERS.get(algo)
