@@ -186,22 +186,28 @@ def dry_run(algo: str, conf: Config, out_dir: Path, device) -> dict[str, Any]:
     report = select_runner(algo, conf)(ctx).dry_run()
     search, ev = conf["nas"]["search"], conf["nas"]["eval"]
     click.echo(f"== dry run: {algo} on {conf['dataset']['name']} (device {device}; nothing trained or downloaded) ==")
+    cell_based = report.pop("cell_based", True)  # graph IR algorithms have no cell model_desc to show
+
+    def settings(conf: Config) -> str:
+        return f"{conf['model_desc'].to_dict()}  " if cell_based else ""
+
     click.echo(
-        f"search: {search['model_desc'].to_dict()}  epochs {search['trainer']['epochs']}, "
-        f"batch {search['loader']['batch_size']}"
+        f"search: {settings(search)}epochs {search['trainer']['epochs']}, batch {search['loader']['batch_size']}"
     )
     if "search_model_params" in report:
         click.echo(f"  search model: {report['search_model_params']:,} weight parameters")
     if "search_arch_params" in report:
         click.echo(f"  architecture parameters: {report['search_arch_params']:,} {report['search_arch_shapes']}")
     click.echo(
-        f"eval:   {ev['model_desc'].to_dict()}  epochs {ev['trainer']['epochs']}, batch {ev['loader']['batch_size']}, "
+        f"eval:   {settings(ev)}epochs {ev['trainer']['epochs']}, batch {ev['loader']['batch_size']}, "
         f"cutout {ev['loader']['cutout']}, drop path {ev['trainer']['drop_path_prob']}"
     )
     click.echo(
         f"  eval model: {report['eval_model_params']:,} parameters (excluding aux tower), "
         f"{report['eval_model_macs'] / 1e6:.1f}M MACs per image"
     )
+    for note in report.get("notes", []):
+        click.echo(note)
     click.echo(f"output folder: {out_dir}")
     return report
 

@@ -57,7 +57,12 @@ def save_final_desc(ctx: RunContext, desc: ModelDesc, metrics: dict[str, Any]) -
         desc.save(path)
         atomic_write_text(ctx.search_dir / "genotype.txt", genotype + "\n")
         ctx.log.info(f"[search] genotype: {genotype}")
+    return record_search_result(ctx, path, metrics)
+
+
+def record_search_result(ctx: RunContext, final_arch: Path, metrics: dict[str, Any]) -> Path:
+    """search/metrics.yaml plus a log record, for any kind of final architecture file."""
     atomic_write_yaml(ctx.search_dir / "metrics.yaml", plain(metrics))
-    ctx.log.record("search_done", final_arch=path, **metrics)
-    ctx.log.info(f"[search] final architecture: {path}")
-    return path
+    ctx.log.record("search_done", final_arch=final_arch, **metrics)
+    ctx.log.info(f"[search] final architecture: {final_arch}")
+    return final_arch

@@ -1,0 +1,99 @@
+"""Network-morphism architecture search (Autokeras / NNI NetworkMorphism tuner style), framework-free.
+
+NNI-style trial code keeps working::
+
+    from archsearch.algos.morphism import json_to_graph
+    model = json_to_graph(text).produce_torch_model()
+"""
+
+from archsearch.algos.morphism.bayesian import BayesianOptimizer, IncrementalGaussianProcess, SearchTree
+from archsearch.algos.morphism.descriptor import NetworkDescriptor
+from archsearch.algos.morphism.distance import edit_distance, layer_distance, skip_connection_distance
+from archsearch.algos.morphism.generators import CnnGenerator, MlpGenerator
+from archsearch.algos.morphism.graph import Graph, Node
+from archsearch.algos.morphism.ir_json import graph_to_dict, graph_to_json, json_to_graph
+from archsearch.algos.morphism.layers import (
+    StubAdd,
+    StubBatchNormalization1d,
+    StubBatchNormalization2d,
+    StubBatchNormalization3d,
+    StubConcatenate,
+    StubConv1d,
+    StubConv2d,
+    StubConv3d,
+    StubDense,
+    StubDropout1d,
+    StubDropout2d,
+    StubDropout3d,
+    StubFlatten,
+    StubGlobalPooling1d,
+    StubGlobalPooling2d,
+    StubGlobalPooling3d,
+    StubLayer,
+    StubPooling1d,
+    StubPooling2d,
+    StubPooling3d,
+    StubReLU,
+    StubSoftmax,
+)
+from archsearch.algos.morphism.runner import MorphismRunner  # noqa: F401 - registers --algos morphism
+from archsearch.algos.morphism.search import SearchResult, run_morphism_search
+from archsearch.algos.morphism.strategy import MorphismSearchStrategy, SearchExhausted, Trial
+from archsearch.algos.morphism.torch_model import TorchModel
+from archsearch.algos.morphism.transformer import (
+    MorphismLimits,
+    to_deeper_graph,
+    to_skip_connection_graph,
+    to_wider_graph,
+    transform,
+)
+
+__all__ = [
+    "BayesianOptimizer",
+    "CnnGenerator",
+    "Graph",
+    "IncrementalGaussianProcess",
+    "MlpGenerator",
+    "MorphismLimits",
+    "MorphismSearchStrategy",
+    "NetworkDescriptor",
+    "Node",
+    "SearchExhausted",
+    "SearchResult",
+    "SearchTree",
+    "StubAdd",
+    "StubBatchNormalization1d",
+    "StubBatchNormalization2d",
+    "StubBatchNormalization3d",
+    "StubConcatenate",
+    "StubConv1d",
+    "StubConv2d",
+    "StubConv3d",
+    "StubDense",
+    "StubDropout1d",
+    "StubDropout2d",
+    "StubDropout3d",
+    "StubFlatten",
+    "StubGlobalPooling1d",
+    "StubGlobalPooling2d",
+    "StubGlobalPooling3d",
+    "StubLayer",
+    "StubPooling1d",
+    "StubPooling2d",
+    "StubPooling3d",
+    "StubReLU",
+    "StubSoftmax",
+    "TorchModel",
+    "Trial",
+    "edit_distance",
+    "graph_to_dict",
+    "graph_to_json",
+    "json_to_graph",
+    "layer_distance",
+    "run_morphism_search",
+    "skip_connection_distance",
+    "to_deeper_graph",
+    "to_skip_connection_graph",
+    "to_wider_graph",
+    "transform",
+]
