@@ -50,6 +50,10 @@ class BilevelArchTrainer(ArchTrainer):
         self.arch_loss_sum.zero_()
         self.arch_steps = 0
         super().post_epoch(epoch, metrics)  # alpha softmax tables to log.yaml and TensorBoard
+        self.log_architecture(epoch)
+
+    def log_architecture(self, epoch: int) -> None:
+        """The architecture the alphas pick now (a genotype for cells; a user-model strategy logs its choices)."""
         from archsearch.algos.darts.finalizers import DartsFinalizers
 
         genotype = desc_genotype(DartsFinalizers().finalize_model(self.model))

@@ -1,0 +1,167 @@
+"""Which user model a search is about, and the file its result is: `search/final_arch.json`.
+
+A model is named by import path, `package.module:Attribute` (or `package.module.Attribute`), and built with
+keyword arguments: `nas.search.space.model` and `nas.search.space.model_kwargs`. The import looks in the
+current directory first when the module is not found on the path, as `python -m` would, so a checkout's
+`examples.mnist_space:Net` works from `scripts/main.py` and from the `archsearch` console script alike.
+
+final_arch.json holds the choice JSON together with the model it belongs to, so evaluation and
+`archsearch.load_model` rebuild the fixed network from that file alone:
+
+    {"format": "user_model_json", "model": "examples.mnist_space:Net", "model_kwargs": {...},
+     "choices": {"conv1": "conv5x5", "skip": [0]}, "meta": {"algo": "darts"}}
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+import os
+import sys
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from archsearch.common.errors import ArchitectureError, UserError
+from archsearch.common.io import atomic_write_text
+from archsearch.nas.load import ARCH_FORMATS
+from archsearch.spaces.mutables import MutableSpace, apply_fixed_arch
+
+ARCH_FORMAT = "user_model_json"
+FINAL_ARCH = "final_arch.json"
+CONF_KEY = "nas.search.space.model"
+
+
+@dataclass(frozen=True)
+class UserModelRef:
+    path: str  # "package.module:Attribute"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_conf(cls, conf_space: Mapping) -> UserModelRef:
+        kwargs = conf_space["model_kwargs"]
+        kwargs = kwargs.to_dict() if hasattr(kwargs, "to_dict") else dict(kwargs or {})
+        return cls(str(conf_space["model"]), kwargs)
+
+    def module_and_attribute(self) -> tuple[str, str]:
+        module, sep, attribute = self.path.partition(":")
+        if not sep:
+            module, _, attribute = self.path.rpartition(".")
+        if not module or not attribute:
+            raise UserError(f"{CONF_KEY} {self.path!r} is not an import path; write it like examples.mnist_space:Net")
+        return module, attribute
+
+    def resolve(self) -> Any:
+        """The class (or factory) the path names."""
+        module_name, attribute = self.module_and_attribute()
+        module = _import(module_name, self.path)
+        if not hasattr(module, attribute):
+            names = [n for n in dir(module) if not n.startswith("_")]
+            close = difflib.get_close_matches(attribute, names, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            if ":" not in self.path:
+                hint += f"; write the path as module:Class, e.g. {module_name}.{attribute}:Net"
+            raise UserError(f"{CONF_KEY}: module {module_name!r} has no attribute {attribute!r}{hint}")
+        return getattr(module, attribute)
+
+    def build(self) -> nn.Module:
+        factory = self.resolve()
+        if isinstance(factory, types.ModuleType):
+            raise UserError(
+                f"{CONF_KEY}: {self.path} is a module; write the path as module:Class, e.g. {self.path}:Net"
+            )
+        if not callable(factory):
+            raise UserError(f"{CONF_KEY}: {self.path} is a {type(factory).__name__}, not a model class or factory")
+        try:
+            model = factory(**self.kwargs)
+        except TypeError as e:  # wrong model_kwargs, the usual cause; anything else keeps its traceback
+            raise UserError(
+                f"cannot build {self.path}(**{self.kwargs}): {e}; fix nas.search.space.model_kwargs"
+            ) from None
+        if not isinstance(model, nn.Module):
+            raise UserError(f"{CONF_KEY}: {self.path}(...) returned a {type(model).__name__}, not a torch.nn.Module")
+        return model
+
+    def build_space(self) -> tuple[nn.Module, MutableSpace]:
+        """The model with its mutables, and their space (an error when it has none)."""
+        model = self.build()
+        return model, MutableSpace(model, f"model {self.path}")
+
+
+def _import(module_name: str, path: str):
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        missing = e.name or ""
+        if not (module_name == missing or module_name.startswith(missing + ".")):
+            raise  # the user's module imports something missing: its own traceback says what
+        cwd = os.getcwd()
+        if cwd not in sys.path:  # once: the retry finds cwd on the path and reports
+            sys.path.insert(0, cwd)
+            return _import(module_name, path)
+        raise UserError(
+            f"{CONF_KEY} {path!r}: cannot import module {module_name!r} ({e}); give an importable module, "
+            f"e.g. examples.mnist_space:Net run from the repository root"
+        ) from None
+
+
+@dataclass
+class UserModelArch:
+    """The contents of final_arch.json: a model reference and the choice JSON found for it."""
+
+    model: UserModelRef
+    choices: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        data = {
+            "format": ARCH_FORMAT,
+            "model": self.model.path,
+            "model_kwargs": self.model.kwargs,
+            "choices": self.choices,
+            "meta": self.meta,
+        }
+        return json.dumps(data, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str, model: UserModelRef | None = None) -> UserModelArch:
+        """Parse final_arch.json; with `model`, a bare choice JSON `{key: choice}` is taken to belong to it."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ArchitectureError(f"{where} is not valid JSON: {e.msg} at line {e.lineno}") from None
+        if not isinstance(data, dict):
+            raise ArchitectureError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        if "choices" not in data and model is not None:
+            return cls(model, data, {"source": where})
+        if not isinstance(data.get("model"), str) or not isinstance(data.get("choices"), dict):
+            raise ArchitectureError(
+                f"{where} is not a user-model architecture: expected an object with 'model' and 'choices' "
+                f"(a search's search/{FINAL_ARCH})"
+            )
+        if not isinstance(data.get("model_kwargs", {}), dict):
+            raise ArchitectureError(f"{where}: 'model_kwargs' must be a JSON object")
+        return cls(UserModelRef(data["model"], data.get("model_kwargs", {})), data["choices"], data.get("meta", {}))
+
+    @classmethod
+    def load(cls, path: Path, model: UserModelRef | None = None) -> UserModelArch:
+        try:
+            return cls.from_json(Path(path).read_text(), str(path), model)
+        except FileNotFoundError:
+            raise ArchitectureError(f"architecture file {path} does not exist") from None
+
+    def save(self, path: Path) -> Path:
+        return atomic_write_text(path, self.to_json())
+
+    def build_fixed(self, where: str = "choice JSON") -> nn.Module:
+        """The user's model with only the chosen candidates (untrained); `where` names the file in errors."""
+        model, _ = self.model.build_space()
+        return apply_fixed_arch(model, self.choices, where=where)
+
+
+ARCH_FORMATS.add(ARCH_FORMAT, lambda text: UserModelArch.from_json(text, "model.pt architecture").build_fixed())

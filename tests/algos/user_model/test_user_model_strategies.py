@@ -1,0 +1,193 @@
+"""User-model strategies without the CLI: DARTS mixtures and alphas, ENAS tokens and controller, random
+sampling, the model reference and final_arch.json."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archsearch.algos.enas.controller import Controller
+from archsearch.algos.user_model import DartsSupernet, EnasChildren, UserModelArch, UserModelRef
+from archsearch.algos.user_model.random import sample_new
+from archsearch.common.errors import ArchitectureError, UserError
+from archsearch.spaces.mutables import InputChoice, LayerChoice, MutableSpace
+from examples.mnist_space import Net
+
+
+class Toy(nn.Module):
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.linear = LayerChoice([nn.Linear(4, 4), nn.Linear(4, 4, bias=False), nn.Identity()], key="linear")
+        self.again = LayerChoice([nn.Linear(4, 4), nn.Linear(4, 4), nn.Tanh()], key="linear")
+        self.skip = InputChoice(2, n_chosen=None, key="skip")
+        self.pick = InputChoice(3, n_chosen=2, reduction=reduction, key="pick")
+        self.fixed = InputChoice(2, n_chosen=2, reduction="concat", key="fixed")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.linear(x)
+        skip = self.skip([x, h])
+        h = h if skip is None else h + skip
+        h = self.again(self.pick([h, x, 2 * x]))
+        return self.fixed([h, x])
+
+
+X = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+
+
+def darts_toy(reduction: str = "mean") -> DartsSupernet:
+    torch.manual_seed(0)
+    model = Toy(reduction)
+    supernet = DartsSupernet(model, MutableSpace(model))
+    with torch.no_grad():
+        for alpha in supernet.alphas:
+            alpha.normal_()
+    return supernet
+
+
+def test_darts_layer_choice_is_the_softmax_weighted_sum_of_its_candidates():
+    supernet = darts_toy()
+    choice = supernet.model.linear
+    weights = F.softmax(supernet.arch_tables["linear"][0], dim=-1)
+    expected = sum(w * candidate(X) for w, candidate in zip(weights, choice.candidates))
+    assert torch.allclose(choice(X), expected, atol=1e-6)
+    # a shared key shares its alphas: the second choice mixes its own candidates with the same weights
+    expected = sum(w * candidate(X) for w, candidate in zip(weights, supernet.model.again.candidates))
+    assert torch.allclose(supernet.model.again(X), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_darts_input_choices_mix_their_inputs(reduction):
+    supernet = darts_toy(reduction)
+    inputs = [X, 2 * X, -X]
+    weights = F.softmax(supernet.arch_tables["pick"][0], dim=-1)
+    mixed = sum(w * x for w, x in zip(weights, inputs)) * (2 if reduction == "sum" else 1)  # k = 2 of 3
+    assert torch.allclose(supernet.model.pick(inputs), mixed, atol=1e-6)
+    keep = F.softmax(supernet.arch_tables["skip"], dim=-1)[:, 1]  # (n, 2): a [drop, keep] softmax per input
+    assert torch.allclose(supernet.model.skip([X, -2 * X]), keep[0] * X - keep[1] * 2 * X, atol=1e-6)
+
+
+def test_darts_alphas_are_one_table_per_searched_key_and_apart_from_weights():
+    supernet = darts_toy()
+    assert {k: tuple(t.shape) for k, t in supernet.arch_tables.items()} == {
+        "linear": (1, 3),
+        "skip": (2, 2),
+        "pick": (1, 3),
+    }  # "fixed" chooses every input: nothing to learn
+    arch, weights = {id(p) for p in supernet.arch_params()}, {id(p) for p in supernet.nonarch_params()}
+    assert not arch & weights and len(arch | weights) == len(list(supernet.parameters()))
+    loss = supernet(X).square().mean()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in supernet.arch_params())
+    assert supernet.column_names() == {
+        "linear": ["0", "1", "2"],
+        "skip": ["drop", "keep"],
+        "pick": ["input0", "input1", "input2"],
+    }
+
+
+def test_darts_final_choices_follow_the_alphas():
+    supernet = darts_toy()
+    with torch.no_grad():
+        supernet.arch_tables["linear"].copy_(torch.tensor([[0.0, 2.0, 1.0]]))
+        supernet.arch_tables["skip"].copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+        supernet.arch_tables["pick"].copy_(torch.tensor([[3.0, 0.0, 2.0]]))
+    choices = supernet.current_choices()
+    assert supernet.space.to_json(choices) == {"linear": "1", "skip": [1], "pick": [0, 2], "fixed": [0, 1]}
+
+
+def test_darts_refuses_mixtures_without_a_fixed_shape():
+    with pytest.raises(ArchitectureError, match="DARTS cannot mix InputChoice 'pick' with reduction 'concat'"):
+        darts_toy("concat")
+
+
+def test_enas_tokens_round_trip_every_architecture_and_drive_the_model():
+    torch.manual_seed(0)
+    model = Toy()
+    supernet = EnasChildren(model, MutableSpace(model))
+    space = supernet.space
+    spec = space.token_spec()
+    assert [(t.layer, t.n_choices) for t in spec] == [(0, 3), (1, 2), (1, 2), (2, 3)]  # 3 ops, 2 keep bits, C(3,2)
+    arcs = list(itertools.product(*(range(t.n_choices) for t in spec)))
+    decoded = [space.decode_arc(arc) for arc in arcs]
+    assert len({json.dumps(space.to_json(c)) for c in decoded}) == len(arcs) == space.size()
+    assert all(space.encode_arc(c) == list(arc) for c, arc in zip(decoded, arcs))
+    controller = Controller(spec, generator=torch.Generator().manual_seed(0))
+    for _ in range(5):
+        arc = controller.sample_arc()
+        supernet.set_arc(arc)
+        choices = space.decode_arc(arc)
+        assert model.linear.decision == model.again.decision == choices["linear"]
+        assert model.pick.decision == choices["pick"] and len(choices["pick"]) == 2
+    with pytest.raises(ArchitectureError, match="out of range"):
+        space.decode_arc([3, 0, 0, 0])
+
+
+def test_enas_needs_something_to_search():
+    model = nn.Sequential(LayerChoice([nn.ReLU()]), InputChoice(1))
+    with pytest.raises(ArchitectureError, match="nothing to search"):
+        EnasChildren(model, MutableSpace(model))
+
+
+def test_random_candidates_are_seeded_and_do_not_repeat_while_the_space_has_untried_ones():
+    _, space = UserModelRef("examples.mnist_space:Net").build_space()
+    tried: list[dict] = []
+    for i in range(space.size()):
+        tried.append(sample_new(space, seed=2, index=i, tried=tried))
+    assert len({json.dumps(c, sort_keys=True) for c in tried}) == space.size() == 8
+    assert sample_new(space, 2, 3, tried[:3]) == tried[3]
+    space.parse(sample_new(space, 2, 8, tried))  # a full space may repeat, but stays valid
+    assert all(space.parse(c) for c in (space.to_json(space.random_choices(random.Random(s))) for s in range(5)))
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("nope:Net", "cannot import module 'nope'"),
+        ("examples.mnist_space:Nett", "has no attribute 'Nett' (did you mean Net?)"),
+        ("examples.mnist_space", "write the path as module:Class"),
+        ("Net", "is not an import path"),
+        ("torch.nn.functional:relu", "cannot build torch.nn.functional:relu"),
+    ],
+)
+def test_bad_model_references_are_user_errors(path, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        UserModelRef(path, {"in_channels": 1}).build_space()
+
+
+def test_final_arch_json_rebuilds_the_fixed_model(tmp_path):
+    ref = UserModelRef("examples.mnist_space:Net", {"width": 8})
+    arch = UserModelArch(ref, {"conv1": "conv5x5", "conv2": "conv3x3", "skip": []}, {"algo": "darts"})
+    path = arch.save(tmp_path / "final_arch.json")
+    loaded = UserModelArch.load(path)
+    assert loaded == arch
+    model = loaded.build_fixed()
+    assert model.conv1.kernel_size == (5, 5) and model.conv1.out_channels == 8
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    bare = tmp_path / "choices.json"
+    bare.write_text(json.dumps(arch.choices))
+    assert UserModelArch.load(bare, ref).choices == arch.choices  # a bare choice JSON, for a configured model
+    with pytest.raises(ArchitectureError, match="expected an object with 'model' and 'choices'"):
+        UserModelArch.load(bare)
+
+
+def test_the_example_trains_under_darts_with_a_bilevel_step():
+    from archsearch.algos.darts.bilevel import BilevelOptimizer
+
+    torch.manual_seed(0)
+    model = Net()
+    supernet = DartsSupernet(model, MutableSpace(model))
+    weights = supernet.nonarch_params()
+    w_opt = torch.optim.SGD(weights, lr=0.1, momentum=0.9)
+    conf = dict(type="adam", lr=0.1, betas=[0.5, 0.999], weight_decay=0.0, momentum=0.0, nesterov=False)
+    bilevel = BilevelOptimizer(conf, supernet.arch_params(), weights, w_opt, supernet, order="second")
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    before = [a.detach().clone() for a in supernet.arch_params()]
+    bilevel.step(lambda a, b: F.cross_entropy(supernet(a), b), x, y, x, y, lr=0.1)
+    assert all(not torch.equal(a, b) for a, b in zip(supernet.arch_params(), before))
