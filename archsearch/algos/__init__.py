@@ -1,3 +1,3 @@
 """Importing this package registers every algorithm's runner (and ops) in the registries."""
 
-from archsearch.algos import darts, enas, manual, morphism, random, user_model  # noqa: F401
+from archsearch.algos import darts, enas, manual, morphism, naswot, random, user_model  # noqa: F401

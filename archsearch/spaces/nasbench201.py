@@ -1,0 +1,302 @@
+"""NAS-Bench-201 (Dong & Yang, ICLR 2020): cell strings, benchmark indices, and the network as a ModelDesc.
+
+A cell has 4 nodes; node j (1..3) sums one op applied to each earlier node i < j, so 6 edges, each one of
+`NB201_OPS`. The benchmark writes a cell as one `|op~i|...|` group per node, joined by `+`:
+
+    |nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|
+
+The benchmark's index of a cell (its `uid`, 0..15624) is NOT the lexicographic product order: the
+benchmark enumerated all cells (node 1 first, edges in input order, ops in `NB201_OPS` order) and then
+shuffled the list with Python's `random.seed(88); random.shuffle(...)` (xautodl, NAS-Bench-201 `main.py`).
+We replay that shuffle; it reproduces all 15,625 rows of the published table.
+
+The network (xautodl `TinyNetwork`): 3x3 conv + BN stem to C channels, N cells, a stride-2 ResNet basic
+block to 2C, N cells, a block to 4C, N cells, BN-ReLU, global pooling, linear. As a ModelDesc each cell
+takes the previous state through an identity stem (`skip_connect`), and each basic block is a
+`reduction` cell whose only content is its `nb201_resblock` stem (no nodes, `concat=[0]`).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import itertools
+import operator
+import random
+from collections.abc import Mapping, Sequence
+
+from archsearch.common.errors import ArchitectureError
+from archsearch.nas.model_desc import CellDesc, EdgeDesc, ModelDesc, NodeDesc, OpDesc
+from archsearch.spaces import nasbench201_ops  # noqa: F401  (registers the NAS-Bench-201 ops)
+
+# The benchmark's op order (xautodl `NAS_BENCH_201`); it fixes the enumeration order of cells.
+NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+N_NODES = 4  # including the input node 0
+N_EDGES = N_NODES * (N_NODES - 1) // 2
+N_CELLS = len(NB201_OPS) ** N_EDGES  # 15,625
+_SHUFFLE_SEED = 88  # the benchmark's, in generate_meta_info()
+SPACE_NAME = "nasbench201"
+
+# (node j, input i) for every edge, in string order: node 1's edge, then node 2's, then node 3's.
+EDGES: tuple[tuple[int, int], ...] = tuple((j, i) for j in range(1, N_NODES) for i in range(j))
+
+Cell = tuple[str, ...]  # one op name per edge, in EDGES order
+
+
+# ---- strings -------------------------------------------------------------------------------------
+
+
+def parse_arch(arch_str: str) -> Cell:
+    """Parse a cell string into its 6 op names (EDGES order). Strict: node j must list inputs 0..j-1."""
+    if not isinstance(arch_str, str):
+        raise ArchitectureError(f"NAS-Bench-201 arch must be a string, got {arch_str!r}; write e.g. {_example()}")
+    text = arch_str.strip()
+    if not text:
+        raise ArchitectureError(f"NAS-Bench-201 arch is empty; write e.g. {_example()}")
+    groups = text.split("+")
+    if len(groups) != N_NODES - 1:
+        raise ArchitectureError(
+            f"NAS-Bench-201 arch {_short(text)} has {len(groups)} node group(s) joined by '+', "
+            f"expected {N_NODES - 1}; write e.g. {_example()}"
+        )
+    ops: list[str] = []
+    for j, group in enumerate(groups, start=1):
+        if len(group) < 2 or group[0] != "|" or group[-1] != "|":
+            raise ArchitectureError(
+                f"NAS-Bench-201 arch node {j} {group!r} must be written |op~i|...| (bars at both ends)"
+            )
+        items = group[1:-1].split("|")
+        if len(items) != j:
+            raise ArchitectureError(
+                f"NAS-Bench-201 arch node {j} {group!r} has {len(items)} edge(s), expected {j} (inputs 0..{j - 1})"
+            )
+        for i, item in enumerate(items):
+            op, sep, input_id = item.partition("~")
+            if not sep:
+                raise ArchitectureError(
+                    f"NAS-Bench-201 arch node {j}: edge {item!r} must be op~input, e.g. skip_connect~{i}"
+                )
+            if op not in NB201_OPS:
+                raise ArchitectureError(
+                    f"NAS-Bench-201 arch node {j}: unknown op {op!r}; valid: {', '.join(NB201_OPS)}"
+                )
+            if input_id != str(i):
+                raise ArchitectureError(
+                    f"NAS-Bench-201 arch node {j}: edge {item!r} has input {input_id!r}, expected {i} "
+                    f"(node {j} lists inputs 0..{j - 1} in order)"
+                )
+            ops.append(op)
+    return tuple(ops)
+
+
+def format_arch(cell: Sequence[str]) -> str:
+    """The benchmark's string of a cell given as 6 op names in EDGES order."""
+    cell = _check_cell(cell)
+    groups, k = [], 0
+    for j in range(1, N_NODES):
+        groups.append("|" + "|".join(f"{cell[k + i]}~{i}" for i in range(j)) + "|")
+        k += j
+    return "+".join(groups)
+
+
+def _check_cell(cell: Sequence[str]) -> Cell:
+    cell = tuple(cell)
+    if len(cell) != N_EDGES:
+        raise ArchitectureError(f"NAS-Bench-201 cell needs {N_EDGES} ops (one per edge), got {len(cell)}")
+    for op in cell:
+        if op not in NB201_OPS:
+            raise ArchitectureError(f"NAS-Bench-201 cell: unknown op {op!r}; valid: {', '.join(NB201_OPS)}")
+    return cell
+
+
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 100 else text[:97] + "...")
+
+
+def _example() -> str:
+    return "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+
+
+# ---- benchmark indices ---------------------------------------------------------------------------
+
+
+def _product_index(cell: Cell) -> int:
+    """Position in the benchmark's enumeration before its shuffle: base-5 digits, first edge first."""
+    index = 0
+    for op in cell:
+        index = index * len(NB201_OPS) + NB201_OPS.index(op)
+    return index
+
+
+@functools.cache
+def _benchmark_order() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(product index of each benchmark index, benchmark index of each product index)."""
+    # shuffle() only draws from the generator as a function of the list length, so shuffling the
+    # product indices permutes them exactly as the benchmark shuffled its cell objects.
+    order = list(range(N_CELLS))
+    random.Random(_SHUFFLE_SEED).shuffle(order)
+    inverse = [0] * N_CELLS
+    for bench_index, product_index in enumerate(order):
+        inverse[product_index] = bench_index
+    return tuple(order), tuple(inverse)
+
+
+def arch_to_index(arch_str: str) -> int:
+    """The benchmark's index (`uid`) of a cell string."""
+    return _benchmark_order()[1][_product_index(parse_arch(arch_str))]
+
+
+def index_to_arch(index: int) -> str:
+    """The cell string of a benchmark index 0..15624."""
+    try:
+        position = operator.index(index)  # accepts numpy integers, rejects floats and strings
+    except TypeError:
+        position = -1
+    if isinstance(index, bool) or not 0 <= position < N_CELLS:
+        raise ArchitectureError(f"NAS-Bench-201 index {index!r} is out of range; use an int in 0..{N_CELLS - 1}")
+    product_index = _benchmark_order()[0][position]
+    digits = []
+    for _ in range(N_EDGES):
+        product_index, digit = divmod(product_index, len(NB201_OPS))
+        digits.append(NB201_OPS[digit])
+    return format_arch(tuple(reversed(digits)))
+
+
+def all_archs() -> list[str]:
+    """All 15,625 cell strings in benchmark order (index i -> string)."""
+    return [index_to_arch(i) for i in range(N_CELLS)]
+
+
+def enumerate_cells() -> list[Cell]:
+    """All cells in the benchmark's pre-shuffle (product) order."""
+    return [tuple(c) for c in itertools.product(NB201_OPS, repeat=N_EDGES)]
+
+
+# ---- ModelDesc -----------------------------------------------------------------------------------
+
+
+def cell_desc(cell: Cell, c: int) -> CellDesc:
+    """One NAS-Bench-201 cell at width c: identity stem from the previous state, output = node 3."""
+    nodes, k = [], 0
+    for j in range(1, N_NODES):
+        nodes.append(NodeDesc([EdgeDesc(OpDesc.of(cell[k + i], c, c), i) for i in range(j)]))
+        k += j
+    return CellDesc("regular", [-1], [OpDesc.of("skip_connect", c, c)], nodes, [N_NODES - 1], c)
+
+
+def resblock_desc(ch_in: int, ch_out: int) -> CellDesc:
+    """The stride-2 ResNet basic block between stages, as a cell that is only its stem."""
+    return CellDesc("reduction", [-1], [OpDesc.of("nb201_resblock", ch_in, ch_out, stride=2)], [], [0], ch_out)
+
+
+def arch_to_desc(arch_str: str, C: int = 16, N: int = 5, ch_in: int = 3, n_classes: int = 10) -> ModelDesc:
+    """The benchmark's network for a cell string: C channels in the first stage, N cells per stage."""
+    cell = parse_arch(arch_str)
+    for name, value in (("C", C), ("N", N), ("ch_in", ch_in), ("n_classes", n_classes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ArchitectureError(f"NAS-Bench-201 network: {name} must be a positive int, got {value!r}")
+    cells: list[CellDesc] = []
+    c = C
+    for stage in range(3):
+        if stage:
+            cells.append(resblock_desc(c, 2 * c))
+            c *= 2
+        cells.extend(cell_desc(cell, c) for _ in range(N))
+    desc = ModelDesc(
+        ch_in=ch_in,
+        n_classes=n_classes,
+        stems=[OpDesc.of("stem_conv3x3", ch_in, C)],
+        cells=cells,
+        pool_op=OpDesc.of("bn_relu_global_avg_pool", c, c),
+        logits_op=OpDesc.of("linear", c, n_classes),
+        meta={"space": SPACE_NAME, "arch": format_arch(cell), "arch_index": arch_to_index(arch_str)},
+    )
+    desc.validate(f"NAS-Bench-201 network {arch_str}")
+    return desc
+
+
+def desc_to_arch(desc: ModelDesc) -> str:
+    """The cell string of a NAS-Bench-201 desc, read from its cells (not from `meta`)."""
+    arch = None
+    for ci, cell in enumerate(desc.cells):
+        if cell.cell_type != "regular":
+            continue
+        where = f"cells[{ci}]"
+        if cell.n_inputs != 1 or len(cell.nodes) != N_NODES - 1:
+            raise ArchitectureError(
+                f"desc is not a NAS-Bench-201 network: {where} has {cell.n_inputs} input(s) and "
+                f"{len(cell.nodes)} node(s), expected 1 and {N_NODES - 1}"
+            )
+        ops: list[str] = []
+        for ni, node in enumerate(cell.nodes):
+            inputs = [e.input_id for e in node.edges]
+            if inputs != list(range(ni + 1)):
+                raise ArchitectureError(
+                    f"desc is not a NAS-Bench-201 network: {where}.nodes[{ni}] reads states {inputs}, "
+                    f"expected {list(range(ni + 1))}"
+                )
+            ops.extend(e.op.name for e in node.edges)
+        try:
+            this = format_arch(ops)
+        except ArchitectureError as e:
+            raise ArchitectureError(f"desc is not a NAS-Bench-201 network: {where}: {e}") from None
+        if arch is not None and this != arch:
+            raise ArchitectureError(
+                f"desc is not a NAS-Bench-201 network: {where} is {this}, but an earlier cell is {arch}"
+            )
+        arch = this
+    if arch is None:
+        raise ArchitectureError("desc is not a NAS-Bench-201 network: it has no regular cell")
+    return arch
+
+
+class NB201DescBuilder:
+    """Config -> NAS-Bench-201 ModelDesc, with ModelDescBuilder's `build()` / `scale()` shape.
+
+    conf_model_desc keys: `init_channels` (C, 16 in the benchmark), `n_cells_per_stage` (N, 5).
+    conf_dataset keys: `channels`, `n_classes`.
+    """
+
+    def __init__(self, conf_model_desc: Mapping, conf_dataset: Mapping, arch: str | None = None) -> None:
+        self.conf = conf_model_desc
+        self.conf_dataset = conf_dataset
+        self.arch = format_arch(parse_arch(arch)) if arch is not None else None
+
+    def build(self, meta: dict | None = None) -> ModelDesc:
+        if self.arch is None:
+            raise ArchitectureError(
+                "no NAS-Bench-201 cell to build: give an arch string (e.g. from a NASWOT search) or an index"
+            )
+        desc = arch_to_desc(
+            self.arch,
+            C=self.conf["init_channels"],
+            N=self.conf["n_cells_per_stage"],
+            ch_in=self.conf_dataset["channels"],
+            n_classes=self.conf_dataset["n_classes"],
+        )
+        # the caller's meta (algorithm, scores, ...) comes first; the space's own keys win on conflict
+        desc.meta = {**(meta or {}), **desc.meta}
+        return desc
+
+    def scale(self, found: ModelDesc) -> ModelDesc:
+        """Rebuild `found`'s cell at this builder's C and N (a pure ModelDesc -> ModelDesc function)."""
+        return type(self)(self.conf, self.conf_dataset, desc_to_arch(found)).build(meta=copy.deepcopy(found.meta))
+
+
+__all__ = [
+    "NB201_OPS",
+    "N_CELLS",
+    "EDGES",
+    "SPACE_NAME",
+    "parse_arch",
+    "format_arch",
+    "arch_to_index",
+    "index_to_arch",
+    "all_archs",
+    "enumerate_cells",
+    "cell_desc",
+    "resblock_desc",
+    "arch_to_desc",
+    "desc_to_arch",
+    "NB201DescBuilder",
+]
