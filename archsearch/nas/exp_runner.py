@@ -72,9 +72,13 @@ class ExperimentRunner:
             desc.save(eval_dir / "model_desc.yaml")
         return BuiltModel(Model(desc), "model_desc", desc.to_yaml())
 
+    def build_search_model(self, desc: ModelDesc) -> Model:
+        """Compile the search-phase desc (an algorithm may swap in a faster but equivalent implementation)."""
+        return Model(desc)
+
     def search_model(self) -> nn.Module | None:
         """The supernet search trains (for --dry-run); None for algorithms without one."""
-        return Model(self.model_desc_builder(self.conf_search["model_desc"]).build())
+        return self.build_search_model(self.model_desc_builder(self.conf_search["model_desc"]).build())
 
     def example_final_arch(self, folder: Path) -> Path:
         """An architecture of the kind search returns, for --dry-run: the untrained supernet, finalized."""
@@ -96,6 +100,7 @@ class ExperimentRunner:
             self.model_desc_builder(self.conf_search["model_desc"]),
             self.trainer_class(),
             self.finalizers(),
+            self.build_search_model,
         )
         result.metrics["search_time_s"] = round(time.time() - start, 2)
         atomic_write_yaml(result_file, plain({"final_arch": result.final_arch, "metrics": result.metrics}))

@@ -7,6 +7,7 @@ morphism) subclass it and override `search`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from archsearch.nas.model_desc import ModelDesc
 from archsearch.nas.model_desc_builder import ModelDescBuilder, desc_genotype
 
 FINAL_DESC = "final_model_desc.yaml"
+ModelFactory = Callable[[ModelDesc], Model]  # desc -> the module search trains (ExperimentRunner.build_search_model)
 
 
 @dataclass
@@ -31,10 +33,16 @@ class SearchResult:
 
 class Searcher:
     def search(
-        self, ctx: RunContext, conf_search, builder: ModelDescBuilder, trainer_class, finalizers: Finalizers
+        self,
+        ctx: RunContext,
+        conf_search,
+        builder: ModelDescBuilder,
+        trainer_class,
+        finalizers: Finalizers,
+        build_model: ModelFactory = Model,
     ) -> SearchResult:
         desc = builder.build(meta={"algo": ctx.algo})
-        model = Model(desc)
+        model = build_model(desc)
         ctx.log.info(
             f"[search] supernet: {count_params(model):,} weights, "
             f"{sum(p.numel() for p in model.arch_params()):,} architecture parameters"

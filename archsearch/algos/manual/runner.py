@@ -13,7 +13,7 @@ from archsearch.nas.finalizers import Finalizers
 from archsearch.nas.genotype import genotype_to_templates, parse_genotype
 from archsearch.nas.model_desc import ModelDesc
 from archsearch.nas.model_desc_builder import ModelDescBuilder
-from archsearch.nas.searcher import Searcher, SearchResult, save_final_desc
+from archsearch.nas.searcher import ModelFactory, Searcher, SearchResult, save_final_desc
 
 
 def given_desc(conf_search, builder: ModelDescBuilder) -> ModelDesc:
@@ -32,7 +32,13 @@ def given_desc(conf_search, builder: ModelDescBuilder) -> ModelDesc:
 
 class ManualSearcher(Searcher):
     def search(
-        self, ctx: RunContext, conf_search, builder: ModelDescBuilder, trainer_class, finalizers: Finalizers
+        self,
+        ctx: RunContext,
+        conf_search,
+        builder: ModelDescBuilder,
+        trainer_class,
+        finalizers: Finalizers,
+        build_model: ModelFactory | None = None,
     ) -> SearchResult:
         desc = given_desc(conf_search, builder)
         return SearchResult(save_final_desc(ctx, desc, {}), {})

@@ -76,8 +76,14 @@ def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class IncrementalGaussianProcess:
     """GP regressor over NetworkDescriptors; ``fit`` adds observations (it is always incremental)."""
 
-    def __init__(self, alpha: float = GP_ALPHA, kernel_lambda: float = KERNEL_LAMBDA,
-                 normalize_y: bool = True, max_jitter: float = 1.0, embedding_seed: int = 123) -> None:
+    def __init__(
+        self,
+        alpha: float = GP_ALPHA,
+        kernel_lambda: float = KERNEL_LAMBDA,
+        normalize_y: bool = True,
+        max_jitter: float = 1.0,
+        embedding_seed: int = 123,
+    ) -> None:
         self.alpha = alpha
         self.kernel_lambda = kernel_lambda
         self.normalize_y = normalize_y
@@ -105,15 +111,13 @@ class IncrementalGaussianProcess:
         return self._kernel
 
     @_single_blas_thread
-    def fit(self, train_x: Sequence[NetworkDescriptor],
-            train_y: Sequence[float]) -> IncrementalGaussianProcess:
+    def fit(self, train_x: Sequence[NetworkDescriptor], train_y: Sequence[float]) -> IncrementalGaussianProcess:
         """Add observations; only the new rows of the distance matrix are computed."""
         new_x, new_y = list(train_x), np.asarray(train_y, dtype=np.float64).reshape(-1)
         if len(new_x) != len(new_y):
             raise ValueError(f"fit got {len(new_x)} architectures but {len(new_y)} metrics")
         if not np.all(np.isfinite(new_y)):
-            raise ValueError(f"fit got a non-finite metric {new_y.tolist()}; "
-                             "report failed trials as failures")
+            raise ValueError(f"fit got a non-finite metric {new_y.tolist()}; report failed trials as failures")
         if not new_x:
             return self
         old = len(self._x)
@@ -219,11 +223,20 @@ class BayesianOptimizer:
     ``(None, None)`` when annealing found no architecture that is not already in ``descriptors``.
     """
 
-    def __init__(self, t_min: float = T_MIN, optimize_mode: str = "maximize", beta: float = BETA, *,
-                 t_init: float = T_INIT, cooling: float = COOLING, limits: MorphismLimits | None = None,
-                 max_candidates: int = DEFAULT_MAX_CANDIDATES, kernel_lambda: float = KERNEL_LAMBDA,
-                 rng: np.random.Generator | None = None,
-                 gpr: IncrementalGaussianProcess | None = None) -> None:
+    def __init__(
+        self,
+        t_min: float = T_MIN,
+        optimize_mode: str = "maximize",
+        beta: float = BETA,
+        *,
+        t_init: float = T_INIT,
+        cooling: float = COOLING,
+        limits: MorphismLimits | None = None,
+        max_candidates: int = DEFAULT_MAX_CANDIDATES,
+        kernel_lambda: float = KERNEL_LAMBDA,
+        rng: np.random.Generator | None = None,
+        gpr: IncrementalGaussianProcess | None = None,
+    ) -> None:
         if optimize_mode not in OPTIMIZE_MODES:
             raise ValueError(f"optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}")
         if not 0 < t_min < t_init:
@@ -248,8 +261,12 @@ class BayesianOptimizer:
     def _sign(self) -> float:
         return 1.0 if self.optimize_mode == "maximize" else -1.0
 
-    def fit(self, x_queue: Sequence[Graph | NetworkDescriptor], y_queue: Sequence[float],
-            model_ids: Sequence[int] | None = None) -> None:
+    def fit(
+        self,
+        x_queue: Sequence[Graph | NetworkDescriptor],
+        y_queue: Sequence[float],
+        model_ids: Sequence[int] | None = None,
+    ) -> None:
         """Add observations. Graphs (with ``model_ids``, or numbered in order) also become starting points
         of the annealing; bare descriptors (NNI's API) only inform the GP."""
         descriptors = []
@@ -284,8 +301,10 @@ class BayesianOptimizer:
     def generate(self, descriptors: Sequence[NetworkDescriptor] = ()) -> tuple[Graph | None, int | None]:
         seen = {d.key for d in descriptors} | self._observed_keys
         counter = itertools.count()
-        queue = [(-self._sign * metric, next(counter), model_id, graph)
-                 for model_id, (metric, graph) in sorted(self._models.items())]
+        queue = [
+            (-self._sign * metric, next(counter), model_id, graph)
+            for model_id, (metric, graph) in sorted(self._models.items())
+        ]
         heapq.heapify(queue)
         best_score, best_graph, best_father = -math.inf, None, None
         temperature, scored = self.t_init, 0

@@ -80,8 +80,10 @@ class NetworkDescriptor:
         return self._key
 
     def to_json(self) -> dict[str, Any]:
-        return {"node_list": [list(code) for code in self.layers],
-                "skip_list": [{"from": u, "to": v, "type": t} for u, v, t in self.skip_connections]}
+        return {
+            "node_list": [list(code) for code in self.layers],
+            "skip_list": [{"from": u, "to": v, "type": t} for u, v, t in self.skip_connections],
+        }
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, NetworkDescriptor) and self.key == other.key

@@ -70,7 +70,8 @@ def skip_connections_distance(list_a: Sequence[SkipConnection], list_b: Sequence
 
 def edit_distance(x: NetworkDescriptor, y: NetworkDescriptor, kernel_lambda: float = KERNEL_LAMBDA) -> float:
     return layers_distance(x.layers, y.layers) + kernel_lambda * skip_connections_distance(
-        x.skip_connections, y.skip_connections)
+        x.skip_connections, y.skip_connections
+    )
 
 
 # ------------------------------------------------------------------------------------------ vectorized
@@ -151,9 +152,12 @@ def batch_layers_distance(xs: Sequence[NetworkDescriptor], others: tuple[np.ndar
     return result
 
 
-def batch_edit_distances(xs: Sequence[NetworkDescriptor], others: Sequence[NetworkDescriptor],
-                         kernel_lambda: float = KERNEL_LAMBDA,
-                         stacked: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+def batch_edit_distances(
+    xs: Sequence[NetworkDescriptor],
+    others: Sequence[NetworkDescriptor],
+    kernel_lambda: float = KERNEL_LAMBDA,
+    stacked: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """(len(xs), len(others)) edit distances; pass ``stacked=stack_ids(others)`` to reuse the padding."""
     if not xs or not others:
         return np.zeros((len(xs), len(others)))
@@ -174,16 +178,21 @@ def batch_edit_distances(xs: Sequence[NetworkDescriptor], others: Sequence[Netwo
     return result
 
 
-def edit_distances(x: NetworkDescriptor, others: Sequence[NetworkDescriptor],
-                   kernel_lambda: float = KERNEL_LAMBDA,
-                   stacked: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+def edit_distances(
+    x: NetworkDescriptor,
+    others: Sequence[NetworkDescriptor],
+    kernel_lambda: float = KERNEL_LAMBDA,
+    stacked: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """``edit_distance(x, y)`` for every y in ``others``."""
     return batch_edit_distances([x], others, kernel_lambda, stacked)[0]
 
 
-def edit_distance_matrix(train_x: Sequence[NetworkDescriptor],
-                         train_y: Sequence[NetworkDescriptor] | None = None,
-                         kernel_lambda: float = KERNEL_LAMBDA) -> np.ndarray:
+def edit_distance_matrix(
+    train_x: Sequence[NetworkDescriptor],
+    train_y: Sequence[NetworkDescriptor] | None = None,
+    kernel_lambda: float = KERNEL_LAMBDA,
+) -> np.ndarray:
     """Pairwise edit distances (symmetric with a zero diagonal when ``train_y`` is None)."""
     matrix = batch_edit_distances(list(train_x), list(train_x if train_y is None else train_y), kernel_lambda)
     if train_y is None:
@@ -200,7 +209,7 @@ def bourgain_landmarks(n: int, seed: int = 123) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     k = max(int(np.ceil(np.log2(n) - 1)), 0) if n > 1 else 0
     repeats = max(int(np.ceil(np.log(n))), 1) if n > 1 else 1
-    return [rng.choice(n, size=2 ** i) for i in range(k + 1) for _ in range(repeats)]
+    return [rng.choice(n, size=2**i) for i in range(k + 1) for _ in range(repeats)]
 
 
 def bourgain_embed(distances: np.ndarray, landmarks: Sequence[np.ndarray]) -> np.ndarray:

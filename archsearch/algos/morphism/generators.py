@@ -55,8 +55,10 @@ class CnnGenerator(NetworkGenerator):
     def __init__(self, n_output_node: int, input_shape: Sequence[int]) -> None:
         super().__init__(n_output_node, input_shape)
         if not 2 <= len(self.input_shape) <= 4:
-            raise ArchitectureError(f"CnnGenerator input_shape must be (spatial..., channels) with 1-3 "
-                                    f"spatial dims, got {list(self.input_shape)}; use MlpGenerator for flat data")
+            raise ArchitectureError(
+                f"CnnGenerator input_shape must be (spatial..., channels) with 1-3 "
+                f"spatial dims, got {list(self.input_shape)}; use MlpGenerator for flat data"
+            )
         self.n_dim = len(self.input_shape) - 1
 
     def generate(self, model_len: int | None = None, model_width: int | None = None) -> Graph:
@@ -90,16 +92,20 @@ class MlpGenerator(NetworkGenerator):
     def __init__(self, n_output_node: int, input_shape: Sequence[int] | int) -> None:
         super().__init__(n_output_node, input_shape)
         if len(self.input_shape) != 1:
-            raise ArchitectureError(f"MlpGenerator needs a flat input_shape like (n_features,), got "
-                                    f"{list(self.input_shape)}; use CnnGenerator for images")
+            raise ArchitectureError(
+                f"MlpGenerator needs a flat input_shape like (n_features,), got "
+                f"{list(self.input_shape)}; use CnnGenerator for images"
+            )
 
     def generate(self, model_len: int | None = None, model_width: int | Sequence[int] | None = None) -> Graph:
         model_len = _positive("model_len", MODEL_LEN if model_len is None else model_len)
         width = MODEL_WIDTH if model_width is None else model_width
         widths = [width] * model_len if isinstance(width, int) else list(width)
         if len(widths) != model_len:
-            raise ArchitectureError(f"model_width has {len(widths)} entries but model_len is {model_len}; "
-                                    "give one width per hidden layer or a single int")
+            raise ArchitectureError(
+                f"model_width has {len(widths)} entries but model_len is {model_len}; "
+                "give one width per hidden layer or a single int"
+            )
         graph = Graph(self.input_shape, weighted=False)
         node, previous = 0, self.input_shape[0]
         for w in widths:

@@ -75,8 +75,7 @@ class Graph:
         try:
             return layer.output_shape([self.node_list[i].shape for i in input_ids])
         except LayerShapeError as err:
-            raise ArchitectureError(
-                f"layer {layer_id} ({layer.type_name}) on node(s) {input_ids}: {err}") from None
+            raise ArchitectureError(f"layer {layer_id} ({layer.type_name}) on node(s) {input_ids}: {err}") from None
 
     def _add_node(self, shape: Sequence[int]) -> int:
         node_id = len(self.node_list)
@@ -272,8 +271,9 @@ class Graph:
         """Add ``n_add`` units/filters to a conv or dense layer, function-preserving (Net2WiderNet)."""
         morphisms.to_wider_model(self, pre_layer_id, n_add, rng)
 
-    def to_deeper_model(self, target_id: int, new_layer: StubLayer | Sequence[StubLayer],
-                        rng: np.random.Generator | None = None) -> None:
+    def to_deeper_model(
+        self, target_id: int, new_layer: StubLayer | Sequence[StubLayer], rng: np.random.Generator | None = None
+    ) -> None:
         """Insert an identity-initialized layer (or block of layers, in order) after layer ``target_id``."""
         morphisms.to_deeper_model(self, target_id, new_layer, rng)
 
@@ -281,13 +281,11 @@ class Graph:
         """Add a zero-initialized skip from after layer ``start_id`` to after layer ``end_id``."""
         morphisms.to_add_skip_model(self, start_id, end_id, rng)
 
-    def to_concat_skip_model(self, start_id: int, end_id: int,
-                             rng: np.random.Generator | None = None) -> None:
+    def to_concat_skip_model(self, start_id: int, end_id: int, rng: np.random.Generator | None = None) -> None:
         """Concatenate a skip from after ``start_id`` after ``end_id``; a 1x1 conv restores the channels."""
         morphisms.to_concat_skip_model(self, start_id, end_id, rng)
 
-    def apply_operations(self, operations: Iterable[Sequence[Any]],
-                         rng: np.random.Generator | None = None) -> None:
+    def apply_operations(self, operations: Iterable[Sequence[Any]], rng: np.random.Generator | None = None) -> None:
         """Replay ``operation_history`` entries (e.g. those found by the optimizer on an unweighted copy)."""
         morphisms.apply_operations(self, operations, rng)
 

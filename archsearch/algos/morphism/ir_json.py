@@ -23,8 +23,17 @@ from archsearch.algos.morphism.layers import ATTR_COUNTS, LAYER_CLASSES, LayerSh
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
 
-REQUIRED_KEYS = ("input_shape", "weighted", "operation_history", "layer_id_to_input_node_ids",
-                 "layer_id_to_output_node_ids", "adj_list", "reverse_adj_list", "node_list", "layer_list")
+REQUIRED_KEYS = (
+    "input_shape",
+    "weighted",
+    "operation_history",
+    "layer_id_to_input_node_ids",
+    "layer_id_to_output_node_ids",
+    "adj_list",
+    "reverse_adj_list",
+    "node_list",
+    "layer_list",
+)
 WEIGHTS_KEY = "layer_weights"
 MORPHISM_NAMES = ("to_wider_model", "to_deeper_model", "to_add_skip_model", "to_concat_skip_model")
 
@@ -55,20 +64,31 @@ def graph_to_dict(graph: Graph, include_weights: bool = True) -> dict[str, Any]:
     layer_list = []
     for layer_id, layer in enumerate(graph.layer_list):
         inputs = graph.layer_id_to_input_node_ids[layer_id]
-        layer_list.append([layer_id, [layer.type_name, list(inputs) if layer.aggregate else inputs[0],
-                                      graph.layer_id_to_output_node_ids[layer_id][0], *layer.json_attrs()]])
+        layer_list.append(
+            [
+                layer_id,
+                [
+                    layer.type_name,
+                    list(inputs) if layer.aggregate else inputs[0],
+                    graph.layer_id_to_output_node_ids[layer_id][0],
+                    *layer.json_attrs(),
+                ],
+            ]
+        )
     data["layer_list"] = layer_list
     if include_weights and graph.weighted:
-        weights = {str(i): [np.asarray(w, dtype=np.float32).tolist() for w in layer.weights]
-                   for i, layer in enumerate(graph.layer_list) if layer.weights is not None}
+        weights = {
+            str(i): [np.asarray(w, dtype=np.float32).tolist() for w in layer.weights]
+            for i, layer in enumerate(graph.layer_list)
+            if layer.weights is not None
+        }
         if weights:
             data[WEIGHTS_KEY] = weights
     data.update(graph.json_extra)
     return data
 
 
-def graph_to_json(graph: Graph, json_model_path: str | os.PathLike | None = None,
-                  include_weights: bool = True) -> str:
+def graph_to_json(graph: Graph, json_model_path: str | os.PathLike | None = None, include_weights: bool = True) -> str:
     """Serialize ``graph`` (and write it atomically to ``json_model_path`` when given, like NNI)."""
     text = json.dumps(graph_to_dict(graph, include_weights))
     if json_model_path is not None:
@@ -83,13 +103,15 @@ def json_to_graph(json_model: str | bytes | Mapping[str, Any]) -> Graph:
         try:
             data = json.loads(json_model)
         except json.JSONDecodeError as err:
-            raise _fail(f"not valid JSON (line {err.lineno} column {err.colno}: {err.msg}); "
-                        "check the document is complete") from None
+            raise _fail(
+                f"not valid JSON (line {err.lineno} column {err.colno}: {err.msg}); check the document is complete"
+            ) from None
     else:
         data = json_model
     if not isinstance(data, Mapping):
-        raise _fail(f"the document must be a JSON object with keys {', '.join(REQUIRED_KEYS)}; "
-                    f"got {type(data).__name__}")
+        raise _fail(
+            f"the document must be a JSON object with keys {', '.join(REQUIRED_KEYS)}; got {type(data).__name__}"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise _fail(f"missing key {missing[0]!r}; an NNI graph document needs {', '.join(REQUIRED_KEYS)}")
@@ -103,10 +125,12 @@ class _Loader:
     def load(self) -> Graph:
         data = self.data
         input_shape = data["input_shape"]
-        if (not isinstance(input_shape, list) or not 1 <= len(input_shape) <= 4
-                or not all(_is_int(d) and d > 0 for d in input_shape)):
-            raise _fail(f"input_shape must be a list of 1 to 4 positive integers (channels last), "
-                        f"got {input_shape!r}")
+        if (
+            not isinstance(input_shape, list)
+            or not 1 <= len(input_shape) <= 4
+            or not all(_is_int(d) and d > 0 for d in input_shape)
+        ):
+            raise _fail(f"input_shape must be a list of 1 to 4 positive integers (channels last), got {input_shape!r}")
         if not isinstance(data["weighted"], bool):
             raise _fail(f"weighted must be true or false, got {data['weighted']!r}")
         graph = Graph(input_shape, data["weighted"])
@@ -139,8 +163,14 @@ class _Loader:
             raise _fail("node_list must be a non-empty list of [node_id, shape] pairs")
         nodes = []
         for index, item in enumerate(node_list):
-            if not (isinstance(item, list) and len(item) == 2 and _is_int(item[0])
-                    and isinstance(item[1], list) and item[1] and all(_is_int(d) and d > 0 for d in item[1])):
+            if not (
+                isinstance(item, list)
+                and len(item) == 2
+                and _is_int(item[0])
+                and isinstance(item[1], list)
+                and item[1]
+                and all(_is_int(d) and d > 0 for d in item[1])
+            ):
                 raise _fail(f"node_list[{index}] must be [node_id, [positive ints]], got {item!r}")
             if item[0] != index:
                 raise _fail(f"node_list[{index}] has id {item[0]}; node ids must be 0..n-1 in order")
@@ -161,15 +191,13 @@ class _Loader:
         layers, descriptions = [], []
         for index, item in enumerate(layer_list):
             where = f"layer_list[{index}]"
-            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], list)
-                    and len(item[1]) >= 3):
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], list) and len(item[1]) >= 3):
                 raise _fail(f"{where} must be [layer_id, [type, inputs, output, ...]], got {item!r}")
             if item[0] != index:
                 raise _fail(f"{where} has id {item[0]!r}; layer ids must be 0..n-1 in order")
             type_name, inputs, output, *attrs = item[1]
             if type_name not in LAYER_CLASSES:
-                raise _fail(f"unknown layer type {type_name!r} in {where}; known types: "
-                            f"{', '.join(LAYER_CLASSES)}")
+                raise _fail(f"unknown layer type {type_name!r} in {where}; known types: {', '.join(LAYER_CLASSES)}")
             cls = LAYER_CLASSES[type_name]
             where = f"{where} ({type_name})"
             if cls.aggregate:
@@ -201,8 +229,9 @@ class _Loader:
             # padding (conv field 4, pooling field 2) may be 0; every other size must be positive
             minimum = 0 if (kind, position) in (("conv", 4), ("pool", 2)) else 1
             if not _is_int(value) or value < minimum:
-                raise _fail(f"{where} has attribute {value!r} at field {position + 3}; "
-                            f"expected an integer >= {minimum}")
+                raise _fail(
+                    f"{where} has attribute {value!r} at field {position + 3}; expected an integer >= {minimum}"
+                )
 
     def _layer_map(self, key: str, n_layers: int, n_nodes: int) -> dict[int, list[int]]:
         raw = self.data[key]
@@ -228,13 +257,17 @@ class _Loader:
     def _check_layer_maps(graph: Graph, descriptions: list[tuple[list[int], int]]) -> None:
         for layer_id, (inputs, output) in enumerate(descriptions):
             if graph.layer_id_to_input_node_ids[layer_id] != inputs:
-                raise _fail(f"layer_id_to_input_node_ids['{layer_id}'] is "
-                            f"{graph.layer_id_to_input_node_ids[layer_id]} but layer_list[{layer_id}] reads "
-                            f"{inputs}; make them agree")
+                raise _fail(
+                    f"layer_id_to_input_node_ids['{layer_id}'] is "
+                    f"{graph.layer_id_to_input_node_ids[layer_id]} but layer_list[{layer_id}] reads "
+                    f"{inputs}; make them agree"
+                )
             if graph.layer_id_to_output_node_ids[layer_id] != [output]:
-                raise _fail(f"layer_id_to_output_node_ids['{layer_id}'] is "
-                            f"{graph.layer_id_to_output_node_ids[layer_id]} but layer_list[{layer_id}] "
-                            f"writes node {output}; a layer has exactly one output node")
+                raise _fail(
+                    f"layer_id_to_output_node_ids['{layer_id}'] is "
+                    f"{graph.layer_id_to_output_node_ids[layer_id]} but layer_list[{layer_id}] "
+                    f"writes node {output}; a layer has exactly one output node"
+                )
 
     def _adjacency(self, key: str, n_nodes: int, n_layers: int) -> dict[int, list[tuple[int, int]]]:
         raw = self.data[key]
@@ -260,8 +293,7 @@ class _Loader:
             result[node_id] = pairs
         for node_id in range(n_nodes):
             if node_id not in result:
-                raise _fail(f"{key} has no entry for node {node_id}; list every node, with [] if it has "
-                            "no edges")
+                raise _fail(f"{key} has no entry for node {node_id}; list every node, with [] if it has no edges")
         return result
 
     @staticmethod
@@ -273,13 +305,17 @@ class _Loader:
             for u in inputs:
                 forward[u][(output, layer_id)] += 1
                 backward[output][(u, layer_id)] += 1
-        for key, expected, actual in (("adj_list", forward, graph.adj_list),
-                                      ("reverse_adj_list", backward, graph.reverse_adj_list)):
+        for key, expected, actual in (
+            ("adj_list", forward, graph.adj_list),
+            ("reverse_adj_list", backward, graph.reverse_adj_list),
+        ):
             for node_id in range(graph.n_nodes):
                 if Counter(actual[node_id]) != expected[node_id]:
-                    raise _fail(f"{key}['{node_id}'] is {[list(e) for e in actual[node_id]]} but the layers "
-                                f"give {sorted(map(list, expected[node_id].elements()))}; regenerate it from "
-                                "layer_list")
+                    raise _fail(
+                        f"{key}['{node_id}'] is {[list(e) for e in actual[node_id]]} but the layers "
+                        f"give {sorted(map(list, expected[node_id].elements()))}; regenerate it from "
+                        "layer_list"
+                    )
 
     @staticmethod
     def _check_structure(graph: Graph) -> None:
@@ -292,21 +328,22 @@ class _Loader:
             if node_id == 0 and writers:
                 raise _fail(f"node 0 is the network input but layer {writers[0]} writes it")
             if node_id != 0 and not writers:
-                raise _fail(f"node {node_id} has no layer writing it and is not the input (node 0); "
-                            "connect it or remove it")
+                raise _fail(
+                    f"node {node_id} has no layer writing it and is not the input (node 0); connect it or remove it"
+                )
             if len(writers) > 1:
-                raise _fail(f"node {node_id} is written by layers {writers}; each tensor has one "
-                            "producing layer")
+                raise _fail(f"node {node_id} is written by layers {writers}; each tensor has one producing layer")
         sinks = [i for i in range(graph.n_nodes) if not graph.adj_list[i]]
         if len(sinks) != 1:
-            raise _fail(f"the graph has {len(sinks)} output nodes {sinks}; exactly one tensor may be left "
-                        "unconsumed")
+            raise _fail(f"the graph has {len(sinks)} output nodes {sinks}; exactly one tensor may be left unconsumed")
 
     @staticmethod
     def _check_shapes(graph: Graph) -> None:
         if graph.node_list[0].shape != graph.input_shape:
-            raise _fail(f"node 0 has shape {list(graph.node_list[0].shape)} but input_shape is "
-                        f"{list(graph.input_shape)}; they must be equal")
+            raise _fail(
+                f"node 0 has shape {list(graph.node_list[0].shape)} but input_shape is "
+                f"{list(graph.input_shape)}; they must be equal"
+            )
         for layer_id in graph.layer_execution_order():
             layer = graph.layer_list[layer_id]
             inputs = graph.layer_id_to_input_node_ids[layer_id]
@@ -316,8 +353,10 @@ class _Loader:
                 raise _fail(f"layer {layer_id} ({layer.type_name}) on node(s) {inputs}: {err}") from None
             output = graph.layer_id_to_output_node_ids[layer_id][0]
             if graph.node_list[output].shape != shape:
-                raise _fail(f"node {output} is declared {list(graph.node_list[output].shape)} but layer "
-                            f"{layer_id} ({layer.type_name}) produces {list(shape)}; fix node_list or the layer")
+                raise _fail(
+                    f"node {output} is declared {list(graph.node_list[output].shape)} but layer "
+                    f"{layer_id} ({layer.type_name}) produces {list(shape)}; fix node_list or the layer"
+                )
 
     def _history(self) -> list[list[Any]]:
         history = self.data["operation_history"]
@@ -325,8 +364,10 @@ class _Loader:
             raise _fail("operation_history must be a list")
         for index, op in enumerate(history):
             if not isinstance(op, list) or not op or op[0] not in MORPHISM_NAMES:
-                raise _fail(f"operation_history[{index}] is {op!r}; entries are [name, args...] with name "
-                            f"one of {', '.join(MORPHISM_NAMES)}")
+                raise _fail(
+                    f"operation_history[{index}] is {op!r}; entries are [name, args...] with name "
+                    f"one of {', '.join(MORPHISM_NAMES)}"
+                )
         return [list(op) for op in history]
 
     @staticmethod
@@ -349,7 +390,9 @@ class _Loader:
                 except (TypeError, ValueError):
                     raise _fail(f"{WEIGHTS_KEY}[{k!r}][{position}] is not a numeric array") from None
                 if value.shape != tuple(shape):
-                    raise _fail(f"{WEIGHTS_KEY}[{k!r}][{position}] has shape {list(value.shape)} but layer "
-                                f"{layer_id} ({layer.type_name}) needs {list(shape)}")
+                    raise _fail(
+                        f"{WEIGHTS_KEY}[{k!r}][{position}] has shape {list(value.shape)} but layer "
+                        f"{layer_id} ({layer.type_name}) needs {list(shape)}"
+                    )
                 converted.append(value)
             layer.weights = tuple(converted)

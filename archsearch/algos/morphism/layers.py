@@ -86,16 +86,24 @@ class StubLayer:
 
 def _spatial(shape: Shape, n_dim: int | None, name: str) -> Shape:
     if n_dim is not None and len(shape) != n_dim + 1:
-        raise LayerShapeError(f"{name} needs a tensor with {n_dim} spatial dims + channels, "
-                              f"got shape {list(shape)}")
+        raise LayerShapeError(f"{name} needs a tensor with {n_dim} spatial dims + channels, got shape {list(shape)}")
     return shape[:-1]
 
 
 class StubConv(StubLayer):
     kind = "conv"
 
-    def __init__(self, input_channel: int, filters: int, kernel_size: int, stride: int = 1,
-                 input_node: Any = None, output_node: Any = None, *, padding: int | None = None) -> None:
+    def __init__(
+        self,
+        input_channel: int,
+        filters: int,
+        kernel_size: int,
+        stride: int = 1,
+        input_node: Any = None,
+        output_node: Any = None,
+        *,
+        padding: int | None = None,
+    ) -> None:
         super().__init__(input_node, output_node)
         self.input_channel = int(input_channel)
         self.filters = int(filters)
@@ -116,12 +124,12 @@ class StubConv(StubLayer):
         shape = input_shapes[0]
         spatial = _spatial(shape, self.n_dim, self.type_name)
         if shape[-1] != self.input_channel:
-            raise LayerShapeError(f"input_channel is {self.input_channel} but the input tensor has "
-                                  f"{shape[-1]} channels")
+            raise LayerShapeError(
+                f"input_channel is {self.input_channel} but the input tensor has {shape[-1]} channels"
+            )
         out = tuple((d + 2 * self.padding - self.kernel_size) // self.stride + 1 for d in spatial)
         if min(out) < 1:
-            raise LayerShapeError(f"kernel {self.kernel_size} does not fit the input of spatial size "
-                                  f"{list(spatial)}")
+            raise LayerShapeError(f"kernel {self.kernel_size} does not fit the input of spatial size {list(spatial)}")
         return out + (self.filters,)
 
 
@@ -154,11 +162,12 @@ class StubDense(StubLayer):
     def output_shape(self, input_shapes: list[Shape]) -> Shape:
         shape = input_shapes[0]
         if len(shape) != 1:
-            raise LayerShapeError(f"StubDense needs a flat (1-D) input, got shape {list(shape)}; add a "
-                                  "StubGlobalPooling or StubFlatten before it")
+            raise LayerShapeError(
+                f"StubDense needs a flat (1-D) input, got shape {list(shape)}; add a "
+                "StubGlobalPooling or StubFlatten before it"
+            )
         if shape[0] != self.input_units:
-            raise LayerShapeError(f"input_units is {self.input_units} but the input tensor has "
-                                  f"{shape[0]} units")
+            raise LayerShapeError(f"input_units is {self.input_units} but the input tensor has {shape[0]} units")
         return (self.units,)
 
 
@@ -184,8 +193,7 @@ class StubBatchNormalization(StubLayer):
         if not (self.n_dim == 1 and len(shape) == 1):  # BatchNorm1d also takes (N, C)
             _spatial(shape, self.n_dim, self.type_name)
         if shape[-1] != self.num_features:
-            raise LayerShapeError(f"num_features is {self.num_features} but the input tensor has "
-                                  f"{shape[-1]} channels")
+            raise LayerShapeError(f"num_features is {self.num_features} but the input tensor has {shape[-1]} channels")
         return shape
 
 
@@ -227,8 +235,14 @@ class StubDropout3d(StubDropout):
 class StubPooling(StubLayer):
     kind = "pool"
 
-    def __init__(self, kernel_size: int | None = None, stride: int | None = None, padding: int = 0,
-                 input_node: Any = None, output_node: Any = None) -> None:
+    def __init__(
+        self,
+        kernel_size: int | None = None,
+        stride: int | None = None,
+        padding: int = 0,
+        input_node: Any = None,
+        output_node: Any = None,
+    ) -> None:
         super().__init__(input_node, output_node)
         self.kernel_size = int(kernel_size if kernel_size is not None else POOLING_KERNEL_SIZE)
         self.stride = int(stride if stride is not None else self.kernel_size)
@@ -246,8 +260,7 @@ class StubPooling(StubLayer):
         # torch's MaxPool formula; NNI's max(dim // k, 1) disagrees with what torch computes for small inputs.
         out = tuple((d + 2 * self.padding - self.kernel_size) // self.stride + 1 for d in spatial)
         if min(out) < 1:
-            raise LayerShapeError(f"pooling kernel {self.kernel_size} does not fit spatial size "
-                                  f"{list(spatial)}")
+            raise LayerShapeError(f"pooling kernel {self.kernel_size} does not fit spatial size {list(spatial)}")
         return out + (shape[-1],)
 
 
@@ -311,8 +324,7 @@ class StubAdd(StubAggregateLayer):
 
     def output_shape(self, input_shapes: list[Shape]) -> Shape:
         if len(set(input_shapes)) != 1:
-            raise LayerShapeError("StubAdd inputs must have equal shapes, got "
-                                  f"{[list(s) for s in input_shapes]}")
+            raise LayerShapeError(f"StubAdd inputs must have equal shapes, got {[list(s) for s in input_shapes]}")
         return input_shapes[0]
 
 
@@ -321,23 +333,48 @@ class StubConcatenate(StubAggregateLayer):
 
     def output_shape(self, input_shapes: list[Shape]) -> Shape:
         if len({s[:-1] for s in input_shapes}) != 1:
-            raise LayerShapeError("StubConcatenate inputs must agree on all but the channel dim, got "
-                                  f"{[list(s) for s in input_shapes]}")
+            raise LayerShapeError(
+                f"StubConcatenate inputs must agree on all but the channel dim, got {[list(s) for s in input_shapes]}"
+            )
         return input_shapes[0][:-1] + (sum(s[-1] for s in input_shapes),)
 
 
 LAYER_CLASSES: dict[str, type[StubLayer]] = {
     cls.__name__: cls
-    for cls in (StubConv1d, StubConv2d, StubConv3d, StubDense, StubBatchNormalization1d,
-                StubBatchNormalization2d, StubBatchNormalization3d, StubDropout1d, StubDropout2d,
-                StubDropout3d, StubPooling1d, StubPooling2d, StubPooling3d, StubGlobalPooling1d, StubGlobalPooling2d,
-                StubGlobalPooling3d, StubReLU, StubSoftmax, StubFlatten, StubAdd, StubConcatenate)
+    for cls in (
+        StubConv1d,
+        StubConv2d,
+        StubConv3d,
+        StubDense,
+        StubBatchNormalization1d,
+        StubBatchNormalization2d,
+        StubBatchNormalization3d,
+        StubDropout1d,
+        StubDropout2d,
+        StubDropout3d,
+        StubPooling1d,
+        StubPooling2d,
+        StubPooling3d,
+        StubGlobalPooling1d,
+        StubGlobalPooling2d,
+        StubGlobalPooling3d,
+        StubReLU,
+        StubSoftmax,
+        StubFlatten,
+        StubAdd,
+        StubConcatenate,
+    )
 }
 
 # (minimum, maximum) number of attribute fields after [type, inputs, output]; the doc example omits the
 # conv's stride and padding, and older NNI writers omit pooling fields.
-ATTR_COUNTS: dict[str, tuple[int, int]] = {"conv": (3, 5), "dense": (2, 2), "bn": (1, 1), "dropout": (1, 1),
-                                           "pool": (0, 3)}
+ATTR_COUNTS: dict[str, tuple[int, int]] = {
+    "conv": (3, 5),
+    "dense": (2, 2),
+    "bn": (1, 1),
+    "dropout": (1, 1),
+    "pool": (0, 3),
+}
 
 
 def _by_dim(classes: tuple[type[StubLayer], ...], n_dim: int) -> type[StubLayer]:
@@ -366,9 +403,19 @@ def get_global_avg_pooling_class(n_dim: int) -> type[StubGlobalPooling]:
     return _by_dim((StubGlobalPooling1d, StubGlobalPooling2d, StubGlobalPooling3d), n_dim)  # type: ignore[return-value]
 
 
-_KIND_BY_NNI_NAME = {"Conv": "conv", "Dense": "dense", "BatchNormalization": "bn", "Dropout": "dropout",
-                     "Pooling": "pool", "GlobalAveragePooling": "gpool", "ReLU": "relu", "Softmax": "softmax",
-                     "Flatten": "flatten", "Add": "add", "Concatenate": "concat"}
+_KIND_BY_NNI_NAME = {
+    "Conv": "conv",
+    "Dense": "dense",
+    "BatchNormalization": "bn",
+    "Dropout": "dropout",
+    "Pooling": "pool",
+    "GlobalAveragePooling": "gpool",
+    "ReLU": "relu",
+    "Softmax": "softmax",
+    "Flatten": "flatten",
+    "Add": "add",
+    "Concatenate": "concat",
+}
 
 
 def is_layer(layer: StubLayer, layer_type: str) -> bool:

@@ -114,8 +114,10 @@ def _plan_widening(graph: Graph, pre_layer_id: int, n_add: int) -> _WideningPlan
                 if layer_id in plan.producers:
                     continue
                 if offset != 0 or unit != 1 or layer_width(layer) != dim:
-                    raise refuse(f"layer {layer_id} also writes the widened tensor but its "
-                                 f"{layer_width(layer)} units do not line up with the {dim} being widened")
+                    raise refuse(
+                        f"layer {layer_id} also writes the widened tensor but its "
+                        f"{layer_width(layer)} units do not line up with the {dim} being widened"
+                    )
                 plan.producers.append(layer_id)
             elif layer.kind == "concat":
                 continue  # came to the concat's output from one input: the other inputs stay as they are
@@ -129,18 +131,26 @@ def _plan_widening(graph: Graph, pre_layer_id: int, n_add: int) -> _WideningPlan
     return plan
 
 
-def _widen_axis(array: np.ndarray, axis: int, offset: int, dim: int, unit: int, teachers: np.ndarray,
-                counts: np.ndarray | None = None) -> np.ndarray:
+def _widen_axis(
+    array: np.ndarray,
+    axis: int,
+    offset: int,
+    dim: int,
+    unit: int,
+    teachers: np.ndarray,
+    counts: np.ndarray | None = None,
+) -> np.ndarray:
     """Insert copies of the teacher channels after the group on ``axis``; with ``counts``, divide every
     teacher channel and its copies by the number of copies so a following sum is unchanged."""
     moved = np.moveaxis(array, axis, 0)
     rest = moved.shape[1:]
-    group = moved[offset * unit:(offset + dim) * unit].reshape((dim, unit) + rest)
+    group = moved[offset * unit : (offset + dim) * unit].reshape((dim, unit) + rest)
     if counts is not None:
         group = group / counts.reshape((dim,) + (1,) * (group.ndim - 1))
     new = group[teachers].reshape((len(teachers) * unit,) + rest)
-    out = np.concatenate([moved[: offset * unit], group.reshape((dim * unit,) + rest), new,
-                          moved[(offset + dim) * unit:]], axis=0)
+    out = np.concatenate(
+        [moved[: offset * unit], group.reshape((dim * unit,) + rest), new, moved[(offset + dim) * unit :]], axis=0
+    )
     return np.moveaxis(out, 0, axis).astype(np.float32)
 
 
@@ -148,8 +158,10 @@ def to_wider_model(graph: Graph, pre_layer_id: int, n_add: int, rng: np.random.G
     _check_layer_id(graph, pre_layer_id, "to_wider_model")
     pre_layer = graph.layer_list[pre_layer_id]
     if pre_layer.kind not in ("conv", "dense"):
-        raise ArchitectureError(f"to_wider_model: layer {pre_layer_id} is {pre_layer.type_name}; only "
-                                "StubConv* and StubDense layers can be widened")
+        raise ArchitectureError(
+            f"to_wider_model: layer {pre_layer_id} is {pre_layer.type_name}; only "
+            "StubConv* and StubDense layers can be widened"
+        )
     if int(n_add) < 1:
         raise ArchitectureError(f"to_wider_model: n_add must be a positive integer, got {n_add}")
     n_add = int(n_add)
@@ -227,8 +239,12 @@ def identity_weights(layer: StubLayer, rng: np.random.Generator) -> tuple[np.nda
         return (weight + _noise(rng, weight.shape, unit_range), _noise(rng, (layer.units,), unit_range))
     if layer.kind == "bn":
         n = layer.num_features  # type: ignore[attr-defined]
-        return (np.ones(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32),
-                np.full(n, 1.0 - BN_EPS, np.float32))
+        return (
+            np.ones(n, np.float32),
+            np.zeros(n, np.float32),
+            np.zeros(n, np.float32),
+            np.full(n, 1.0 - BN_EPS, np.float32),
+        )
     return None
 
 
@@ -236,8 +252,9 @@ def _layer_description(layer: StubLayer, inputs: Any, output: int) -> list[Any]:
     return [layer.type_name, inputs, output, *layer.json_attrs()]
 
 
-def to_deeper_model(graph: Graph, target_id: int, new_layer: StubLayer | Sequence[StubLayer],
-                    rng: np.random.Generator | None) -> None:
+def to_deeper_model(
+    graph: Graph, target_id: int, new_layer: StubLayer | Sequence[StubLayer], rng: np.random.Generator | None
+) -> None:
     _check_layer_id(graph, target_id, "to_deeper_model")
     block = [new_layer] if isinstance(new_layer, StubLayer) else list(new_layer)
     if not block:
@@ -249,9 +266,11 @@ def to_deeper_model(graph: Graph, target_id: int, new_layer: StubLayer | Sequenc
         except LayerShapeError as err:
             raise ArchitectureError(f"to_deeper_model after layer {target_id}: {layer!r}: {err}") from None
         if out != shape:
-            raise ArchitectureError(f"to_deeper_model after layer {target_id}: {layer!r} maps shape "
-                                    f"{list(shape)} to {list(out)}; a deeper layer must keep the shape "
-                                    "(same channels, stride 1, padding k//2)")
+            raise ArchitectureError(
+                f"to_deeper_model after layer {target_id}: {layer!r} maps shape "
+                f"{list(shape)} to {list(out)}; a deeper layer must keep the shape "
+                "(same channels, stride 1, padding k//2)"
+            )
     rng = _rng(rng)
     after = target_id
     for layer in block:
@@ -295,14 +314,15 @@ def _skip_chain(graph: Graph, start_id: int, end_id: int, op: str) -> tuple[list
     for layer_id in (start_id, end_id):
         _check_layer_id(graph, layer_id, op)
         if graph.layer_list[layer_id].aggregate:
-            raise ArchitectureError(f"{op}: layer {layer_id} is {graph.layer_list[layer_id].type_name}; "
-                                    "start and end must be single-input layers")
+            raise ArchitectureError(
+                f"{op}: layer {layer_id} is {graph.layer_list[layer_id].type_name}; "
+                "start and end must be single-input layers"
+            )
     start_node = graph.layer_id_to_output_node_ids[start_id][0]
     end_node = graph.layer_id_to_output_node_ids[end_id][0]
     path = _path_layers(graph, start_node, end_node) if start_node != end_node else None
     if not path:
-        raise ArchitectureError(f"{op}: no path from layer {start_id} to layer {end_id}; end must come "
-                                "after start")
+        raise ArchitectureError(f"{op}: no path from layer {start_id} to layer {end_id}; end must come after start")
     shape = graph.node_list[start_node].shape
     chain: list[StubLayer] = []
     for layer_id in path:
@@ -319,9 +339,11 @@ def _skip_chain(graph: Graph, start_id: int, end_id: int, op: str) -> tuple[list
     chain.append(StubReLU())
     end_shape = graph.node_list[end_node].shape
     if len(shape) != len(end_shape) or shape[:-1] != end_shape[:-1]:
-        raise ArchitectureError(f"{op}: layer {start_id} gives shape {list(shape)} after the skip's "
-                                f"pooling but layer {end_id} outputs {list(end_shape)}; pick layers at the "
-                                "same resolution")
+        raise ArchitectureError(
+            f"{op}: layer {start_id} gives shape {list(shape)} after the skip's "
+            f"pooling but layer {end_id} outputs {list(end_shape)}; pick layers at the "
+            "same resolution"
+        )
     return chain, shape
 
 
@@ -343,8 +365,11 @@ def to_add_skip_model(graph: Graph, start_id: int, end_id: int, rng: np.random.G
     end_node = graph.layer_id_to_output_node_ids[end_id][0]
     pre_end_node = graph.layer_id_to_input_node_ids[end_id][0]
     end_shape = graph.node_list[end_node].shape
-    projection = (get_conv_class(len(end_shape) - 1)(skip_shape[-1], end_shape[-1], 1, 1, padding=0)
-                  if _is_spatial(end_shape) else StubDense(skip_shape[-1], end_shape[-1]))
+    projection = (
+        get_conv_class(len(end_shape) - 1)(skip_shape[-1], end_shape[-1], 1, 1, padding=0)
+        if _is_spatial(end_shape)
+        else StubDense(skip_shape[-1], end_shape[-1])
+    )
     skip_output = _add_chain(graph, start_id, chain, rng)
     skip_output = graph.add_layer(projection, skip_output)
     if graph.weighted:  # zero (+ noise) so the Add starts as a no-op
@@ -377,8 +402,11 @@ def to_concat_skip_model(graph: Graph, start_id: int, end_id: int, rng: np.rando
     graph._add_edge(concat_id, skip_output, concat_output)
     # The 1x1 conv after the concat restores the channel count; identity on the main-path channels and zero
     # on the skip's makes the whole thing a no-op at first.
-    restore = (get_conv_class(len(end_shape) - 1)(filters_end + filters_start, filters_end, 1, 1, padding=0)
-               if _is_spatial(end_shape) else StubDense(filters_end + filters_start, filters_end))
+    restore = (
+        get_conv_class(len(end_shape) - 1)(filters_end + filters_start, filters_end, 1, 1, padding=0)
+        if _is_spatial(end_shape)
+        else StubDense(filters_end + filters_start, filters_end)
+    )
     restore_id = len(graph.layer_list)
     graph.layer_list.append(restore)
     graph._add_edge(restore_id, concat_output, end_node)
@@ -389,20 +417,21 @@ def to_concat_skip_model(graph: Graph, start_id: int, end_id: int, rng: np.rando
 # ------------------------------------------------------------------------------------------- helpers
 def _check_layer_id(graph: Graph, layer_id: Any, op: str) -> None:
     if not isinstance(layer_id, (int, np.integer)) or not 0 <= int(layer_id) < graph.n_layers:
-        raise ArchitectureError(f"{op}: layer id {layer_id!r} does not exist; the graph has layers "
-                                f"0..{graph.n_layers - 1}")
+        raise ArchitectureError(
+            f"{op}: layer id {layer_id!r} does not exist; the graph has layers 0..{graph.n_layers - 1}"
+        )
 
 
 def layer_from_description(description: Sequence[Any]) -> StubLayer:
     """Rebuild a stub from an NNI layer description ``[type, inputs, output, *attrs]`` (node ids ignored)."""
     if not description or description[0] not in LAYER_CLASSES:
-        raise ArchitectureError(f"unknown layer description {list(description)!r}; the type must be one of "
-                                f"{', '.join(LAYER_CLASSES)}")
+        raise ArchitectureError(
+            f"unknown layer description {list(description)!r}; the type must be one of {', '.join(LAYER_CLASSES)}"
+        )
     return build_layer(description[0], list(description[3:]))
 
 
-def apply_operations(graph: Graph, operations: Iterable[Sequence[Any]],
-                     rng: np.random.Generator | None) -> None:
+def apply_operations(graph: Graph, operations: Iterable[Sequence[Any]], rng: np.random.Generator | None) -> None:
     rng = _rng(rng)
     for op in operations:
         name, args = op[0], list(op[1:])
@@ -416,5 +445,7 @@ def apply_operations(graph: Graph, operations: Iterable[Sequence[Any]],
         elif name == "to_concat_skip_model":
             to_concat_skip_model(graph, args[0], args[1], rng)
         else:
-            raise ArchitectureError(f"unknown morphism {name!r} in operation history; expected "
-                                    "to_wider_model, to_deeper_model, to_add_skip_model or to_concat_skip_model")
+            raise ArchitectureError(
+                f"unknown morphism {name!r} in operation history; expected "
+                "to_wider_model, to_deeper_model, to_add_skip_model or to_concat_skip_model"
+            )

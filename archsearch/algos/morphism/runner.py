@@ -22,7 +22,7 @@ from archsearch.nas.exp_runner import RUNNERS, ExperimentRunner
 from archsearch.nas.finalizers import Finalizers
 from archsearch.nas.load import ARCH_FORMATS
 from archsearch.nas.model_desc_builder import ModelDescBuilder
-from archsearch.nas.searcher import Searcher, SearchResult, record_search_result
+from archsearch.nas.searcher import ModelFactory, Searcher, SearchResult, record_search_result
 from archsearch.nas.trainer import Trainer
 
 ARCH_FORMAT = "morphism_graph_json"
@@ -55,7 +55,13 @@ def strategy_from_conf(conf_morphism, conf_dataset, seed: int) -> MorphismSearch
 
 class MorphismSearcher(Searcher):
     def search(
-        self, ctx: RunContext, conf_search, builder: ModelDescBuilder, trainer_class, finalizers: Finalizers
+        self,
+        ctx: RunContext,
+        conf_search,
+        builder: ModelDescBuilder,
+        trainer_class,
+        finalizers: Finalizers,
+        build_model: ModelFactory | None = None,
     ) -> SearchResult:
         conf_morphism = conf_search["morphism"]
         strategy = strategy_from_conf(conf_morphism, ctx.conf["dataset"], ctx.seed)

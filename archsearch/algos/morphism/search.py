@@ -51,15 +51,17 @@ def _read_index(index_path: Path) -> list[dict[str, Any]]:
     try:
         records = yaml.safe_load(index_path.read_text()) or []
     except yaml.YAMLError as err:
-        raise UserError(f"{index_path}: not valid YAML ({str(err).splitlines()[0]}); fix or delete it to "
-                        "start the search afresh") from None
+        raise UserError(
+            f"{index_path}: not valid YAML ({str(err).splitlines()[0]}); fix or delete it to start the search afresh"
+        ) from None
     if not isinstance(records, list) or not all(isinstance(r, dict) and "trial_id" in r for r in records):
         raise UserError(f"{index_path}: expected a list of trial records with trial_id; fix or delete it")
     return records
 
 
-def _resume(strategy: MorphismSearchStrategy, trials_dir: Path, records: list[dict[str, Any]],
-            logger: Callable[[str], Any]) -> list[dict[str, Any]]:
+def _resume(
+    strategy: MorphismSearchStrategy, trials_dir: Path, records: list[dict[str, Any]], logger: Callable[[str], Any]
+) -> list[dict[str, Any]]:
     """Re-register finished trials in id order; trials interrupted mid-training are dropped and redone."""
     kept = []
     for record in sorted(records, key=lambda r: r["trial_id"]):
@@ -77,8 +79,9 @@ def _resume(strategy: MorphismSearchStrategy, trials_dir: Path, records: list[di
     return kept
 
 
-def _write_best(strategy: MorphismSearchStrategy, out_dir: Path, trials_dir: Path,
-                records: list[dict[str, Any]]) -> None:
+def _write_best(
+    strategy: MorphismSearchStrategy, out_dir: Path, trials_dir: Path, records: list[dict[str, Any]]
+) -> None:
     best = strategy.best_trial
     if best is None:
         return
@@ -91,9 +94,14 @@ def _write_best(strategy: MorphismSearchStrategy, out_dir: Path, trials_dir: Pat
     atomic_write_text(out_dir / "best_model.txt", "\n".join(lines) + "\n")
 
 
-def run_morphism_search(strategy: MorphismSearchStrategy, train_and_score: Callable[[Graph, int], float],
-                        n_trials: int, time_budget_s: float | None = None, out_dir: str | Path = ".",
-                        logger: Callable[[str], Any] = print) -> SearchResult:
+def run_morphism_search(
+    strategy: MorphismSearchStrategy,
+    train_and_score: Callable[[Graph, int], float],
+    n_trials: int,
+    time_budget_s: float | None = None,
+    out_dir: str | Path = ".",
+    logger: Callable[[str], Any] = print,
+) -> SearchResult:
     """Run until ``n_trials`` trials have finished (counting resumed ones) or ``time_budget_s`` is spent.
 
     ``train_and_score(graph, trial_id)`` builds ``graph.produce_torch_model()`` (which already carries any
@@ -119,10 +127,17 @@ def run_morphism_search(strategy: MorphismSearchStrategy, train_and_score: Calla
             break
         stem = _trial_stem(trial_id)
         graph_to_json(graph, trials_dir / f"{stem}.json", include_weights=False)
-        record: dict[str, Any] = {"trial_id": trial_id, "father_id": father_id, "status": "running",
-                                  "metric": None, "json": f"{stem}.json", "weights": None,
-                                  "n_params": graph.size(), "inherited_weights": graph.has_weights(),
-                                  "seconds": None}
+        record: dict[str, Any] = {
+            "trial_id": trial_id,
+            "father_id": father_id,
+            "status": "running",
+            "metric": None,
+            "json": f"{stem}.json",
+            "weights": None,
+            "n_params": graph.size(),
+            "inherited_weights": graph.has_weights(),
+            "seconds": None,
+        }
         atomic_write_yaml(index_path, records + [record])
         began = time.monotonic()
         try:
@@ -142,16 +157,18 @@ def run_morphism_search(strategy: MorphismSearchStrategy, train_and_score: Calla
         if graph.has_weights():
             atomic_torch_save(graph.weights_state_dict(), trials_dir / f"{stem}.pt")
             record["weights"] = f"{stem}.pt"
-        record.update(status="done" if metric is not None else "failed", metric=metric,
-                      seconds=round(time.monotonic() - began, 3))
+        record.update(
+            status="done" if metric is not None else "failed", metric=metric, seconds=round(time.monotonic() - began, 3)
+        )
         records.append(record)
         atomic_write_yaml(index_path, records)
         _write_best(strategy, out_dir, trials_dir, records)
         best = strategy.best_trial
-        logger(f"morphism: trial {trial_id} (father {father_id}, {record['n_params']} params) "
-               f"metric={metric} in {record['seconds']}s; best trial "
-               f"{best.trial_id if best else None} ({best.metric if best else None})")
+        logger(
+            f"morphism: trial {trial_id} (father {father_id}, {record['n_params']} params) "
+            f"metric={metric} in {record['seconds']}s; best trial "
+            f"{best.trial_id if best else None} ({best.metric if best else None})"
+        )
 
     best = strategy.best_trial
-    return SearchResult(best.trial_id if best else None, best.metric if best else None, len(records), out_dir,
-                        records)
+    return SearchResult(best.trial_id if best else None, best.metric if best else None, len(records), out_dir, records)

@@ -61,12 +61,23 @@ class MorphismSearchStrategy:
     (MlpGenerator seed, input_shape (n_features,)).
     """
 
-    def __init__(self, n_output_node: int = 10, input_shape: Sequence[int] = (32, 32, 3), task: str = "cv",
-                 optimize_mode: str = "maximize", beta: float = BETA, t_min: float = T_MIN,
-                 t_init: float = T_INIT, cooling: float = COOLING, model_len: int = MODEL_LEN,
-                 model_width: int = MODEL_WIDTH, limits: MorphismLimits | None = None,
-                 max_candidates: int = DEFAULT_MAX_CANDIDATES, kernel_lambda: float = KERNEL_LAMBDA,
-                 seed: int | np.random.Generator = 0) -> None:
+    def __init__(
+        self,
+        n_output_node: int = 10,
+        input_shape: Sequence[int] = (32, 32, 3),
+        task: str = "cv",
+        optimize_mode: str = "maximize",
+        beta: float = BETA,
+        t_min: float = T_MIN,
+        t_init: float = T_INIT,
+        cooling: float = COOLING,
+        model_len: int = MODEL_LEN,
+        model_width: int = MODEL_WIDTH,
+        limits: MorphismLimits | None = None,
+        max_candidates: int = DEFAULT_MAX_CANDIDATES,
+        kernel_lambda: float = KERNEL_LAMBDA,
+        seed: int | np.random.Generator = 0,
+    ) -> None:
         if task not in TASKS:
             raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
         if optimize_mode not in OPTIMIZE_MODES:
@@ -76,9 +87,17 @@ class MorphismSearchStrategy:
         self.model_len, self.model_width = model_len, model_width
         self.optimize_mode = optimize_mode
         self.limits = limits or MorphismLimits()
-        self.optimizer = BayesianOptimizer(t_min, optimize_mode, beta, t_init=t_init, cooling=cooling,
-                                           limits=self.limits, max_candidates=max_candidates,
-                                           kernel_lambda=kernel_lambda, rng=self.rng)
+        self.optimizer = BayesianOptimizer(
+            t_min,
+            optimize_mode,
+            beta,
+            t_init=t_init,
+            cooling=cooling,
+            limits=self.limits,
+            max_candidates=max_candidates,
+            kernel_lambda=kernel_lambda,
+            rng=self.rng,
+        )
         self.trials: dict[int, Trial] = {}
         self._next_id = 0
         self._keys: set = set()
@@ -92,8 +111,9 @@ class MorphismSearchStrategy:
         known = set(inspect.signature(cls.__init__).parameters) - {"self", "limits"}
         unknown = sorted(set(values) - known - set(limit_keys))
         if unknown:
-            raise ConfigError(f"unknown morphism config key {unknown[0]!r}; known keys: "
-                              f"{', '.join(sorted(known | set(limit_keys)))}")
+            raise ConfigError(
+                f"unknown morphism config key {unknown[0]!r}; known keys: {', '.join(sorted(known | set(limit_keys)))}"
+            )
         limits = MorphismLimits(**{k: values.pop(k) for k in limit_keys if k in values})
         if "input_shape" in values:
             values["input_shape"] = tuple(values["input_shape"])

@@ -19,8 +19,11 @@ from archsearch.common.errors import ArchitectureError
 if TYPE_CHECKING:
     from archsearch.algos.morphism.graph import Graph
 
-_PARAM_NAMES = {"conv": ("weight", "bias"), "dense": ("weight", "bias"),
-                "bn": ("weight", "bias", "running_mean", "running_var")}
+_PARAM_NAMES = {
+    "conv": ("weight", "bias"),
+    "dense": ("weight", "bias"),
+    "bn": ("weight", "bias", "running_mean", "running_var"),
+}
 
 
 class GlobalAvgPool(nn.Module):
@@ -59,8 +62,13 @@ def build_torch_layer(layer: StubLayer, input_shape: tuple[int, ...]) -> nn.Modu
     n_spatial = len(input_shape) - 1
     kind = layer.kind
     if kind == "conv":
-        return _CONV[n_spatial](layer.input_channel, layer.filters, layer.kernel_size,  # type: ignore[attr-defined]
-                                stride=layer.stride, padding=layer.padding)  # type: ignore[attr-defined]
+        return _CONV[n_spatial](
+            layer.input_channel,
+            layer.filters,
+            layer.kernel_size,  # type: ignore[attr-defined]
+            stride=layer.stride,
+            padding=layer.padding,
+        )  # type: ignore[attr-defined]
     if kind == "dense":
         return nn.Linear(layer.input_units, layer.units)  # type: ignore[attr-defined]
     if kind == "bn":
@@ -100,9 +108,15 @@ class TorchModel(nn.Module):
             module = build_torch_layer(layer, graph.node_list[first_input].shape)
             self.layers.append(module)
             self.add_module(str(layer_id), module)
-        self._plan = [(layer_id, tuple(graph.layer_id_to_input_node_ids[layer_id]),
-                       graph.layer_id_to_output_node_ids[layer_id][0], graph.layer_list[layer_id].aggregate)
-                      for layer_id in graph.layer_execution_order()]
+        self._plan = [
+            (
+                layer_id,
+                tuple(graph.layer_id_to_input_node_ids[layer_id]),
+                graph.layer_id_to_output_node_ids[layer_id][0],
+                graph.layer_list[layer_id].aggregate,
+            )
+            for layer_id in graph.layer_execution_order()
+        ]
         self._output_id = graph.output_node_id
         if graph.weighted:
             load_graph_weights(self, graph)
@@ -139,8 +153,9 @@ def state_dict_from_weights(graph: Graph) -> dict[str, torch.Tensor]:
     return state
 
 
-def weights_from_state_dict(layer: StubLayer, layer_id: int,
-                            state_dict: Mapping[str, Any]) -> tuple[np.ndarray, ...] | None:
+def weights_from_state_dict(
+    layer: StubLayer, layer_id: int, state_dict: Mapping[str, Any]
+) -> tuple[np.ndarray, ...] | None:
     """The layer's weights read from a TorchModel state dict, or None when it has none there."""
     names = _PARAM_NAMES.get(layer.kind)
     if names is None or f"{layer_id}.{names[0]}" not in state_dict:
@@ -149,13 +164,14 @@ def weights_from_state_dict(layer: StubLayer, layer_id: int,
     for name, expected in zip(names, layer.param_shapes()):
         key = f"{layer_id}.{name}"
         if key not in state_dict:
-            raise ArchitectureError(f"state dict has {layer_id}.{names[0]} but not {key}; "
-                                    "save the whole model")
+            raise ArchitectureError(f"state dict has {layer_id}.{names[0]} but not {key}; save the whole model")
         value = state_dict[key]
-        array = (value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value))
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
         if tuple(array.shape) != tuple(expected):
-            raise ArchitectureError(f"weights {key} have shape {list(array.shape)} but layer {layer_id} "
-                                    f"({layer.type_name}) needs {list(expected)}; the model does not match "
-                                    "the graph")
+            raise ArchitectureError(
+                f"weights {key} have shape {list(array.shape)} but layer {layer_id} "
+                f"({layer.type_name}) needs {list(expected)}; the model does not match "
+                "the graph"
+            )
         arrays.append(array.astype(np.float32, copy=True))
     return tuple(arrays)

@@ -53,12 +53,12 @@ def _default_rng(rng: np.random.Generator | None) -> np.random.Generator:
     return rng if rng is not None else np.random.default_rng(0)
 
 
-def to_wider_graph(graph: Graph, rng: np.random.Generator | None = None,
-                   limits: MorphismLimits | None = None) -> Graph | None:
+def to_wider_graph(
+    graph: Graph, rng: np.random.Generator | None = None, limits: MorphismLimits | None = None
+) -> Graph | None:
     """Double the width of one random widenable layer (capped at ``limits.max_layer_width``)."""
     rng, limits = _default_rng(rng), limits or MorphismLimits()
-    layer_ids = [i for i in graph.wide_layer_ids()
-                 if layer_width(graph.layer_list[i]) < limits.max_layer_width]
+    layer_ids = [i for i in graph.wide_layer_ids() if layer_width(graph.layer_list[i]) < limits.max_layer_width]
     for layer_id in rng.permutation(layer_ids).tolist() if layer_ids else []:
         width = layer_width(graph.layer_list[layer_id])
         child = graph.copy(share_layers=True)
@@ -99,15 +99,15 @@ def create_new_block(graph: Graph, target_id: int, rng: np.random.Generator | No
     else:
         n_dim = len(shape) - 1
         kernel = int(rng.choice(DEEPER_KERNEL_SIZES))
-        block = [get_conv_class(n_dim)(shape[-1], shape[-1], kernel, 1),
-                 get_batch_norm_class(n_dim)(shape[-1])]
+        block = [get_conv_class(n_dim)(shape[-1], shape[-1], kernel, 1), get_batch_norm_class(n_dim)(shape[-1])]
     if _is_nonnegative(graph, output_id):
         block.append(StubReLU())
     return block
 
 
-def to_deeper_graph(graph: Graph, rng: np.random.Generator | None = None,
-                    limits: MorphismLimits | None = None) -> Graph | None:
+def to_deeper_graph(
+    graph: Graph, rng: np.random.Generator | None = None, limits: MorphismLimits | None = None
+) -> Graph | None:
     """Insert an identity block after one random main-chain layer (before the global pooling)."""
     rng, limits = _default_rng(rng), limits or MorphismLimits()
     layer_ids = graph.deep_layer_ids()
@@ -119,13 +119,13 @@ def to_deeper_graph(graph: Graph, rng: np.random.Generator | None = None,
     return child
 
 
-def to_skip_connection_graph(graph: Graph, rng: np.random.Generator | None = None,
-                             limits: MorphismLimits | None = None, max_tries: int = 8) -> Graph | None:
+def to_skip_connection_graph(
+    graph: Graph, rng: np.random.Generator | None = None, limits: MorphismLimits | None = None, max_tries: int = 8
+) -> Graph | None:
     """Add one random add- or concat-skip between two main-chain layers at the same resolution."""
     rng = _default_rng(rng)
     layer_ids = graph.skip_connection_layer_ids()
-    pairs = [(a, b, kind) for kind in ("add", "concat")
-             for i, a in enumerate(layer_ids) for b in layer_ids[i + 1:]]
+    pairs = [(a, b, kind) for kind in ("add", "concat") for i, a in enumerate(layer_ids) for b in layer_ids[i + 1 :]]
     if not pairs:
         return None
     for index in rng.permutation(len(pairs))[:max_tries].tolist():
@@ -145,8 +145,9 @@ def to_skip_connection_graph(graph: Graph, rng: np.random.Generator | None = Non
 _MORPHISMS = (to_deeper_graph, to_wider_graph, to_skip_connection_graph)
 
 
-def transform(graph: Graph, limits: MorphismLimits | None = None,
-              rng: np.random.Generator | None = None) -> list[Graph]:
+def transform(
+    graph: Graph, limits: MorphismLimits | None = None, rng: np.random.Generator | None = None
+) -> list[Graph]:
     """Up to ``limits.n_neighbours`` random children (deeper / wider / skip, uniformly), each within the
     model-size limit; like NNI it makes at most twice that many attempts."""
     rng, limits = _default_rng(rng), limits or MorphismLimits()

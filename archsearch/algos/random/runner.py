@@ -20,7 +20,7 @@ from archsearch.nas.finalizers import Finalizers
 from archsearch.nas.genotype import CellTemplate, random_template, templates_to_genotype
 from archsearch.nas.model import Model
 from archsearch.nas.model_desc_builder import ModelDescBuilder
-from archsearch.nas.searcher import Searcher, SearchResult, save_final_desc
+from archsearch.nas.searcher import ModelFactory, Searcher, SearchResult, save_final_desc
 from archsearch.nas.trainer import Trainer
 
 
@@ -31,7 +31,13 @@ def sample_cells(seed: int, index: int, n_nodes: int, primitives: list[str]) -> 
 
 class RandomSearcher(Searcher):
     def search(
-        self, ctx: RunContext, conf_search, builder: ModelDescBuilder, trainer_class, finalizers: Finalizers
+        self,
+        ctx: RunContext,
+        conf_search,
+        builder: ModelDescBuilder,
+        trainer_class,
+        finalizers: Finalizers,
+        build_model: ModelFactory | None = None,
     ) -> SearchResult:
         conf_random = conf_search["random"]
         n_candidates: int = conf_random["n_candidates"]

@@ -22,7 +22,7 @@ from archsearch.nas.context import RunContext
 from archsearch.nas.exp_runner import USER_MODEL_RUNNERS
 from archsearch.nas.finalizers import Finalizers
 from archsearch.nas.model_desc_builder import ModelDescBuilder
-from archsearch.nas.searcher import Searcher, SearchResult
+from archsearch.nas.searcher import ModelFactory, Searcher, SearchResult
 from archsearch.nas.trainer import Trainer
 from archsearch.spaces.mutables import MutableSpace, apply_fixed_arch
 
@@ -46,7 +46,13 @@ class RandomUserModelSearcher(Searcher):
         self.ref = ref
 
     def search(
-        self, ctx: RunContext, conf_search, builder: ModelDescBuilder, trainer_class, finalizers: Finalizers
+        self,
+        ctx: RunContext,
+        conf_search,
+        builder: ModelDescBuilder,
+        trainer_class,
+        finalizers: Finalizers,
+        build_model: ModelFactory | None = None,
     ) -> SearchResult:
         n_candidates: int = conf_search["random"]["n_candidates"]
         if n_candidates < 1:

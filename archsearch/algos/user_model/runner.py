@@ -22,7 +22,7 @@ from archsearch.nas.exp_runner import ExperimentRunner
 from archsearch.nas.finalizers import Finalizers
 from archsearch.nas.model import count_params
 from archsearch.nas.model_desc_builder import ModelDescBuilder
-from archsearch.nas.searcher import Searcher, SearchResult, record_search_result
+from archsearch.nas.searcher import ModelFactory, Searcher, SearchResult, record_search_result
 from archsearch.nas.trainer import Trainer
 from archsearch.spaces.mutables import Choices, MutableSpace
 
@@ -55,7 +55,13 @@ class SupernetSearcher(Searcher):
         self.runner = runner
 
     def search(
-        self, ctx: RunContext, conf_search, builder: ModelDescBuilder, trainer_class, finalizers: Finalizers
+        self,
+        ctx: RunContext,
+        conf_search,
+        builder: ModelDescBuilder,
+        trainer_class,
+        finalizers: Finalizers,
+        build_model: ModelFactory | None = None,
     ) -> SearchResult:
         ref = self.runner.model_ref()
         supernet = self.runner.search_model()
