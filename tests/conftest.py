@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 # One thread: the suite's tensors are tiny, and OpenMP threads fighting over 2 busy cores are 10-100x slower.
 torch.set_num_threads(1)
@@ -40,3 +41,15 @@ def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> Non
     assert lines[0].startswith("error: ") and "Traceback" not in proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+def config_fixture(data: dict):
+    """A fixture giving the path of a YAML file holding `data`, for `--config` (tiny settings for CLI tests)."""
+
+    @pytest.fixture
+    def fixture(tmp_path) -> str:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return str(path)
+
+    return fixture

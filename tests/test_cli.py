@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import MAIN, REPO, assert_user_error
+from tests.conftest import MAIN, REPO, assert_user_error, config_fixture
 
 TINY = {
     "nas": {
@@ -28,11 +28,7 @@ TINY = {
 }
 
 
-@pytest.fixture
-def tiny(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY))
-    return str(path)
+tiny = config_fixture(TINY)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from archsearch.nas.genotype import parse_genotype
 from archsearch.nas.model import Model
 from archsearch.nas.model_desc_builder import desc_genotype
 from archsearch.nas.ops import DARTS_PRIMITIVES
-from tests.conftest import assert_user_error
+from tests.conftest import assert_user_error, config_fixture
 
 DATASET = dict(channels=3, n_classes=4)
 
@@ -174,11 +174,7 @@ TINY = {
 }
 
 
-@pytest.fixture
-def tiny(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY))
-    return str(path)
+tiny = config_fixture(TINY)
 
 
 @pytest.mark.parametrize("order", ["first", "second"])

@@ -19,8 +19,16 @@ DATASET = dict(channels=3, n_classes=4)
 
 def supernet(affine=False, primitives=DARTS_PRIMITIVES, c=4, n_nodes=4) -> Model:
     """Three cells: regular, reduction, reduction (so both cell types and a reduction after a reduction)."""
-    conf = dict(n_cells=3, init_channels=c, n_nodes=n_nodes, stem_multiplier=3, n_reductions=2, aux_weight=0.0,
-                affine=affine, primitives=list(primitives))
+    conf = dict(
+        n_cells=3,
+        init_channels=c,
+        n_nodes=n_nodes,
+        stem_multiplier=3,
+        n_reductions=2,
+        aux_weight=0.0,
+        affine=affine,
+        primitives=list(primitives),
+    )
     torch.manual_seed(0)
     model = Model(DartsModelDescBuilder(conf, DATASET).build()).double()
     with torch.no_grad():
@@ -57,8 +65,13 @@ def assert_same_grads_and_buffers(naive: Model, fused: Model) -> None:
 # cpu_tuning False: the layout-preserving path other devices take, in NCHW and in channels_last
 @pytest.mark.parametrize(
     "affine,size,cpu_tuning,channels_last",
-    [(False, 8, True, False), (True, 8, True, False), (False, 7, True, False), (True, 8, False, False),
-     (False, 8, False, True)],
+    [
+        (False, 8, True, False),
+        (True, 8, True, False),
+        (False, 7, True, False),
+        (True, 8, False, False),
+        (False, 8, False, True),
+    ],
 )
 def test_output_gradients_and_bn_statistics_match_the_naive_path(monkeypatch, affine, size, cpu_tuning, channels_last):
     monkeypatch.setattr(fused_module, "CPU_TUNING", cpu_tuning)
@@ -134,8 +147,16 @@ def test_second_order_bilevel_step_matches():
 
 
 def test_bf16_autocast_is_as_accurate_as_the_naive_path():
-    conf = dict(n_cells=3, init_channels=8, n_nodes=4, stem_multiplier=3, n_reductions=2, aux_weight=0.0,
-                affine=False, primitives=DARTS_PRIMITIVES)
+    conf = dict(
+        n_cells=3,
+        init_channels=8,
+        n_nodes=4,
+        stem_multiplier=3,
+        n_reductions=2,
+        aux_weight=0.0,
+        affine=False,
+        primitives=DARTS_PRIMITIVES,
+    )
     torch.manual_seed(0)
     naive = Model(DartsModelDescBuilder(conf, DATASET).build())
     fused = fuse_cells(copy.deepcopy(naive))
@@ -179,8 +200,16 @@ def test_runner_fuses_when_the_config_says_so(tmp_path):
     class Ctx:
         conf = {"dataset": DATASET, "nas": {"search": {"model_desc": None}, "eval": {}}}
 
-    conf_md = dict(n_cells=3, init_channels=4, n_nodes=2, stem_multiplier=3, n_reductions=2, aux_weight=0.0,
-                   affine=False, primitives=DARTS_PRIMITIVES)
+    conf_md = dict(
+        n_cells=3,
+        init_channels=4,
+        n_nodes=2,
+        stem_multiplier=3,
+        n_reductions=2,
+        aux_weight=0.0,
+        affine=False,
+        primitives=DARTS_PRIMITIVES,
+    )
     for fused in (True, False):
         Ctx.conf["nas"]["search"]["model_desc"] = {**conf_md, "fused": fused}
         runner = DartsRunner(Ctx())
@@ -189,8 +218,11 @@ def test_runner_fuses_when_the_config_says_so(tmp_path):
 
 TINY = {
     "nas": {
-        "search": {"model_desc": {"n_cells": 3, "init_channels": 4, "n_nodes": 2, "fused": True},
-                   "loader": {"batch_size": 16, "limit_batches": 2}, "trainer": {"epochs": 1}},
+        "search": {
+            "model_desc": {"n_cells": 3, "init_channels": 4, "n_nodes": 2, "fused": True},
+            "loader": {"batch_size": 16, "limit_batches": 2},
+            "trainer": {"epochs": 1},
+        },
     },
     "dataset": {"synthetic_train": 64, "synthetic_test": 32},
 }
@@ -199,8 +231,17 @@ TINY = {
 def test_search_through_the_cli_with_the_fused_supernet(cli, tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(TINY))
-    proc = cli("--algos", "darts", "--datasets", "synthetic", "--config", str(path), "--search-only",
-               "--nas.search.trainer.bilevel.order", "second")
+    proc = cli(
+        "--algos",
+        "darts",
+        "--datasets",
+        "synthetic",
+        "--config",
+        str(path),
+        "--search-only",
+        "--nas.search.trainer.bilevel.order",
+        "second",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (cli.logdir / "archsearch_synthetic_toy" / "darts" / "search" / "genotype.txt").exists()
 

@@ -150,8 +150,9 @@ def test_gp_rejects_non_finite_metrics(family):
 # ---------------------------------------------------------------------------------------- optimizer
 @pytest.mark.parametrize("mode", ["maximize", "minimize"])
 def test_optimizer_proposes_an_unseen_child_of_an_observed_model(family, mode):
-    optimizer = BayesianOptimizer(optimize_mode=mode, rng=np.random.default_rng(0), max_candidates=40,
-                                  limits=MorphismLimits(n_neighbours=4))
+    optimizer = BayesianOptimizer(
+        optimize_mode=mode, rng=np.random.default_rng(0), max_candidates=40, limits=MorphismLimits(n_neighbours=4)
+    )
     cnns = [g for g in family if len(g.input_shape) == 3][:6]
     optimizer.fit(cnns, [0.1 * i for i in range(len(cnns))], model_ids=list(range(len(cnns))))
     child, father = optimizer.generate([g.extract_descriptor() for g in cnns])

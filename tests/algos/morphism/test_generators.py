@@ -16,7 +16,12 @@ def kinds(graph):
 def test_cnn_generator_default_is_nni_seed():
     graph = CnnGenerator(10, (32, 32, 3)).generate()
     assert kinds(graph) == ["ReLU", "BatchNormalization2d", "Conv2d", "Pooling2d"] * 3 + [
-        "GlobalPooling2d", "Dropout2d", "Dense", "ReLU", "Dense"]
+        "GlobalPooling2d",
+        "Dropout2d",
+        "Dense",
+        "ReLU",
+        "Dense",
+    ]
     assert graph.layer_list[2].filters == 64 and graph.layer_list[13].rate == 0.25
     assert graph.node_list[-1].shape == (10,)
 
@@ -47,13 +52,16 @@ def test_mlp_generator_layout_and_widths():
     assert MlpGenerator(3, 12).generate().produce_torch_model()(torch.randn(4, 12)).shape == (4, 3)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: CnnGenerator(10, (32,)), r"use MlpGenerator"),
-    (lambda: MlpGenerator(10, (8, 8, 3)), r"use CnnGenerator"),
-    (lambda: CnnGenerator(0, (8, 8, 3)), r"n_output_node must be a positive integer"),
-    (lambda: CnnGenerator(10, (8, 8, 3)).generate(model_len=0), r"model_len"),
-    (lambda: MlpGenerator(2, (4,)).generate(2, [3]), r"model_width has 1 entries but model_len is 2"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: CnnGenerator(10, (32,)), r"use MlpGenerator"),
+        (lambda: MlpGenerator(10, (8, 8, 3)), r"use CnnGenerator"),
+        (lambda: CnnGenerator(0, (8, 8, 3)), r"n_output_node must be a positive integer"),
+        (lambda: CnnGenerator(10, (8, 8, 3)).generate(model_len=0), r"model_len"),
+        (lambda: MlpGenerator(2, (4,)).generate(2, [3]), r"model_width has 1 entries but model_len is 2"),
+    ],
+)
 def test_generator_errors_are_clear(make, message):
     with pytest.raises(ArchitectureError, match=message):
         make()

@@ -114,8 +114,11 @@ def test_weights_survive_through_a_state_dict(make_weighted, forward):
 
 
 def test_non_square_and_non_image_inputs_run():
-    for input_shape, x in (((20, 36, 3), torch.randn(2, 3, 20, 36)), ((50, 4), torch.randn(2, 4, 50)),
-                           ((6, 10, 8, 2), torch.randn(2, 2, 6, 10, 8))):
+    for input_shape, x in (
+        ((20, 36, 3), torch.randn(2, 3, 20, 36)),
+        ((50, 4), torch.randn(2, 4, 50)),
+        ((6, 10, 8, 2), torch.randn(2, 2, 6, 10, 8)),
+    ):
         graph = json_to_graph(graph_to_json(CnnGenerator(7, input_shape).generate(2, 4)))
         assert graph.produce_torch_model().eval()(x).shape == (2, 7)
 
@@ -133,14 +136,19 @@ def _set(path, value):
         for key in path[:-1]:
             target = target[key]
         target[path[-1]] = value
+
     return change
 
 
 MALFORMED = [
     ("missing key", lambda d: d.pop("adj_list"), r"missing key 'adj_list'"),
     ("missing layer_list", lambda d: d.pop("layer_list"), r"missing key 'layer_list'"),
-    ("unknown layer type", _set(["layer_list", 3, 1, 0], "StubFancy"), r"unknown layer type 'StubFancy'.*"
-                                                                       r"layer_list\[3\]"),
+    (
+        "unknown layer type",
+        _set(["layer_list", 3, 1, 0], "StubFancy"),
+        r"unknown layer type 'StubFancy'.*"
+        r"layer_list\[3\]",
+    ),
     ("dangling output node", _set(["layer_list", 5, 1, 2], 99), r"layer_list\[5\].*node 99"),
     ("dangling adjacency node", _set(["adj_list", "4"], [[42, 4]]), r"adj_list\['4'\].*node 42"),
     ("dangling adjacency layer", _set(["adj_list", "4"], [[5, 40]]), r"adj_list\['4'\].*layer 40"),
@@ -153,20 +161,32 @@ MALFORMED = [
     ("weighted type", _set(["weighted"], "yes"), r"weighted must be true or false"),
     ("kernel type", _set(["layer_list", 1, 1, 5], "3"), r"layer_list\[1\] \(StubConv2d\).*field 5"),
     ("dropout rate", _set(["layer_list", 13, 1, 3], 1.5), r"dropout rate 1.5"),
-    ("too many fields", _set(["layer_list", 2, 1], ["StubBatchNormalization2d", 2, 3, 64, 1]),
-     r"layer_list\[2\].*2 attribute fields"),
+    (
+        "too many fields",
+        _set(["layer_list", 2, 1], ["StubBatchNormalization2d", 2, 3, 64, 1]),
+        r"layer_list\[2\].*2 attribute fields",
+    ),
     ("node ids out of order", _set(["node_list", 3, 0], 7), r"node_list\[3\] has id 7"),
     ("layer ids out of order", _set(["layer_list", 3, 0], 9), r"layer_list\[3\] has id 9"),
     ("negative shape", _set(["node_list", 2, 1], [32, -32, 64]), r"node_list\[2\]"),
-    ("layer maps disagree", _set(["layer_id_to_input_node_ids", "3"], [2]),
-     r"layer_id_to_input_node_ids\['3'\] is \[2\].*reads \[3\]"),
-    ("missing layer map entry", lambda d: d["layer_id_to_output_node_ids"].pop("7"),
-     r"layer_id_to_output_node_ids has no entry for layer 7"),
+    (
+        "layer maps disagree",
+        _set(["layer_id_to_input_node_ids", "3"], [2]),
+        r"layer_id_to_input_node_ids\['3'\] is \[2\].*reads \[3\]",
+    ),
+    (
+        "missing layer map entry",
+        lambda d: d["layer_id_to_output_node_ids"].pop("7"),
+        r"layer_id_to_output_node_ids has no entry for layer 7",
+    ),
     ("adjacency disagrees", _set(["adj_list", "3"], []), r"adj_list\['3'\] is \[\] but the layers give"),
     ("reverse adjacency disagrees", _set(["reverse_adj_list", "5"], [[3, 3]]), r"reverse_adj_list\['5'\]"),
     ("bad layer map key", _set(["adj_list", "x"], []), r"adj_list has key 'x'"),
-    ("bad history entry", _set(["operation_history"], [["to_fancier_model", 1]]),
-     r"operation_history\[0\].*to_wider_model"),
+    (
+        "bad history entry",
+        _set(["operation_history"], [["to_fancier_model", 1]]),
+        r"operation_history\[0\].*to_wider_model",
+    ),
     ("bad weights shape", _set(["layer_weights"], {"14": [[[0.0]], [0.0]]}), r"layer_weights\['14'\]\[0\] has shape"),
     ("weights for a weightless layer", _set(["layer_weights"], {"0": [[0.0]]}), r"layer_weights\['0'\]"),
 ]
@@ -181,11 +201,17 @@ def test_malformed_documents_name_the_problem(doc_17, case, change, message):
 
 def _chain_doc(layers, shapes, input_shape):
     """A document from (type, inputs, output, *attrs) tuples, with consistent maps and adjacency."""
-    doc = {"input_shape": input_shape, "weighted": False, "operation_history": [],
-           "layer_id_to_input_node_ids": {}, "layer_id_to_output_node_ids": {},
-           "adj_list": {str(i): [] for i in range(len(shapes))},
-           "reverse_adj_list": {str(i): [] for i in range(len(shapes))},
-           "node_list": [[i, s] for i, s in enumerate(shapes)], "layer_list": []}
+    doc = {
+        "input_shape": input_shape,
+        "weighted": False,
+        "operation_history": [],
+        "layer_id_to_input_node_ids": {},
+        "layer_id_to_output_node_ids": {},
+        "adj_list": {str(i): [] for i in range(len(shapes))},
+        "reverse_adj_list": {str(i): [] for i in range(len(shapes))},
+        "node_list": [[i, s] for i, s in enumerate(shapes)],
+        "layer_list": [],
+    }
     for layer_id, (type_name, inputs, output, *attrs) in enumerate(layers):
         input_ids = inputs if isinstance(inputs, list) else [inputs]
         doc["layer_id_to_input_node_ids"][str(layer_id)] = input_ids
@@ -198,29 +224,40 @@ def _chain_doc(layers, shapes, input_shape):
 
 
 def test_a_cycle_is_rejected():
-    doc = _chain_doc([("StubReLU", 0, 1), ("StubReLU", 1, 2), ("StubReLU", 2, 3), ("StubReLU", 3, 1)],
-                     [[4], [4], [4], [4]], [4])
+    doc = _chain_doc(
+        [("StubReLU", 0, 1), ("StubReLU", 1, 2), ("StubReLU", 2, 3), ("StubReLU", 3, 1)], [[4], [4], [4], [4]], [4]
+    )
     with pytest.raises(ArchitectureError, match=r"cycle through node\(s\) \[1, 2, 3\]"):
         json_to_graph(doc)
 
 
 def test_two_outputs_are_rejected():
-    doc = _chain_doc([("StubReLU", 0, 1), ("StubDense", 1, 2, 4, 3), ("StubDense", 1, 3, 4, 2)],
-                     [[4], [4], [3], [2]], [4])
+    doc = _chain_doc(
+        [("StubReLU", 0, 1), ("StubDense", 1, 2, 4, 3), ("StubDense", 1, 3, 4, 2)], [[4], [4], [3], [2]], [4]
+    )
     with pytest.raises(ArchitectureError, match=r"2 output nodes \[2, 3\]"):
         json_to_graph(doc)
 
 
 def test_add_of_different_shapes_is_rejected():
-    doc = _chain_doc([("StubDense", 0, 1, 4, 3), ("StubDense", 0, 2, 4, 2), ("StubAdd", [1, 2], 3)],
-                     [[4], [3], [2], [3]], [4])
+    doc = _chain_doc(
+        [("StubDense", 0, 1, 4, 3), ("StubDense", 0, 2, 4, 2), ("StubAdd", [1, 2], 3)], [[4], [3], [2], [3]], [4]
+    )
     with pytest.raises(ArchitectureError, match=r"layer 2 \(StubAdd\).*equal shapes"):
         json_to_graph(doc)
 
 
 def test_a_small_hand_written_graph_with_concat_runs():
-    doc = _chain_doc([("StubDense", 0, 1, 4, 3), ("StubDense", 0, 2, 4, 2), ("StubConcatenate", [1, 2], 3),
-                      ("StubDense", 3, 4, 5, 1)], [[4], [3], [2], [5], [1]], [4])
+    doc = _chain_doc(
+        [
+            ("StubDense", 0, 1, 4, 3),
+            ("StubDense", 0, 2, 4, 2),
+            ("StubConcatenate", [1, 2], 3),
+            ("StubDense", 3, 4, 5, 1),
+        ],
+        [[4], [3], [2], [5], [1]],
+        [4],
+    )
     assert json_to_graph(doc).produce_torch_model()(torch.randn(6, 4)).shape == (6, 1)
 
 

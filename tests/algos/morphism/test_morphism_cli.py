@@ -2,12 +2,12 @@
 
 import json
 
-import pytest
 import torch
 import yaml
 
 import archsearch
 from archsearch.algos.morphism import json_to_graph
+from tests.conftest import config_fixture
 
 TINY = {
     "nas": {
@@ -22,11 +22,7 @@ TINY = {
 }
 
 
-@pytest.fixture
-def tiny(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY))
-    return str(path)
+tiny = config_fixture(TINY)
 
 
 def test_trials_then_eval_of_the_best_graph(cli, tiny):

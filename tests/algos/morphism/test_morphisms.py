@@ -70,9 +70,12 @@ def test_morphism_preserves_the_function(name, cnn, x_cnn, forward, same_functio
 
 def test_deeper_blocks_are_conv_bn_relu_only_where_relu_is_identity(cnn):
     assert [type(layer).__name__ for layer in create_new_block(cnn, 4, rng())][1:] == [
-        "StubBatchNormalization2d", "StubReLU"]  # after a ReLU: its input is >= 0
+        "StubBatchNormalization2d",
+        "StubReLU",
+    ]  # after a ReLU: its input is >= 0
     assert [type(layer).__name__ for layer in create_new_block(cnn, 2, rng())][1:] == [
-        "StubBatchNormalization2d"]  # after a conv a ReLU would change the function
+        "StubBatchNormalization2d"
+    ]  # after a conv a ReLU would change the function
     assert [type(layer).__name__ for layer in create_new_block(cnn, 15, rng())] == ["StubDense", "StubReLU"]
 
 
@@ -128,8 +131,9 @@ def test_skip_across_a_strided_conv_matches_resolution(make_weighted, forward, s
     before = forward(graph, x)
     child = graph.copy()
     child.to_add_skip_model(1, 4, rng())  # relu (15x22) ... relu (8x11): the skip copies the stride
-    assert any(isinstance(layer, StubConv2d) and layer.kernel_size == 1 and layer.stride == 2
-               for layer in child.layer_list)
+    assert any(
+        isinstance(layer, StubConv2d) and layer.kernel_size == 1 and layer.stride == 2 for layer in child.layer_list
+    )
     same_function(before, forward(child, x))
 
 

@@ -19,8 +19,15 @@ from archsearch.common.errors import ConfigError
 
 
 def small_cnn_strategy(**kwargs) -> MorphismSearchStrategy:
-    options = dict(n_output_node=4, input_shape=(8, 12, 3), model_len=2, model_width=4, seed=0,
-                   max_candidates=24, limits=MorphismLimits(n_neighbours=4))
+    options = dict(
+        n_output_node=4,
+        input_shape=(8, 12, 3),
+        model_len=2,
+        model_width=4,
+        seed=0,
+        max_candidates=24,
+        limits=MorphismLimits(n_neighbours=4),
+    )
     options.update(kwargs)
     return MorphismSearchStrategy(**options)
 
@@ -71,10 +78,23 @@ def test_children_inherit_trained_weights(make_weighted, forward, same_function)
 
 
 def test_from_config_maps_keys_and_rejects_unknown_ones():
-    strategy = MorphismSearchStrategy.from_config({
-        "n_output_node": 3, "input_shape": [10], "task": "common", "optimize_mode": "minimize",
-        "beta": 1.0, "t_min": 0.001, "model_len": 2, "model_width": 5, "max_model_size": 10_000,
-        "max_layer_width": 64, "max_layers": 20, "n_neighbours": 4, "seed": 3})
+    strategy = MorphismSearchStrategy.from_config(
+        {
+            "n_output_node": 3,
+            "input_shape": [10],
+            "task": "common",
+            "optimize_mode": "minimize",
+            "beta": 1.0,
+            "t_min": 0.001,
+            "model_len": 2,
+            "model_width": 5,
+            "max_model_size": 10_000,
+            "max_layer_width": 64,
+            "max_layers": 20,
+            "n_neighbours": 4,
+            "seed": 3,
+        }
+    )
     assert strategy.limits == MorphismLimits(10_000, 64, 20, 4)
     assert strategy.optimizer.beta == 1.0 and strategy.optimize_mode == "minimize"
     with pytest.raises(ConfigError, match="unknown morphism config key 'epochz'"):
@@ -97,8 +117,9 @@ def dummy_train(calls: list):
 
 def test_search_loop_writes_files_and_resumes(tmp_path):
     calls, lines = [], []
-    result = run_morphism_search(small_cnn_strategy(), dummy_train(calls), n_trials=4, out_dir=tmp_path,
-                                 logger=lines.append)
+    result = run_morphism_search(
+        small_cnn_strategy(), dummy_train(calls), n_trials=4, out_dir=tmp_path, logger=lines.append
+    )
     assert calls == [0, 1, 2, 3] and result.n_finished == 4
     trials_dir = tmp_path / "trials"
     index = yaml.safe_load((trials_dir / "trials.yaml").read_text())
@@ -117,8 +138,9 @@ def test_search_loop_writes_files_and_resumes(tmp_path):
 
     # a fresh process picks up where it stopped: only the missing trials run
     resumed_calls = []
-    result = run_morphism_search(small_cnn_strategy(), dummy_train(resumed_calls), n_trials=6, out_dir=tmp_path,
-                                 logger=lines.append)
+    result = run_morphism_search(
+        small_cnn_strategy(), dummy_train(resumed_calls), n_trials=6, out_dir=tmp_path, logger=lines.append
+    )
     assert resumed_calls == [4, 5] and result.n_finished == 6
     index = yaml.safe_load((trials_dir / "trials.yaml").read_text())
     assert [r["trial_id"] for r in index] == list(range(6))
@@ -133,8 +155,7 @@ def test_interrupted_trial_is_redone_on_resume(tmp_path):
     index.append(dict(index[-1], trial_id=2, status="running", metric=None))
     index_path.write_text(yaml.safe_dump(index))
     calls, lines = [], []
-    run_morphism_search(small_cnn_strategy(), dummy_train(calls), n_trials=3, out_dir=tmp_path,
-                        logger=lines.append)
+    run_morphism_search(small_cnn_strategy(), dummy_train(calls), n_trials=3, out_dir=tmp_path, logger=lines.append)
     assert calls == [2] and any("dropping trial 2" in line for line in lines)
 
 
@@ -156,6 +177,12 @@ def test_failing_callbacks_mark_trials_and_three_in_a_row_stop(tmp_path):
 
 def test_time_budget_stops_the_loop(tmp_path):
     calls = []
-    result = run_morphism_search(small_cnn_strategy(), dummy_train(calls), n_trials=50, time_budget_s=0.0,
-                                 out_dir=tmp_path, logger=lambda s: None)
+    result = run_morphism_search(
+        small_cnn_strategy(),
+        dummy_train(calls),
+        n_trials=50,
+        time_budget_s=0.0,
+        out_dir=tmp_path,
+        logger=lambda s: None,
+    )
     assert calls == [] and result.best_trial_id is None

@@ -1,10 +1,10 @@
 """NASWOT through the real CLI: sampling, scoring, correlation report against a table, eval of the best."""
 
-import pytest
 import yaml
 
 from archsearch.nas.model_desc import ModelDesc
 from archsearch.spaces.nasbench201 import desc_to_arch, index_to_arch
+from tests.conftest import config_fixture
 
 TINY = {
     "nas": {
@@ -22,11 +22,7 @@ TINY = {
 }
 
 
-@pytest.fixture
-def tiny(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY))
-    return str(path)
+tiny = config_fixture(TINY)
 
 
 def test_exhaustive_scoring_with_a_benchmark_table(cli, tiny, tmp_path):
