@@ -27,7 +27,7 @@ from archsearch.nas.model import Model, count_params
 from archsearch.nas.model_desc import ModelDesc
 from archsearch.nas.model_desc_builder import ModelDescBuilder
 from archsearch.nas.model_stats import count_macs
-from archsearch.nas.searcher import Searcher, SearchResult
+from archsearch.nas.searcher import Searcher, SearchResult, SearchSetup
 from archsearch.nas.trainer import Trainer
 
 RUNNERS: Registry[type[ExperimentRunner]] = Registry("algorithm")
@@ -94,14 +94,14 @@ class ExperimentRunner:
             self.ctx.log.info(f"[search] already finished; reusing {done['final_arch']}")
             return SearchResult(Path(done["final_arch"]), done["metrics"])
         start = time.time()
-        result = self.searcher().search(
-            self.ctx,
+        setup = SearchSetup(
             self.conf_search,
             self.model_desc_builder(self.conf_search["model_desc"]),
             self.trainer_class(),
             self.finalizers(),
             self.build_search_model,
         )
+        result = self.searcher().search(self.ctx, setup)
         result.metrics["search_time_s"] = round(time.time() - start, 2)
         atomic_write_yaml(result_file, plain({"final_arch": result.final_arch, "metrics": result.metrics}))
         return result

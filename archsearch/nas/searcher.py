@@ -14,15 +14,28 @@ from typing import Any
 
 from archsearch.common.io import atomic_write_text, atomic_write_yaml
 from archsearch.common.logging import plain
+from archsearch.config import Config
 from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
 from archsearch.nas.finalizers import Finalizers
 from archsearch.nas.model import Model, count_params
 from archsearch.nas.model_desc import ModelDesc
 from archsearch.nas.model_desc_builder import ModelDescBuilder, desc_genotype
+from archsearch.nas.trainer import Trainer
 
 FINAL_DESC = "final_model_desc.yaml"
 ModelFactory = Callable[[ModelDesc], Model]  # desc -> the module search trains (ExperimentRunner.build_search_model)
+
+
+@dataclass
+class SearchSetup:
+    """What the runner's seams hand a searcher: its config section and the pieces to search with."""
+
+    conf: Config  # nas.search
+    builder: ModelDescBuilder
+    trainer_class: type[Trainer]
+    finalizers: Finalizers
+    build_model: ModelFactory = Model
 
 
 @dataclass
@@ -32,27 +45,18 @@ class SearchResult:
 
 
 class Searcher:
-    def search(
-        self,
-        ctx: RunContext,
-        conf_search,
-        builder: ModelDescBuilder,
-        trainer_class,
-        finalizers: Finalizers,
-        build_model: ModelFactory = Model,
-    ) -> SearchResult:
-        desc = builder.build(meta={"algo": ctx.algo})
-        model = build_model(desc)
+    def search(self, ctx: RunContext, setup: SearchSetup) -> SearchResult:
+        model = setup.build_model(setup.builder.build(meta={"algo": ctx.algo}))
         ctx.log.info(
             f"[search] supernet: {count_params(model):,} weights, "
             f"{sum(p.numel() for p in model.arch_params()):,} architecture parameters"
         )
-        weights_loader, arch_loader = search_loaders(ctx.conf["dataset"], conf_search["loader"], ctx.device, ctx.seed)
-        trainer = trainer_class(
-            conf_search["trainer"], model, ctx.log, ctx.device, "search", ctx.search_dir / "checkpoint.pt"
+        weights_loader, arch_loader = search_loaders(ctx.conf["dataset"], setup.conf["loader"], ctx.device, ctx.seed)
+        trainer = setup.trainer_class(
+            setup.conf["trainer"], model, ctx.log, ctx.device, "search", ctx.search_dir / "checkpoint.pt"
         )
         metrics = trainer.fit(weights_loader, arch_loader, resume=ctx.resume)
-        final = finalizers.finalize_model(model)
+        final = setup.finalizers.finalize_model(model)
         return SearchResult(save_final_desc(ctx, final, metrics), metrics)
 
 

@@ -13,25 +13,17 @@ from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
 from archsearch.nas.evaluater import BuiltModel
 from archsearch.nas.exp_runner import RUNNERS, ExperimentRunner
-from archsearch.nas.finalizers import Finalizers
 from archsearch.nas.model import Model
 from archsearch.nas.model_desc import ModelDesc
-from archsearch.nas.model_desc_builder import ModelDescBuilder
-from archsearch.nas.searcher import ModelFactory, Searcher, SearchResult, save_final_desc
+from archsearch.nas.searcher import Searcher, SearchResult, SearchSetup, save_final_desc
 from archsearch.nas.trainer import Trainer
 from archsearch.spaces.enas_spaces import MacroSpace, space_from_conf
 
 
 class EnasSearcher(Searcher):
-    def search(
-        self,
-        ctx: RunContext,
-        conf_search,
-        builder: ModelDescBuilder,
-        trainer_class,
-        finalizers: Finalizers,
-        build_model: ModelFactory | None = None,
-    ) -> SearchResult:
+    def search(self, ctx: RunContext, setup: SearchSetup) -> SearchResult:
+        conf_search = setup.conf
+        trainer_class = setup.trainer_class
         space = space_from_conf(conf_search["space"])
         supernet = build_supernet(space, conf_search["model_desc"], ctx.conf["dataset"])
         ctx.log.info(

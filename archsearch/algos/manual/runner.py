@@ -9,11 +9,10 @@ from pathlib import Path
 from archsearch.common.errors import ConfigError
 from archsearch.nas.context import RunContext
 from archsearch.nas.exp_runner import RUNNERS, ExperimentRunner
-from archsearch.nas.finalizers import Finalizers
 from archsearch.nas.genotype import genotype_to_templates, parse_genotype
 from archsearch.nas.model_desc import ModelDesc
 from archsearch.nas.model_desc_builder import ModelDescBuilder
-from archsearch.nas.searcher import ModelFactory, Searcher, SearchResult, save_final_desc
+from archsearch.nas.searcher import Searcher, SearchResult, SearchSetup, save_final_desc
 
 
 def given_desc(conf_search, builder: ModelDescBuilder) -> ModelDesc:
@@ -31,15 +30,9 @@ def given_desc(conf_search, builder: ModelDescBuilder) -> ModelDesc:
 
 
 class ManualSearcher(Searcher):
-    def search(
-        self,
-        ctx: RunContext,
-        conf_search,
-        builder: ModelDescBuilder,
-        trainer_class,
-        finalizers: Finalizers,
-        build_model: ModelFactory | None = None,
-    ) -> SearchResult:
+    def search(self, ctx: RunContext, setup: SearchSetup) -> SearchResult:
+        conf_search = setup.conf
+        builder = setup.builder
         desc = given_desc(conf_search, builder)
         return SearchResult(save_final_desc(ctx, desc, {}), {})
 

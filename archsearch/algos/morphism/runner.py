@@ -19,10 +19,8 @@ from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
 from archsearch.nas.evaluater import BuiltModel
 from archsearch.nas.exp_runner import RUNNERS, ExperimentRunner
-from archsearch.nas.finalizers import Finalizers
 from archsearch.nas.load import ARCH_FORMATS
-from archsearch.nas.model_desc_builder import ModelDescBuilder
-from archsearch.nas.searcher import ModelFactory, Searcher, SearchResult, record_search_result
+from archsearch.nas.searcher import Searcher, SearchResult, SearchSetup, record_search_result
 from archsearch.nas.trainer import Trainer
 
 ARCH_FORMAT = "morphism_graph_json"
@@ -54,15 +52,9 @@ def strategy_from_conf(conf_morphism, conf_dataset, seed: int) -> MorphismSearch
 
 
 class MorphismSearcher(Searcher):
-    def search(
-        self,
-        ctx: RunContext,
-        conf_search,
-        builder: ModelDescBuilder,
-        trainer_class,
-        finalizers: Finalizers,
-        build_model: ModelFactory | None = None,
-    ) -> SearchResult:
+    def search(self, ctx: RunContext, setup: SearchSetup) -> SearchResult:
+        conf_search = setup.conf
+        trainer_class = setup.trainer_class
         conf_morphism = conf_search["morphism"]
         strategy = strategy_from_conf(conf_morphism, ctx.conf["dataset"], ctx.seed)
         weights_loader, arch_loader = search_loaders(ctx.conf["dataset"], conf_search["loader"], ctx.device, ctx.seed)

@@ -29,10 +29,9 @@ from archsearch.config import choice
 from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
 from archsearch.nas.exp_runner import RUNNERS, ExperimentRunner
-from archsearch.nas.finalizers import Finalizers
 from archsearch.nas.model_desc import ModelDesc
 from archsearch.nas.model_desc_builder import ModelDescBuilder
-from archsearch.nas.searcher import ModelFactory, Searcher, SearchResult, save_final_desc
+from archsearch.nas.searcher import Searcher, SearchResult, SearchSetup, save_final_desc
 from archsearch.spaces.nasbench201 import NB201DescBuilder
 
 SPACES = ("nasbench201", "darts")
@@ -50,15 +49,8 @@ def candidates_from_conf(conf_naswot, seed: int) -> list[Candidate]:
 
 
 class NaswotSearcher(Searcher):
-    def search(
-        self,
-        ctx: RunContext,
-        conf_search,
-        builder,
-        trainer_class,
-        finalizers: Finalizers,
-        build_model: ModelFactory | None = None,
-    ) -> SearchResult:
+    def search(self, ctx: RunContext, setup: SearchSetup) -> SearchResult:
+        conf_search = setup.conf
         conf = conf_search["naswot"]
         proxy = choice(conf, "proxy", PROXIES.names())
         candidates = candidates_from_conf(conf, ctx.seed)

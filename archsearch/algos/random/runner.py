@@ -16,11 +16,9 @@ from archsearch.common.io import atomic_write_yaml
 from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
 from archsearch.nas.exp_runner import RUNNERS, ExperimentRunner
-from archsearch.nas.finalizers import Finalizers
 from archsearch.nas.genotype import CellTemplate, random_template, templates_to_genotype
 from archsearch.nas.model import Model
-from archsearch.nas.model_desc_builder import ModelDescBuilder
-from archsearch.nas.searcher import ModelFactory, Searcher, SearchResult, save_final_desc
+from archsearch.nas.searcher import Searcher, SearchResult, SearchSetup, save_final_desc
 from archsearch.nas.trainer import Trainer
 
 
@@ -30,15 +28,9 @@ def sample_cells(seed: int, index: int, n_nodes: int, primitives: list[str]) -> 
 
 
 class RandomSearcher(Searcher):
-    def search(
-        self,
-        ctx: RunContext,
-        conf_search,
-        builder: ModelDescBuilder,
-        trainer_class,
-        finalizers: Finalizers,
-        build_model: ModelFactory | None = None,
-    ) -> SearchResult:
+    def search(self, ctx: RunContext, setup: SearchSetup) -> SearchResult:
+        conf_search = setup.conf
+        builder = setup.builder
         conf_random = conf_search["random"]
         n_candidates: int = conf_random["n_candidates"]
         primitives: list[str] = conf_random["primitives"]

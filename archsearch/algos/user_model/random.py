@@ -20,9 +20,7 @@ from archsearch.common.io import atomic_write_yaml
 from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
 from archsearch.nas.exp_runner import USER_MODEL_RUNNERS
-from archsearch.nas.finalizers import Finalizers
-from archsearch.nas.model_desc_builder import ModelDescBuilder
-from archsearch.nas.searcher import ModelFactory, Searcher, SearchResult
+from archsearch.nas.searcher import Searcher, SearchResult, SearchSetup
 from archsearch.nas.trainer import Trainer
 from archsearch.spaces.mutables import MutableSpace, apply_fixed_arch
 
@@ -45,15 +43,8 @@ class RandomUserModelSearcher(Searcher):
     def __init__(self, ref: UserModelRef) -> None:
         self.ref = ref
 
-    def search(
-        self,
-        ctx: RunContext,
-        conf_search,
-        builder: ModelDescBuilder,
-        trainer_class,
-        finalizers: Finalizers,
-        build_model: ModelFactory | None = None,
-    ) -> SearchResult:
+    def search(self, ctx: RunContext, setup: SearchSetup) -> SearchResult:
+        conf_search = setup.conf
         n_candidates: int = conf_search["random"]["n_candidates"]
         if n_candidates < 1:
             raise conf_search["random"].error("n_candidates", f"must be at least 1, got {n_candidates}")

@@ -19,10 +19,8 @@ from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
 from archsearch.nas.evaluater import BuiltModel
 from archsearch.nas.exp_runner import ExperimentRunner
-from archsearch.nas.finalizers import Finalizers
 from archsearch.nas.model import count_params
-from archsearch.nas.model_desc_builder import ModelDescBuilder
-from archsearch.nas.searcher import ModelFactory, Searcher, SearchResult, record_search_result
+from archsearch.nas.searcher import Searcher, SearchResult, SearchSetup, record_search_result
 from archsearch.nas.trainer import Trainer
 from archsearch.spaces.mutables import Choices, MutableSpace
 
@@ -54,15 +52,9 @@ class SupernetSearcher(Searcher):
     def __init__(self, runner: UserModelRunner) -> None:
         self.runner = runner
 
-    def search(
-        self,
-        ctx: RunContext,
-        conf_search,
-        builder: ModelDescBuilder,
-        trainer_class,
-        finalizers: Finalizers,
-        build_model: ModelFactory | None = None,
-    ) -> SearchResult:
+    def search(self, ctx: RunContext, setup: SearchSetup) -> SearchResult:
+        conf_search = setup.conf
+        trainer_class = setup.trainer_class
         ref = self.runner.model_ref()
         supernet = self.runner.search_model()
         ctx.log.info(f"[search] {ref.path}: {supernet.space.describe()}; {count_params(supernet.model):,} weights")
