@@ -281,8 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as e:  # click's own usage errors: one line, status 2
         click.echo(f"error: {e.format_message()}", err=True)
         return 2
-    except click.Abort:
-        click.echo("interrupted", err=True)
+    except (click.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        click.echo(
+            "interrupted: the last finished epoch's checkpoint is kept; rerun with --common.resume true to continue",
+            err=True,
+        )
         return 130
     except UserError as e:
         click.echo(f"error: {e}", err=True)
@@ -290,11 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         click.echo(f"error: {e}", err=True)
         return 1
-    except KeyboardInterrupt:
-        click.echo(
-            "interrupted: the last epoch's checkpoint is kept; rerun with --common.resume true to continue", err=True
-        )
-        return 130
     return 0
 
 

@@ -192,3 +192,34 @@ def test_saved_model_reloads_with_its_weights(cli, tiny):
     saved = torch.load(path, weights_only=True)["state_dict"]
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_ctrl_c_leaves_a_valid_checkpoint_and_says_how_to_resume(cli, tiny):
+    args = [
+        "--algos",
+        "manual",
+        "--datasets",
+        "synthetic",
+        "--config",
+        tiny,
+        "--nas.eval.trainer.epochs",
+        "50",
+        "--common.logdir",
+        str(cli.logdir),
+        "--common.num_threads",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, str(MAIN), *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    checkpoint = cli.logdir / "archsearch_synthetic_toy" / "manual" / "eval" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("interrupted") and "--common.resume true" in err
+    assert "Traceback" not in err
+    state = torch.load(checkpoint, weights_only=True)
+    assert 1 <= state["epoch"] < 50
