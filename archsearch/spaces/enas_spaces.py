@@ -6,7 +6,12 @@ per node the sequence holds `[input_1, op_1, input_2, op_2]` (the original's `x_
 controller *samples* both inputs before both ops, the layout interleaves them). The arc is the normal cell's
 4B tokens followed by the reduction cell's. The cell output concatenates its loose ends: the nodes no
 other node reads. Ops, in the original's index order: sep_conv_3x3, sep_conv_5x5, avg_pool_3x3,
-max_pool_3x3, identity (our `skip_connect`, a factorized reduce when it strides).
+max_pool_3x3, identity (our `skip_connect`, a factorized reduce when it strides). With `final_conv` (the
+default), the last cell's loose ends reach the classifier through the original search child's
+`final_conv` (ReLU, 1x1 conv to the cell's node width, BN) and a ReLU before pooling, so the classifier sees
+the same normalized width whatever the arc; `final_conv=False` gives the DARTS head (pool + linear over
+the concat), which is also what evaluation rebuilds (`ModelDescBuilder.scale`), as the original's
+fixed-arc child.
 
 Macro space, as general_controller/general_child with whole-channel search: a chain of L layers (ENAS: 12),
 each choosing one of 6 ops, in the original's index order conv 3x3, sep conv 3x3, conv 5x5, sep conv 5x5,
@@ -31,7 +36,7 @@ from archsearch.common.errors import ArchitectureError, ConfigError
 from archsearch.nas.genotype import CellTemplate, Genotype, genotype_to_templates, templates_to_genotype
 from archsearch.nas.model_desc import CellDesc, EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archsearch.nas.model_desc_builder import ModelDescBuilder
-from archsearch.nas.ops import OPS
+from archsearch.nas.ops import OPS, GlobalAvgPool
 from archsearch.spaces.token_space import ModelSpace, Operation, Token, check_arc
 from archsearch.spaces.token_space import random_arc as _random_arc
 
@@ -48,7 +53,7 @@ CELL_INPUTS = 2  # a micro cell reads the two previous cell outputs
 SKIP_COMBINES = ("sum", "concat")
 
 
-# ---- macro ops: ENAS general_child branches (conv-BN-ReLU order, a 1x1 conv first) ----------------
+# ---- ENAS ops: general_child branches (conv-BN-ReLU order, a 1x1 conv first), the micro head -----
 
 
 class EnasBranch(nn.Sequential):
@@ -85,8 +90,23 @@ def _stride_one(desc: OpDesc) -> OpDesc:
     return desc
 
 
-def _register_macro_ops() -> None:
+class EnasFinalConvPool(nn.Sequential):
+    """The micro search child's head: ReLU-conv1x1-BN over the last cell's loose ends (micro_child's
+    `final_conv`), then ReLU and global average pooling, as its classifier input."""
+
+    def __init__(self, ch_in: int, ch_out: int, affine: bool) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(ch_in, ch_out, 1, bias=False),
+            nn.BatchNorm2d(ch_out, affine=affine),
+            nn.ReLU(inplace=False),
+            GlobalAvgPool(),
+        )
+
+
+def _register_enas_ops() -> None:
     builders = {
+        "enas_final_conv_pool": lambda d: EnasFinalConvPool(d.ch_in, d.ch_out, d.affine),
         "enas_batch_norm": lambda d: nn.BatchNorm2d(d.ch_out, affine=d.affine),
         # the concat-combine of the fixed-arc child, split per input block (no BN: it follows the sum)
         "enas_relu_conv_1x1": lambda d: nn.Sequential(
@@ -103,7 +123,7 @@ def _register_macro_ops() -> None:
             OPS.add(name, builder)
 
 
-_register_macro_ops()
+_register_enas_ops()
 
 
 # ---- micro space -----------------------------------------------------------------------------------
@@ -119,6 +139,7 @@ def loose_ends(nodes: Sequence[Sequence[tuple[str, int]]], n_inputs: int = CELL_
 class MicroSpace:
     n_nodes: int = 5
     ops: tuple[str, ...] = MICRO_OPS
+    final_conv: bool = True  # the search child's head (see the module doc); False: the DARTS head
 
     CELL_TYPES = ("regular", "reduction")  # token groups 0 and 1: ENAS's normal_arc, reduce_arc
 
@@ -197,8 +218,17 @@ class MicroSpace:
         tokens = self.check(arc_seq)
         builder = ModelDescBuilder(conf_model_desc, conf_dataset, self.to_templates(tokens))
         meta = {"algorithm": "enas", "space": "micro", "arc_seq": tokens, "genotype": str(self.to_genotype(tokens))}
-        desc = builder.build(meta=meta)
+        desc = self.with_head(builder.build(meta=meta), conf_model_desc["affine"])
         desc.validate("ENAS micro arc")
+        return desc
+
+    def with_head(self, desc: ModelDesc, affine: bool) -> ModelDesc:
+        """`desc` with the search child's `final_conv` head when the space has one (the supernet and
+        `to_desc` both end this way, so a child equals its standalone network)."""
+        if self.final_conv:
+            width = desc.cells[-1].c_node
+            desc.pool_op = OpDesc.of("enas_final_conv_pool", desc.pool_op.ch_in, width, affine=affine)
+            desc.logits_op = OpDesc.of("linear", width, desc.n_classes)
         return desc
 
     def _check_conf(self, conf_model_desc: Mapping) -> None:
@@ -384,6 +414,7 @@ __all__ = [
     "MICRO_OPS",
     "MACRO_OPS",
     "EnasBranch",
+    "EnasFinalConvPool",
     "EnasSpace",
     "MicroSpace",
     "MacroSpace",

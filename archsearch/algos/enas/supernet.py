@@ -12,19 +12,29 @@ ops:
   weights (`final_conv` in micro_child._enas_layer). Macro skip inputs go through gates, as the
   original's `tf.cond(skip, prev_layer, zeros)`.
 
+The micro head is the original search child's (`MicroSpace.final_conv`): ReLU-conv1x1-BN over the last
+cell's loose ends, ReLU, pooling, linear. The classifier then sees one normalized width whatever the arc;
+a linear layer straight over the zero-padded concat would see arc-dependent blocks and offsets (the
+loose ends of pools are not normalized) and its loss climbs above chance while children change each step.
+
 `set_arc` also rewires which state each micro edge reads (`Cell.set_edge_inputs`), so only the chosen
 ops compute. `extract_child(supernet, arc)` builds the standalone `Model` of an arc (the same desc the
 spaces give for evaluation) and copies the shared weights into it, slicing the zero blocks away.
 
 BatchNorm: every candidate has its own BN (affine as `model_desc.affine`, ENAS: learnable scale and
 offset per possible input and op) with its own running statistics, which only move when the candidate
-is chosen. ENAS computes its micro child with batch statistics even when validating; evaluate rewards
-in train mode (under `torch.no_grad()`) to match, or expect stale running statistics in eval mode.
+is chosen. ENAS computes its search child with batch statistics even when validating: score children
+inside `batch_statistics(model)` (any mode), or expect stale running statistics in eval mode.
+
+Initialization (a deviation, see docs/enas.md): the last BN scale of every micro conv candidate starts
+at 0 (`zero_init_convs`), so a candidate that has not been trained yet adds nothing to its node instead
+of unit-variance random features; identity and pooling paths carry the signal until the convs learn.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -99,6 +109,24 @@ def _choice_op(names: Sequence[str], ch: int, stride: int, affine: bool, n_input
     )
 
 
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside, every BatchNorm normalizes with the batch's statistics, in eval mode too, and leaves its
+    running statistics alone (a BN without running statistics does both)."""
+    saved = [
+        (bn, bn.running_mean, bn.running_var)
+        for bn in model.modules()
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.running_mean is not None
+    ]
+    for bn, _, _ in saved:
+        bn.running_mean = bn.running_var = None
+    try:
+        yield model
+    finally:
+        for bn, mean, var in saved:
+            bn.running_mean, bn.running_var = mean, var
+
+
 def _load_sliced(dst: nn.Module, src: nn.Module, in_index: torch.Tensor | None = None) -> None:
     """Copy src's weights and buffers into dst; where dst reads fewer input channels, take the
     channels `in_index` (the loose-end blocks of a supernet cell output)."""
@@ -144,16 +172,33 @@ class MicroSupernetDescBuilder(ModelDescBuilder):
 class MicroSupernet(Model):
     """Shared weights of the ENAS micro space (cells are not shared: each cell has its own, as ENAS)."""
 
-    def __init__(self, space: MicroSpace, conf_model_desc: Mapping, conf_dataset: Mapping) -> None:
+    def __init__(
+        self, space: MicroSpace, conf_model_desc: Mapping, conf_dataset: Mapping, zero_init_convs: bool = True
+    ) -> None:
         desc = MicroSupernetDescBuilder(space, conf_model_desc, conf_dataset).build(
             meta={"algorithm": "enas", "space": "micro", "supernet": True}
         )
+        desc = space.with_head(desc, conf_model_desc["affine"])
         desc.validate("ENAS micro supernet")
         super().__init__(desc)
         self.space = space
         self.conf_model_desc = dict(conf_model_desc)
         self.conf_dataset = dict(conf_dataset)
         self.arc: list[int] | None = None
+        if zero_init_convs:
+            self.zero_init_convs()
+
+    def zero_init_convs(self) -> None:
+        """Set the last BN scale of every candidate but the identity (`skip_connect`) to 0: conv candidates
+        start as no-ops. Pools hold no BN; without affine BN there is no scale to set."""
+        for module in self.modules():
+            if not isinstance(module, EnasChoice):
+                continue
+            for row, descs in zip(module.candidates, module.candidate_descs):
+                for candidate, desc in zip(row, descs):
+                    norms = [m for m in candidate.modules() if isinstance(m, nn.BatchNorm2d)]
+                    if desc.name != "skip_connect" and norms and norms[-1].affine:
+                        nn.init.zeros_(norms[-1].weight)
 
     def set_arc(self, arc_seq: Sequence[Any]) -> None:
         tokens = self.space.check(arc_seq)
@@ -196,7 +241,10 @@ class MicroSupernet(Model):
             for j, (in_1, op_1, in_2, op_2) in enumerate(cells[cell.desc.cell_type]):
                 _load_sliced(child_cell.nodes[j][0], cell.nodes[j][0].candidates[in_1][op_1])
                 _load_sliced(child_cell.nodes[j][1], cell.nodes[j][1].candidates[in_2][op_2])
-        _load_sliced(child.logits, self.logits, output_index(len(self.cells) - 1))
+        # the first op with weights over the last cell's output (final_conv, or the DARTS head's linear) is sliced
+        last = output_index(len(self.cells) - 1)
+        _load_sliced(child.pool, self.pool, last)
+        _load_sliced(child.logits, self.logits, last if not self.space.final_conv else None)
         if child.aux_tower is not None and self.aux_tower is not None:
             _load_sliced(child.aux_tower, self.aux_tower, output_index(self.aux_after_cell))
 
@@ -278,9 +326,12 @@ class MacroSupernet(Model):
 Supernet = MicroSupernet | MacroSupernet
 
 
-def build_supernet(space: EnasSpace, conf_model_desc: Mapping, conf_dataset: Mapping) -> Supernet:
+def build_supernet(
+    space: EnasSpace, conf_model_desc: Mapping, conf_dataset: Mapping, zero_init_convs: bool = True
+) -> Supernet:
+    """`zero_init_convs` (micro only): start conv candidates as no-ops (False: the original's init)."""
     if isinstance(space, MicroSpace):
-        return MicroSupernet(space, conf_model_desc, conf_dataset)
+        return MicroSupernet(space, conf_model_desc, conf_dataset, zero_init_convs)
     return MacroSupernet(space, conf_model_desc, conf_dataset)
 
 
@@ -302,6 +353,7 @@ __all__ = [
     "MicroSupernet",
     "MacroSupernet",
     "Supernet",
+    "batch_statistics",
     "build_supernet",
     "extract_child",
 ]

@@ -4,7 +4,8 @@
   (micro_child / general_child: one arc per step).
 - post_epoch: `train_steps` REINFORCE updates of the controller, each over `n_samples` children whose
   reward is their accuracy on one batch of the arch split, with the shared weights (batch statistics,
-  no gradients, as the original's reward computation).
+  no gradients, as the original's reward computation). The epoch's val figure, a sampled child on the
+  arch split, also uses batch statistics (`batch_statistics`, in eval mode).
 Controller reward, entropy, baseline and skip rate go into the epoch's metrics (log.yaml, TensorBoard).
 """
 
@@ -16,6 +17,8 @@ import torch
 
 from archsearch.algos.enas.controller import Controller, ControllerConfig
 from archsearch.algos.enas.reinforce import ReinforceTrainer
+from archsearch.algos.enas.supernet import MacroSupernet, MicroSupernet, batch_statistics
+from archsearch.common.errors import ConfigError
 from archsearch.nas.arch_trainer import ArchTrainer
 
 
@@ -23,6 +26,13 @@ class EnasTrainer(ArchTrainer):
     _pending_reinforce_state = None
 
     def pre_fit(self, train_loader, val_loader) -> None:
+        if self.drop_path_prob > 0 and isinstance(self.model, (MicroSupernet, MacroSupernet)):
+            # Cell.forward would drop the supernet's identity choices and loose-end gates, which the child
+            # it stands for never drops
+            raise ConfigError(
+                f"nas.search.trainer.drop_path_prob={self.drop_path_prob}: ENAS search takes no drop path "
+                "(neither does the original's search child); set it to 0"
+            )
         conf = self.conf["controller"]
         space = self.model.space
         kind = "micro" if type(space).__name__ == "MicroSpace" else "macro"
@@ -57,8 +67,11 @@ class EnasTrainer(ArchTrainer):
         return (correct / total).item()
 
     def evaluate(self, loader) -> dict[str, float]:
-        self.model.set_arc(self.controller.sample_arc())  # the epoch's val figure is a sampled child's
-        return super().evaluate(loader)
+        """The epoch's val figure: a sampled child on batch statistics, as the original validates its search
+        child (running statistics of rarely chosen candidates are stale)."""
+        self.model.set_arc(self.controller.sample_arc())
+        with batch_statistics(self.model):
+            return super().evaluate(loader)
 
     def post_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
         conf = self.conf["controller"]

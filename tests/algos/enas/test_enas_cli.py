@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from archsearch.nas.genotype import parse_genotype
+from tests.conftest import assert_user_error
 
 TINY = {
     "nas": {
@@ -44,6 +45,13 @@ def test_one_micro_search_epoch_then_eval(cli, tiny):
     for key in ("controller_reward", "controller_entropy", "controller_baseline"):
         assert key in epoch
     assert (out / "eval" / "model.pt").exists()
+
+
+def test_search_refuses_drop_path(cli, tiny):
+    proc = cli(
+        "--algos", "enas", "--datasets", "synthetic", "--config", tiny, "--nas.search.trainer.drop_path_prob", "0.2"
+    )
+    assert_user_error(proc, "nas.search.trainer.drop_path_prob=0.2", "set it to 0")
 
 
 def test_macro_search_then_eval_rebuilds_the_chain(cli, tiny):

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from archsearch.algos.enas.supernet import EnasChoice, EnasGate, build_supernet, extract_child
+from archsearch.algos.enas.supernet import EnasChoice, EnasGate, batch_statistics, build_supernet, extract_child
 from archsearch.common.errors import ArchitectureError
 from archsearch.nas.model import Model
 from archsearch.nas.model_desc_builder import templates_from_desc
@@ -29,6 +29,7 @@ def one_thread():
 
 SPACES = {
     "micro": (MicroSpace(n_nodes=4), CONF_MICRO),
+    "micro_darts_head": (MicroSpace(n_nodes=4, final_conv=False), CONF_MICRO),
     "macro_sum": (MacroSpace(n_layers=6), CONF_MACRO),
     "macro_concat": (MacroSpace(n_layers=6, skip_combine="concat", double_channels=False), CONF_MACRO),
 }
@@ -156,3 +157,57 @@ def test_micro_supernet_holds_weights_per_possible_input():
     reduction = supernet.cells[supernet.desc.cell_types().index("reduction")]
     strides = [[d.stride for d in row] for row in reduction.nodes[1][0].candidate_descs]
     assert strides == [[2] * 5, [2] * 5, [1] * 5]  # only the cell inputs are strided
+
+
+def test_micro_head_is_the_search_childs_final_conv():
+    space, conf = SPACES["micro"]
+    supernet = build_supernet(space, conf, DATASET)
+    width, last_type = supernet.cells[-1].desc.c_node, supernet.cells[-1].desc.cell_type
+    assert supernet.desc.pool_op.name == "enas_final_conv_pool"
+    assert (supernet.desc.pool_op.ch_in, supernet.desc.pool_op.ch_out) == (space.n_nodes * width, width)
+    # the classifier reads the same width whatever the arc; the final conv reads the arc's loose ends
+    for arc in (space.random_arc(random.Random(seed)) for seed in range(3)):
+        child = space.to_desc(arc, conf, DATASET)
+        n_loose = len(space.to_templates(arc)[last_type].concat)
+        assert (child.pool_op.ch_in, child.pool_op.ch_out) == (n_loose * width, width)
+        assert child.logits_op.ch_in == width
+    darts_head = MicroSpace(n_nodes=4, final_conv=False).to_desc(arc, conf, DATASET)
+    assert darts_head.pool_op.name == "global_avg_pool" and darts_head.logits_op.ch_in == n_loose * width
+
+
+def test_conv_candidates_start_as_no_ops():
+    space, conf = SPACES["micro"]
+    supernet = build_supernet(space, conf, DATASET)
+    original = build_supernet(space, conf, DATASET, zero_init_convs=False)
+    for net, conv_scale in ((supernet, 0.0), (original, 1.0)):
+        reduction = net.cells[net.desc.cell_types().index("reduction")]
+        choice = reduction.nodes[0][0]
+        for name, candidate in zip(space.ops, choice.candidates[0]):
+            norms = [m for m in candidate.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+            if name.startswith("sep_conv"):
+                assert torch.all(norms[-1].weight == conv_scale) and torch.all(norms[0].weight == 1.0)
+            elif name == "skip_connect":  # a factorized reduction on a reduction cell's input: a path, kept
+                assert torch.all(norms[-1].weight == 1.0)
+            else:
+                assert norms == []
+        assert torch.all(net.cells[0].stems[0][-1].weight == 1.0)  # only candidates change
+
+
+def test_batch_statistics_in_eval_mode_leaves_running_statistics_alone():
+    space, conf = SPACES["micro"]
+    torch.manual_seed(0)
+    supernet = build_supernet(space, conf, DATASET)
+    supernet.set_arc(space.random_arc(random.Random(1)))
+    x = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    with torch.no_grad():
+        supernet.eval()
+        with batch_statistics(supernet):
+            out = supernet(x)
+        after = supernet.state_dict()
+        assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
+        stale = supernet(x)  # eval mode again: the (untouched, initial) running statistics
+        supernet.train()
+        batch = logits(supernet(x))
+    torch.testing.assert_close(out, batch)
+    assert not torch.allclose(out, stale)
