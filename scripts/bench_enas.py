@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--channels-last", action="store_true", help="channels_last on CPU too (always on CUDA)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -50,14 +51,15 @@ def main() -> None:
         affine=True,
     )
     model = build_supernet(space, conf, dict(channels=3, n_classes=10)).to(device)
-    if cuda:
+    channels_last = cuda or args.channels_last
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     controller = Controller(space.token_spec(), ControllerConfig.enas("micro"))
     reinforce = ReinforceTrainer(controller)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
     x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
-    if cuda:
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
 
     def sync() -> None:
