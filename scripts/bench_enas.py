@@ -2,7 +2,7 @@
 """ENAS speed: one shared-weight training step on a freshly sampled child (controller sample + set_arc +
 forward/backward/SGD) and one REINFORCE controller update, on the paper-size micro supernet.
 
-    python scripts/bench_enas.py                       # ENAS micro search size: 8 cells, 20 channels, 5 nodes, batch 160
+    python scripts/bench_enas.py                       # ENAS micro search size: 8 cells, 20 ch, 5 nodes, batch 160
     python scripts/bench_enas.py --batch 32 --steps 5  # a smaller CPU setting
     python scripts/bench_enas.py --device cuda         # on a GPU (bf16 autocast + channels_last as in the trainer)
 """
@@ -97,11 +97,13 @@ def main() -> None:
     sample_times = timed(controller.sample_arc, 20)
     med = statistics.median(step_times)
     print(
-        f"| device | batch | cells/channels/nodes | shared-weight step (s) | images/s | controller update, 10 children (s) | sample arc (ms) |"
+        "| device | batch | cells/channels/nodes | shared-weight step (s) | images/s "
+        "| controller update, 10 children (s) | sample arc (ms) |"
     )
     print("|---|---:|---|---:|---:|---:|---:|")
     print(
-        f"| {args.device} | {args.batch} | {args.cells}/{args.channels}/{args.nodes} | {med:.3f} | {args.batch / med:.0f} "
+        f"| {args.device} | {args.batch} | {args.cells}/{args.channels}/{args.nodes} | {med:.3f} "
+        f"| {args.batch / med:.0f} "
         f"| {statistics.median(ctrl_times):.3f} | {1000 * statistics.median(sample_times):.1f} |"
     )
 
