@@ -223,3 +223,19 @@ def test_ctrl_c_leaves_a_valid_checkpoint_and_says_how_to_resume(cli, tiny):
     assert "Traceback" not in err
     state = torch.load(checkpoint, weights_only=True)
     assert 1 <= state["epoch"] < 50
+
+
+@pytest.mark.parametrize(
+    "algo, expected",
+    [
+        ("darts", ["1,930,618 weight parameters", "architecture parameters: 224", "epochs 50, batch 64", "epochs 600"]),
+        ("random", ["epochs 100", "eval model:"]),
+        ("naswot", ["100 nasbench201 architectures scored with naswot at batch 128"]),
+    ],
+)
+def test_every_algorithm_dry_runs_at_paper_scale_without_data(cli, algo, expected):
+    proc = cli("--algos", algo, "--full", "--dry-run", "--dataset.dataroot", "/nonexistent")
+    assert proc.returncode == 0, proc.stderr
+    for text in expected:
+        assert text in proc.stdout, (text, proc.stdout)
+    assert not cli.logdir.exists()

@@ -19,6 +19,7 @@ from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_yaml
 from archsearch.common.logging import plain
 from archsearch.common.registry import Registry
+from archsearch.common.seeding import seed_everything
 from archsearch.nas.arch_trainer import ArchTrainer
 from archsearch.nas.context import RunContext
 from archsearch.nas.evaluater import BuiltModel, EvalResult, Evaluater, read_eval_metrics
@@ -115,6 +116,9 @@ class ExperimentRunner:
         if self.ctx.resume and (done := read_eval_metrics(self.ctx.eval_dir)) is not None:
             self.ctx.log.info(f"[eval] already finished; metrics in {self.ctx.eval_dir / 'metrics.yaml'}")
             return EvalResult(done, self.ctx.eval_dir / "model.pt")
+        # eval starts from the seed, not from wherever search left the RNG: a separate --eval-only run of the
+        # same architecture then trains exactly as the combined run does
+        seed_everything(self.ctx.seed)
         return self.evaluater().evaluate(
             self.ctx, self.conf_eval, self.build_eval_model, Path(final_arch), self.eval_trainer_class()
         )
