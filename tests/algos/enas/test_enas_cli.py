@@ -68,6 +68,10 @@ def test_macro_search_then_eval_rebuilds_the_chain(cli, tiny):
         "null",
         "--nas.search.trainer.controller.skip_weight",
         "0.8",
+        "--nas.search.trainer.controller.op_bias_init",
+        "0",
+        "--nas.search.trainer.controller.fixed_op_bias",
+        "0",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = cli.logdir / "archsearch_synthetic_toy" / "enas"
