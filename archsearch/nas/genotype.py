@@ -181,6 +181,6 @@ def random_template(rng: random.Random, n_nodes: int, primitives: Sequence[str],
     return CellTemplate(nodes=nodes, concat=list(range(n_inputs, n_nodes + n_inputs)), n_inputs=n_inputs)
 
 
-def random_genotype(rng: random.Random, n_nodes: int, primitives: Sequence[str]) -> Genotype:
-    templates = {t: random_template(rng, n_nodes, primitives) for t in ("regular", "reduction")}
-    return templates_to_genotype(templates)
+def random_templates(rng: random.Random, n_nodes: int, primitives: Sequence[str]) -> dict[str, CellTemplate]:
+    """A random DARTS genotype as templates: a random normal and a random reduction cell."""
+    return {t: random_template(rng, n_nodes, primitives) for t in ("regular", "reduction")}

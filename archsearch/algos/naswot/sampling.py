@@ -7,6 +7,7 @@ searcher samples candidates, scores them with `score_candidates` and keeps the b
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from archsearch.algos.naswot.proxies import LossFn, ProxyFn, get_proxy
 from archsearch.common.errors import ArchitectureError
-from archsearch.nas.genotype import CellTemplate, templates_to_genotype
+from archsearch.nas.genotype import CellTemplate, random_templates, templates_to_genotype
 from archsearch.nas.model import Model
 from archsearch.nas.ops import DARTS_PRIMITIVES
 from archsearch.spaces import nasbench201 as nb201
@@ -96,19 +97,9 @@ def nb201_model_builder(
 def random_darts_templates(
     rng: Rng, n_nodes: int = 4, ops: Sequence[str] = DARTS_SAMPLE_OPS
 ) -> dict[str, CellTemplate]:
-    """A random DARTS genotype: per cell type and node, two distinct earlier states, each with a random op."""
+    """A random DARTS genotype (the framework's sampler, seeded from `rng`)."""
     _check_rng(rng)
-    templates = {}
-    for cell_type in ("regular", "reduction"):
-        nodes = []
-        for node in range(n_nodes):
-            n_states = node + 2  # the two cell inputs and the nodes before this one
-            first = _below(rng, n_states)
-            second = _below(rng, n_states - 1)
-            second += second >= first  # a second, different state, uniformly
-            nodes.append([(ops[_below(rng, len(ops))], s) for s in sorted((first, second))])
-        templates[cell_type] = CellTemplate(nodes=nodes, concat=list(range(2, n_nodes + 2)), n_inputs=2)
-    return templates
+    return random_templates(random.Random(_below(rng, 2**62)), n_nodes, ops)
 
 
 def sample_darts(n: int, rng: Rng, n_nodes: int = 4, ops: Sequence[str] = DARTS_SAMPLE_OPS) -> list[Candidate]:

@@ -16,7 +16,7 @@ from archsearch.common.io import atomic_write_yaml
 from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
 from archsearch.nas.exp_runner import RUNNERS, ExperimentRunner
-from archsearch.nas.genotype import CellTemplate, random_template, templates_to_genotype
+from archsearch.nas.genotype import CellTemplate, random_templates, templates_to_genotype
 from archsearch.nas.model import Model
 from archsearch.nas.searcher import Searcher, SearchResult, SearchSetup, save_final_desc
 from archsearch.nas.trainer import Trainer
@@ -24,7 +24,7 @@ from archsearch.nas.trainer import Trainer
 
 def sample_cells(seed: int, index: int, n_nodes: int, primitives: list[str]) -> dict[str, CellTemplate]:
     rng = random.Random(seed * 7919 + index)
-    return {t: random_template(rng, n_nodes, primitives) for t in ("regular", "reduction")}
+    return random_templates(rng, n_nodes, primitives)
 
 
 class RandomSearcher(Searcher):
