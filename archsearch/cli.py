@@ -29,11 +29,13 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
 def confs_dir() -> Path:
-    """confs/ beside the package (a source checkout or editable install), or $ARCHSEARCH_CONFS."""
+    """The shipped configs, archsearch/confs/ inside the package (in a wheel too), or $ARCHSEARCH_CONFS."""
     env = os.environ.get("ARCHSEARCH_CONFS")
-    path = Path(env) if env else PACKAGE_ROOT.parent / "confs"
+    path = Path(env).expanduser() if env else PACKAGE_ROOT / "confs"
     if not (path / "common.yaml").exists():
-        raise UserError(f"config folder {path} not found; run from a source checkout or set ARCHSEARCH_CONFS")
+        where = "ARCHSEARCH_CONFS" if env else "the installed package"
+        raise UserError(f"config folder {path} (from {where}) has no common.yaml; point ARCHSEARCH_CONFS at a copy "
+                        "of archsearch/confs or reinstall archsearch")
     return path
 
 

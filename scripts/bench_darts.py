@@ -3,7 +3,7 @@
 A full search step is what BilevelArchTrainer runs per batch: the architecture step (`pre_step`, i.e.
 BilevelOptimizer.step, first or second order) and the weight step (`train_step`: forward, backward, grad
 clip 5, SGD momentum 0.9, weight decay 3e-4), on random data of CIFAR shape, with the settings of
-confs/algos/darts.yaml (AMP and channels_last apply on CUDA only, as in the trainer). `weight` runs weight
+archsearch/confs/algos/darts.yaml (AMP and channels_last apply on CUDA only, as in the trainer). `weight` runs weight
 steps alone, comparable with figures quoted per weight step.
 
 Every configuration runs in a fresh subprocess, so its peak memory is its own: peak RSS (ru_maxrss) on
@@ -85,7 +85,7 @@ def build_trainer(setup: dict[str, Any]):
 
     order = "first" if setup["order"] == "weight" else setup["order"]
     conf = load_config(
-        [REPO / "confs" / "algos" / "darts.yaml"],
+        [REPO / "archsearch" / "confs" / "algos" / "darts.yaml"],
         [
             ("nas.search.model_desc.n_cells", str(setup["cells"])),
             ("nas.search.model_desc.init_channels", str(setup["init_channels"])),
