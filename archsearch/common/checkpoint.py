@@ -1,26 +1,113 @@
-"""Checkpoints: written atomically, read with weights_only=True (no arbitrary code on load)."""
+"""Checkpoints: written atomically with a sha256 beside them, read with weights_only=True (no arbitrary code
+on load) and verified, so a flipped bit, a truncated file or another file copied in its place is one line.
+
+`safe_torch_load` is the project's one `torch.load`: every tensor file (checkpoints, trial weights, models)
+is read through it. `fault_point` is the one place a test can make the process SIGKILL itself.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from archsearch.common.errors import UserError
-from archsearch.common.io import atomic_torch_save
+from archsearch.common.io import atomic_write_bytes, atomic_write_text
+
+# Test-only fault injection: the process kills itself (SIGKILL, like the OOM killer or a lost node) when it
+# reaches the named point, e.g. ARCHSEARCH_TEST_KILL_AT="search:epoch:1" right after search's epoch-1 checkpoint.
+KILL_AT_ENV = "ARCHSEARCH_TEST_KILL_AT"
+
+
+class CheckpointError(UserError):
+    """A checkpoint or weights file is missing, corrupt or of another kind; the message starts with its path."""
+
+
+def fault_point(name: str) -> None:
+    """SIGKILL this process if ARCHSEARCH_TEST_KILL_AT names `name` (resume tests kill at exact points)."""
+    if os.environ.get(KILL_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
-    return atomic_torch_save(state, path)
+    """Write `state` and its sha256. The checksum file lists the new digest and the old one while the
+    checkpoint is replaced, so a kill between the two renames leaves a pair that still verifies."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    previous = _valid_digests(path) if path.exists() else []
+    atomic_write_text(checksum_path(path), "\n".join([digest, *previous]) + "\n")
+    atomic_write_bytes(path, data)
+    atomic_write_text(checksum_path(path), digest + "\n")
+    return path
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def _valid_digests(path: Path) -> list[str]:
+    sums = checksum_path(path)
+    return sums.read_text().split() if sums.exists() else []
+
+
+def delete_checkpoint(path: Path) -> None:
+    Path(path).unlink(missing_ok=True)
+    checksum_path(Path(path)).unlink(missing_ok=True)
+
+
+def safe_torch_load(path: Path, map_location: str | torch.device = "cpu", what: str = "file") -> Any:
+    """torch.load(weights_only=True) with one-line errors: a pickle that would run code, a truncated file
+    and a foreign file all say which file and what to do."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise UserError(f"checkpoint {path} does not exist") from None
-    except Exception as e:  # a truncated or foreign file: say which, do not dump a trace
-        raise UserError(
-            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]}); delete it to start over"
+        raise CheckpointError(f"{path}: {what} does not exist") from None
+    except Exception as e:  # a truncated, malicious or foreign file: say which, do not dump a trace
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(
+            f"{path}: {what} cannot be read ({type(e).__name__}: {first}); delete it, or rerun without "
+            f"--common.resume true to start over (the earlier run is moved aside)"
         ) from None
+
+
+def load_checkpoint(
+    path: Path, map_location: str | torch.device = "cpu", require_checksum: bool = False
+) -> dict[str, Any]:
+    """Read a file written by save_checkpoint after checking its sha256 when one is beside it; a resume
+    passes require_checksum (its own checkpoints always have one), a model.pt a user copied alone need not."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint does not exist")
+    digests = _valid_digests(path)
+    fresh = "rerun without --common.resume true to start over (the earlier run is moved aside)"
+    if digests:
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        if actual not in digests:
+            raise CheckpointError(
+                f"{path}: checksum mismatch (the file is corrupt or was replaced; {checksum_path(path).name} "
+                f"expects {digests[0][:12]}..., the file is {actual[:12]}...); {fresh}"
+            )
+    elif require_checksum:
+        raise CheckpointError(f"{path}: no checksum file {checksum_path(path).name} beside it; {fresh}")
+    state = safe_torch_load(path, map_location, "checkpoint")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a checkpoint dictionary, got {type(state).__name__}; {fresh}")
+    return state
+
+
+def require_keys(path: Path, state: dict[str, Any], keys: tuple[str, ...], kind: str) -> None:
+    """One line when a file is a valid torch file but not the kind expected (a model.pt for a checkpoint)."""
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path}: not a {kind} (missing {', '.join(missing)}; has {', '.join(map(str, state)) or 'nothing'}); "
+            f"rerun without --common.resume true to start over (the earlier run is moved aside)"
+        )

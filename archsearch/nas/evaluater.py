@@ -7,6 +7,7 @@ stored inside model.pt so `archsearch.load_model` can rebuild the network from t
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,9 @@ from typing import Any
 
 from torch import nn
 
-from archsearch.common.io import atomic_torch_save, atomic_write_yaml
+from archsearch.common.checkpoint import save_checkpoint
+from archsearch.common.errors import TrainingDiverged
+from archsearch.common.io import atomic_write_yaml
 from archsearch.common.logging import plain
 from archsearch.data.loaders import eval_loaders
 from archsearch.nas.context import RunContext
@@ -59,6 +62,13 @@ class Evaluater:
         start = time.time()
         trainer.fit(train_loader, test_loader, resume=ctx.resume, val_name="test")
         test = trainer.evaluate(test_loader)  # the final weights' figure is the one reported
+        if not math.isfinite(test["loss"]):  # a NaN model is a failed run, not a success at chance accuracy
+            section = getattr(conf_eval, "path", "") or "nas.eval"
+            raise TrainingDiverged(
+                f"[eval] test loss is {test['loss']} after {trainer.epochs} epochs: no model or metrics written; "
+                f"lower --{section}.trainer.optimizer.lr or set --{section}.trainer.grad_clip and rerun "
+                f"without --common.resume true (the earlier run is moved aside)"
+            )
         metrics = {
             "test_top1": test["top1"],
             "test_top5": test["top5"],
@@ -69,7 +79,7 @@ class Evaluater:
             "train_time_s": round(time.time() - start, 2),
             "final_train_top1": trainer.history[-1]["train_top1"] if trainer.history else None,
         }
-        model_path = atomic_torch_save(
+        model_path = save_checkpoint(  # with its sha256 beside it, which load_model verifies
             {"arch_format": built.arch_format, "arch": built.arch_text, "state_dict": model.state_dict()},
             ctx.eval_dir / "model.pt",
         )

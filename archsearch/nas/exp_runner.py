@@ -15,7 +15,9 @@ from typing import Any, ClassVar
 import yaml
 from torch import nn
 
+from archsearch.common.checkpoint import fault_point
 from archsearch.common.errors import ArchitectureError
+from archsearch.common.fingerprint import check_fingerprint, phase_fingerprint
 from archsearch.common.io import atomic_write_yaml
 from archsearch.common.logging import plain
 from archsearch.common.registry import Registry
@@ -89,11 +91,15 @@ class ExperimentRunner:
 
     # ---- phases --------------------------------------------------------------------------------
     def run_search(self) -> SearchResult:
-        result_file = self.ctx.search_dir / SEARCH_RESULT
-        if self.ctx.resume and result_file.exists():
+        ctx = self.ctx
+        result_file = ctx.search_dir / SEARCH_RESULT
+        # before anything is reused: a resume continues only the run its files came from
+        check_fingerprint(ctx.search_dir, phase_fingerprint(ctx.conf, "search"), ctx.resume, "search")
+        if ctx.resume and result_file.exists():
             done = yaml.safe_load(result_file.read_text())
-            self.ctx.log.info(f"[search] already finished; reusing {done['final_arch']}")
-            return SearchResult(Path(done["final_arch"]), done["metrics"])
+            final_arch = from_experiment(ctx.out_dir, done["final_arch"])
+            ctx.log.info(f"[search] already finished; reusing {final_arch}")
+            return SearchResult(final_arch, done["metrics"])
         start = time.time()
         setup = SearchSetup(
             self.conf_search,
@@ -104,7 +110,9 @@ class ExperimentRunner:
         )
         result = self.searcher().search(self.ctx, setup)
         result.metrics["search_time_s"] = round(time.time() - start, 2)
-        atomic_write_yaml(result_file, plain({"final_arch": result.final_arch, "metrics": result.metrics}))
+        fault_point("search:before-result")
+        final_arch = in_experiment(ctx.out_dir, result.final_arch)
+        atomic_write_yaml(result_file, plain({"final_arch": final_arch, "metrics": result.metrics}))
         return result
 
     def run_eval(self, final_arch: Path) -> EvalResult:
@@ -113,6 +121,8 @@ class ExperimentRunner:
                 f"final architecture {final_arch} does not exist; "
                 f"set --nas.eval.final_desc to a search/final_model_desc.yaml"
             )
+        fingerprint = phase_fingerprint(self.ctx.conf, "eval", Path(final_arch))
+        check_fingerprint(self.ctx.eval_dir, fingerprint, self.ctx.resume, "eval")
         if self.ctx.resume and (done := read_eval_metrics(self.ctx.eval_dir)) is not None:
             self.ctx.log.info(f"[eval] already finished; metrics in {self.ctx.eval_dir / 'metrics.yaml'}")
             return EvalResult(done, self.ctx.eval_dir / "model.pt")
@@ -139,6 +149,21 @@ class ExperimentRunner:
             report["eval_model_params"] = count_params(built.model)
             report["eval_model_macs"] = count_macs(built.model, shape)
         return report
+
+
+def in_experiment(out_dir: Path, path: Path | str) -> str:
+    """`path` relative to the experiment folder when it lies inside it, so a copied folder resumes where it is."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path(out_dir).resolve()))
+    except ValueError:  # outside (an --eval-only architecture elsewhere): keep it as given
+        return str(path)
+
+
+def from_experiment(out_dir: Path, stored: str) -> Path:
+    """The inverse of in_experiment: a relative path is read against the experiment folder it lies in now."""
+    path = Path(stored)
+    return path if path.is_absolute() else Path(out_dir) / path
 
 
 def select_runner(algo: str, conf) -> type[ExperimentRunner]:

@@ -1,8 +1,11 @@
 """Trainer: the one training loop. Algorithms customize it through hooks, never by copying it.
 
-Hooks (all no-ops here): pre_fit, post_fit, pre_epoch, post_epoch, pre_step, post_step; plus
+Hooks (all no-ops here): configure, pre_fit, post_fit, pre_epoch, post_epoch, pre_step, post_step; plus
 extra_state / load_extra_state for whatever an algorithm must checkpoint besides weights and optimizer.
-Every epoch ends with an atomic checkpoint; `fit` resumes from it when asked. Metrics are accumulated on
+`configure` runs at the end of __init__, before any checkpoint is restored (as Lightning configures its
+optimizers before restoring), so every piece of algorithm state exists when `load_extra_state` is called
+and nothing it builds draws from an RNG after the checkpoint's RNG state is set.
+Every epoch ends with an atomic, checksummed checkpoint; `fit` resumes from it when asked. Metrics are accumulated on
 the device and read back only at progress updates and epoch ends, so the GPU is not synchronized per step.
 """
 
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from archsearch.common.checkpoint import load_checkpoint, save_checkpoint
+from archsearch.common.checkpoint import CheckpointError, fault_point, load_checkpoint, require_keys, save_checkpoint
 from archsearch.common.errors import TrainingDiverged
 from archsearch.common.logging import RunLog
 from archsearch.common.seeding import rng_state, set_rng_state
@@ -125,8 +128,16 @@ class Trainer:
         self.epoch = 0  # the next epoch to run
         self.history: list[dict[str, Any]] = []
         self.global_step = 0
+        self.checkpoint_written = False  # a good checkpoint of this run exists (written or restored)
+        self.configure()
+
+    # the keys every checkpoint has (a file without them is another kind of file, e.g. a model.pt)
+    STATE_KEYS = ("epoch", "global_step", "model", "optimizer", "scheduler", "history", "rng", "extra")
 
     # ---- hooks ---------------------------------------------------------------------------------
+    def configure(self) -> None:
+        """Build algorithm state (extra optimizers, controllers): runs before any checkpoint is restored."""
+
     def pre_fit(self, train_loader, val_loader) -> None: ...
     def post_fit(self, train_loader, val_loader) -> None: ...
     def pre_epoch(self, epoch: int, train_loader, val_loader) -> None: ...
@@ -187,7 +198,7 @@ class Trainer:
     def fit(self, train_loader, val_loader=None, resume: bool = False, val_name: str = "val") -> dict[str, Any]:
         """Train until `epochs`; evaluate on `val_loader` after each epoch, reported as `<val_name>_top1`."""
         if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
-            self.load_state_dict(load_checkpoint(self.checkpoint_path, self.device))
+            self.restore(self.checkpoint_path)
             self.log.info(f"[{self.phase}] resumed from {self.checkpoint_path} at epoch {self.epoch}/{self.epochs}")
         self.pre_fit(train_loader, val_loader)
         while self.epoch < self.epochs:
@@ -212,6 +223,8 @@ class Trainer:
             self._report(metrics)
             if self.checkpoint_path is not None:
                 save_checkpoint(self.state_dict(), self.checkpoint_path)
+                self.checkpoint_written = True
+            fault_point(f"{self.phase}:epoch:{self.epoch}")
         self.post_fit(train_loader, val_loader)
         return self.history[-1] if self.history else {}
 
@@ -243,12 +256,20 @@ class Trainer:
     def _check_finite(self, metrics: dict[str, float], epoch: int, bar) -> None:
         if not math.isfinite(metrics["loss"]):
             bar.close()
-            where = f"; the last good checkpoint is {self.checkpoint_path}" if self.checkpoint_path else ""
-            raise TrainingDiverged(
-                f"[{self.phase}] loss became {metrics['loss']} in epoch {epoch + 1}{where}; "
-                f"lower the learning rate or enable gradient clipping"
-            )
+            raise TrainingDiverged(self.diverged_message(metrics["loss"], epoch))
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", top1=f"{metrics['top1']:.3f}")
+
+    def diverged_message(self, loss: float, epoch: int) -> str:
+        """Names the last good checkpoint only if one was written, and how to retry with other settings: a
+        resume would restore the checkpoint's optimizer state (and is refused when the config changed)."""
+        where = ""
+        if self.checkpoint_written and self.checkpoint_path is not None:
+            where = f"; the last good checkpoint is {self.checkpoint_path} (epoch {self.epoch})"
+        section = getattr(self.conf, "path", "") or "nas.<phase>.trainer"
+        return (
+            f"[{self.phase}] loss became {loss} in epoch {epoch + 1}{where}; lower --{section}.optimizer.lr or "
+            f"set --{section}.grad_clip and rerun without --common.resume true (the earlier run is moved aside)"
+        )
 
     def _report(self, metrics: dict[str, Any]) -> None:
         shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
@@ -268,6 +289,20 @@ class Trainer:
             "rng": rng_state(),
             "extra": self.extra_state(),
         }
+
+    def restore(self, path: Path) -> None:
+        """Load a checkpoint; a corrupt file, another kind of file or one for another model is one line."""
+        state = load_checkpoint(path, self.device, require_checksum=True)
+        require_keys(path, state, self.STATE_KEYS, f"{self.phase} checkpoint")
+        try:
+            self.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:  # shapes or state of another model
+            first = " ".join(line.strip() for line in str(e).strip().splitlines()[:2])[:300]
+            raise CheckpointError(
+                f"{path}: does not fit this {self.phase} model or optimizer ({type(e).__name__}: {first}); "
+                f"rerun without --common.resume true to start over (the earlier run is moved aside)"
+            ) from None
+        self.checkpoint_written = True
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])

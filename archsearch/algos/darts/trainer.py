@@ -16,7 +16,8 @@ from archsearch.nas.model_desc_builder import desc_genotype
 
 
 class BilevelArchTrainer(ArchTrainer):
-    def pre_fit(self, train_loader, val_loader) -> None:
+    def configure(self) -> None:
+        # built before any restore, so load_extra_state finds the architecture optimizer in place
         conf_bilevel = self.conf["bilevel"]
         self.bilevel = BilevelOptimizer(
             conf_bilevel["optimizer"],
@@ -27,12 +28,8 @@ class BilevelArchTrainer(ArchTrainer):
             order=conf_bilevel["order"],
             fd_radius=conf_bilevel["fd_radius"],
         )
-        if self._pending_bilevel_state is not None:
-            self.bilevel.load_state_dict(self._pending_bilevel_state)
         self.arch_loss_sum = torch.zeros((), device=self.device)
         self.arch_steps = 0
-
-    _pending_bilevel_state = None
 
     def loss_fn(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # second order stays in float32: its finite-difference step is below bfloat16's resolution
@@ -64,5 +61,4 @@ class BilevelArchTrainer(ArchTrainer):
         return {"bilevel": self.bilevel.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        # fit() restores checkpoints before pre_fit builds the optimizer: keep the state until then
-        self._pending_bilevel_state = state.get("bilevel")
+        self.bilevel.load_state_dict(state["bilevel"])

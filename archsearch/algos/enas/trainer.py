@@ -23,9 +23,9 @@ from archsearch.nas.arch_trainer import ArchTrainer
 
 
 class EnasTrainer(ArchTrainer):
-    _pending_reinforce_state = None
-
-    def pre_fit(self, train_loader, val_loader) -> None:
+    def configure(self) -> None:
+        # the controller is built before any restore: its initial weights draw from the RNG, which a
+        # restore then sets to the checkpoint's state, so a resumed search samples what the straight one does
         if self.drop_path_prob > 0 and isinstance(self.model, (MicroSupernet, MacroSupernet)):
             # Cell.forward would drop the supernet's identity choices and loose-end gates, which the child
             # it stands for never drops
@@ -45,8 +45,6 @@ class EnasTrainer(ArchTrainer):
             grad_clip=conf["grad_clip"],
             skip_weight=conf["skip_weight"],
         )
-        if self._pending_reinforce_state is not None:
-            self.reinforce.load_state_dict(self._pending_reinforce_state)
 
     def pre_step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> None:
         self.model.set_arc(self.controller.sample_arc())
@@ -88,4 +86,4 @@ class EnasTrainer(ArchTrainer):
         return {"reinforce": self.reinforce.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self._pending_reinforce_state = state.get("reinforce")  # applied in pre_fit, once the controller exists
+        self.reinforce.load_state_dict(state["reinforce"])

@@ -13,6 +13,7 @@ from archsearch.algos.morphism.graph import Graph
 from archsearch.algos.morphism.ir_json import graph_to_json, json_to_graph
 from archsearch.algos.morphism.search import run_morphism_search
 from archsearch.algos.morphism.strategy import MorphismSearchStrategy
+from archsearch.common.checkpoint import load_checkpoint
 from archsearch.common.errors import ArchitectureError
 from archsearch.config import choice
 from archsearch.data.loaders import search_loaders
@@ -115,7 +116,7 @@ class MorphismRunner(ExperimentRunner):
         if init == "finetune":
             if not weights.exists():
                 raise ArchitectureError(f"init finetune needs the trained weights {weights}; use init scratch")
-            graph.set_weights_from_state_dict(torch.load(weights, weights_only=True))
+            graph.set_weights_from_state_dict(load_checkpoint(weights))  # verified when its sha256 is beside it
         else:
             graph.clear_weights()
         text = graph_to_json(graph, eval_dir / "model.json" if eval_dir is not None else None, include_weights=False)

@@ -6,7 +6,9 @@ Files under ``out_dir``::
                             NNI's own loader takes it too)
     trials/trial_003.pt     the trained weights as a TorchModel state dict, when the callback put them in
                             the graph (``graph.set_weights_from_model(model)``); children inherit them
-    trials/trials.yaml      the index: one record per trial (id, father, status, metric, files, params, time)
+    trials/trials.yaml      the index: one record per trial (id, father, status, metric, files, params, time,
+                            and the strategy's generator state after it, so a resume proposes what the
+                            uninterrupted search would)
     best_model.json/.txt    the best trial's architecture and "best model: <id>" (NNI's best_model.txt line),
     best_model.pt           and its weights when it has them
 """
@@ -20,14 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from archsearch.algos.morphism.graph import Graph
 from archsearch.algos.morphism.ir_json import graph_to_json, json_to_graph
 from archsearch.algos.morphism.strategy import MorphismSearchStrategy, SearchExhausted
+from archsearch.common.checkpoint import fault_point, load_checkpoint, save_checkpoint
 from archsearch.common.errors import UserError
-from archsearch.common.io import atomic_torch_save, atomic_write_text, atomic_write_yaml
+from archsearch.common.io import atomic_write_text, atomic_write_yaml
 
 MAX_CONSECUTIVE_FAILURES = 3  # a callback that keeps raising is a bug, not a bad architecture
 
@@ -70,11 +72,13 @@ def _resume(
             continue
         graph = json_to_graph((trials_dir / record["json"]).read_text())
         if record.get("weights"):
-            graph.set_weights_from_state_dict(torch.load(trials_dir / record["weights"], weights_only=True))
+            graph.set_weights_from_state_dict(load_checkpoint(trials_dir / record["weights"], require_checksum=True))
         metric = record.get("metric") if record["status"] == "done" else None
         strategy.restore(record["trial_id"], graph, record["father_id"], metric)
         kept.append(record)
     if kept:
+        if kept[-1].get("rng") is not None:  # the generator as it was after the last finished trial
+            strategy.set_rng_state(kept[-1]["rng"])
         logger(f"morphism: resumed {len(kept)} finished trials from {trials_dir}")
     return kept
 
@@ -89,7 +93,7 @@ def _write_best(
     atomic_write_text(out_dir / "best_model.json", (trials_dir / record["json"]).read_text())
     lines = [f"best model: {best.trial_id}", f"metric: {best.metric}", f"json: trials/{record['json']}"]
     if record.get("weights"):
-        atomic_torch_save(best.graph.weights_state_dict(), out_dir / "best_model.pt")
+        save_checkpoint(best.graph.weights_state_dict(), out_dir / "best_model.pt")
         lines.append(f"weights: trials/{record['weights']}")
     atomic_write_text(out_dir / "best_model.txt", "\n".join(lines) + "\n")
 
@@ -137,6 +141,7 @@ def run_morphism_search(
             "n_params": graph.size(),
             "inherited_weights": graph.has_weights(),
             "seconds": None,
+            "rng": None,
         }
         atomic_write_yaml(index_path, records + [record])
         began = time.monotonic()
@@ -147,7 +152,7 @@ def run_morphism_search(
             failures_in_a_row += 1
             logger(f"morphism: trial {trial_id} failed: {type(err).__name__}: {err}")
             if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
-                record.update(status="failed", seconds=round(time.monotonic() - began, 3))
+                record.update(status="failed", seconds=round(time.monotonic() - began, 3), rng=strategy.rng_state())
                 atomic_write_yaml(index_path, records + [record])
                 raise
             metric = None
@@ -155,13 +160,17 @@ def run_morphism_search(
             metric = None
         strategy.report(trial_id, metric)
         if graph.has_weights():
-            atomic_torch_save(graph.weights_state_dict(), trials_dir / f"{stem}.pt")
+            save_checkpoint(graph.weights_state_dict(), trials_dir / f"{stem}.pt")
             record["weights"] = f"{stem}.pt"
         record.update(
-            status="done" if metric is not None else "failed", metric=metric, seconds=round(time.monotonic() - began, 3)
+            status="done" if metric is not None else "failed",
+            metric=metric,
+            seconds=round(time.monotonic() - began, 3),
+            rng=strategy.rng_state(),  # a resume continues the proposals from here (bit generator state)
         )
         records.append(record)
         atomic_write_yaml(index_path, records)
+        fault_point(f"morphism:recorded:{trial_id}")
         _write_best(strategy, out_dir, trials_dir, records)
         best = strategy.best_trial
         logger(

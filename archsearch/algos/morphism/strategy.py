@@ -196,6 +196,14 @@ class MorphismSearchStrategy:
         self._next_id = max(self._next_id, trial_id + 1)
         self._record(trial, metric)
 
+    def rng_state(self) -> dict[str, Any]:
+        """The generator's state (shared with the Bayesian optimizer) as plain ints, for the trial index."""
+        return _plain_ints(self.rng.bit_generator.state)
+
+    def set_rng_state(self, state: Mapping[str, Any]) -> None:
+        # in place: the Bayesian optimizer holds the same Generator object
+        self.rng.bit_generator.state = dict(state)
+
     # ---------------------------------------------------------------------------------------- results
     @property
     def best_trial(self) -> Trial | None:
@@ -208,3 +216,10 @@ class MorphismSearchStrategy:
     def get_best_model_id(self) -> int | None:
         best = self.best_trial
         return None if best is None else best.trial_id
+
+
+def _plain_ints(value: Any) -> Any:
+    """numpy ints in a bit generator's state -> Python ints (YAML- and weights_only-safe)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain_ints(v) for k, v in value.items()}
+    return int(value) if isinstance(value, (int, np.integer)) else value

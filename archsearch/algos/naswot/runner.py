@@ -22,6 +22,7 @@ from archsearch.algos.naswot.sampling import (
     sample_nb201,
     score_candidates,
 )
+from archsearch.common.checkpoint import fault_point
 from archsearch.common.errors import ConfigError
 from archsearch.common.io import atomic_write_yaml
 from archsearch.common.logging import plain
@@ -69,6 +70,7 @@ class NaswotSearcher(Searcher):
 
         def report_progress(i: int, candidate: Candidate, score: float) -> None:
             ctx.log.record("score", index=i, arch=candidate.name, score=score)
+            fault_point(f"naswot:scored:{i}")  # scoring restarts from the seed on resume; tests kill here
             if (i + 1) % max(1, len(candidates) // 10) == 0:
                 ctx.log.info(f"[search] scored {i + 1}/{len(candidates)}")
 

@@ -8,10 +8,14 @@ initial weights come from (seed, i) alone, so a resumed search samples the same 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
+from archsearch.common.checkpoint import delete_checkpoint, fault_point
 from archsearch.common.io import atomic_write_yaml
 from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
@@ -27,6 +31,58 @@ def sample_cells(seed: int, index: int, n_nodes: int, primitives: list[str]) -> 
     return random_templates(rng, n_nodes, primitives)
 
 
+def candidate_checkpoint(ctx: RunContext, index: int) -> Path:
+    # one file per candidate: a kill after candidate i is indexed but before its checkpoint is deleted
+    # leaves a file no later candidate would mistake for its own
+    return ctx.search_dir / f"candidate_{index:03d}_checkpoint.pt"
+
+
+def train_candidates(
+    ctx: RunContext,
+    conf_search,
+    n_candidates: int,
+    choose: Callable[[int, list[dict[str, Any]]], dict[str, Any]],
+    build: Callable[[int, dict[str, Any]], nn.Module],
+) -> list[dict[str, Any]]:
+    """Train candidates one by one, each briefly on the weights split, scored on the arch split.
+
+    `choose(i, results)` names candidate i (YAML-safe fields, e.g. its genotype) from the seed alone;
+    `build(i, fields)` makes its model right after the torch seed for (seed, i) is set, so its initial weights
+    do not depend on resuming. search/candidates.yaml records every finished candidate: a resumed search
+    goes on from the next one, and an unfinished one continues from its own checkpoint.
+    """
+    weights_loader, val_loader = search_loaders(ctx.conf["dataset"], conf_search["loader"], ctx.device, ctx.seed)
+    index_file = ctx.search_dir / "candidates.yaml"
+    results = _read_results(index_file) if ctx.resume else []
+    for done in range(len(results)):  # left behind by a kill between the index write and the delete
+        delete_checkpoint(candidate_checkpoint(ctx, done))
+    for i in range(len(results), n_candidates):
+        fields = choose(i, results)
+        torch.manual_seed(ctx.seed * 7919 + i)
+        trainer = Trainer(
+            conf_search["trainer"],
+            build(i, fields),
+            ctx.log,
+            ctx.device,
+            f"candidate {i + 1}/{n_candidates}",
+            candidate_checkpoint(ctx, i),
+        )
+        metrics = trainer.fit(weights_loader, val_loader, resume=ctx.resume)
+        results.append({"index": i, "val_top1": metrics["val_top1"], **fields})
+        atomic_write_yaml(index_file, results)
+        fault_point(f"random:indexed:{i}")
+        delete_checkpoint(candidate_checkpoint(ctx, i))
+        ctx.log.record("candidate", **results[-1])
+    return results
+
+
+def best_of(ctx: RunContext, results: list[dict[str, Any]], n_candidates: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The best candidate's record and the search metrics."""
+    best = max(results, key=lambda r: r["val_top1"])
+    ctx.log.info(f"[search] best candidate {best['index'] + 1} of {n_candidates}: val top1 {best['val_top1']:.4f}")
+    return best, {"best_val_top1": best["val_top1"], "best_candidate": best["index"], "n_candidates": n_candidates}
+
+
 class RandomSearcher(Searcher):
     def search(self, ctx: RunContext, setup: SearchSetup) -> SearchResult:
         conf_search = setup.conf
@@ -35,32 +91,19 @@ class RandomSearcher(Searcher):
         n_candidates: int = conf_random["n_candidates"]
         primitives: list[str] = conf_random["primitives"]
         n_nodes: int = conf_search["model_desc"]["n_nodes"]
-        weights_loader, val_loader = search_loaders(ctx.conf["dataset"], conf_search["loader"], ctx.device, ctx.seed)
-        index_file = ctx.search_dir / "candidates.yaml"
-        results = _read_results(index_file) if ctx.resume else []
-        for i in range(len(results), n_candidates):
-            desc = builder.with_templates(sample_cells(ctx.seed, i, n_nodes, primitives)).build(meta={"algo": ctx.algo})
-            torch.manual_seed(ctx.seed * 7919 + i)
-            trainer = Trainer(
-                conf_search["trainer"],
-                Model(desc),
-                ctx.log,
-                ctx.device,
-                f"candidate {i + 1}/{n_candidates}",
-                ctx.search_dir / "candidate_checkpoint.pt",
-            )
-            metrics = trainer.fit(weights_loader, val_loader, resume=ctx.resume)
-            genotype = str(templates_to_genotype(sample_cells(ctx.seed, i, n_nodes, primitives)))
-            results.append({"index": i, "val_top1": metrics["val_top1"], "genotype": genotype})
-            atomic_write_yaml(index_file, results)
-            trainer.checkpoint_path.unlink(missing_ok=True)
-            ctx.log.record("candidate", **results[-1])
-        best = max(results, key=lambda r: r["val_top1"])
-        ctx.log.info(f"[search] best candidate {best['index'] + 1} of {n_candidates}: val top1 {best['val_top1']:.4f}")
-        final = builder.with_templates(sample_cells(ctx.seed, best["index"], n_nodes, primitives)).build(
-            meta={"algo": ctx.algo, "candidate": best["index"]}
-        )
-        metrics = {"best_val_top1": best["val_top1"], "best_candidate": best["index"], "n_candidates": n_candidates}
+
+        def cells(index: int) -> dict[str, CellTemplate]:
+            return sample_cells(ctx.seed, index, n_nodes, primitives)
+
+        def build(index: int, _fields: dict[str, Any]) -> nn.Module:
+            return Model(builder.with_templates(cells(index)).build(meta={"algo": ctx.algo}))
+
+        def choose(index: int, _results: list[dict[str, Any]]) -> dict[str, Any]:
+            return {"genotype": str(templates_to_genotype(cells(index)))}
+
+        results = train_candidates(ctx, conf_search, n_candidates, choose, build)
+        best, metrics = best_of(ctx, results, n_candidates)
+        final = builder.with_templates(cells(best["index"])).build(meta={"algo": ctx.algo, "candidate": best["index"]})
         return SearchResult(save_final_desc(ctx, final, metrics), metrics)
 
 

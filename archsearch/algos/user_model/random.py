@@ -9,15 +9,13 @@ records every finished candidate, so a resumed search goes on from the next one.
 from __future__ import annotations
 
 import random
-from pathlib import Path
+from typing import Any
 
-import torch
-import yaml
+from torch import nn
 
+from archsearch.algos.random.runner import best_of, train_candidates
 from archsearch.algos.user_model.model_ref import UserModelArch, UserModelRef
 from archsearch.algos.user_model.runner import UserModelRunner, save_final_arch
-from archsearch.common.io import atomic_write_yaml
-from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
 from archsearch.nas.exp_runner import USER_MODEL_RUNNERS
 from archsearch.nas.searcher import Searcher, SearchResult, SearchSetup
@@ -50,35 +48,17 @@ class RandomUserModelSearcher(Searcher):
             raise conf_search["random"].error("n_candidates", f"must be at least 1, got {n_candidates}")
         _, space = self.ref.build_space()
         ctx.log.info(f"[search] {self.ref.path}: {space.describe()}; {n_candidates} random candidates")
-        weights_loader, val_loader = search_loaders(ctx.conf["dataset"], conf_search["loader"], ctx.device, ctx.seed)
-        index_file = ctx.search_dir / "candidates.yaml"
-        results = _read_results(index_file) if ctx.resume else []
-        for i in range(len(results), n_candidates):
-            choice_json = sample_new(space, ctx.seed, i, [r["choices"] for r in results])
-            torch.manual_seed(ctx.seed * 7919 + i)  # candidate i's initial weights do not depend on resuming
-            model = apply_fixed_arch(self.ref.build(), choice_json)
-            trainer = Trainer(
-                conf_search["trainer"],
-                model,
-                ctx.log,
-                ctx.device,
-                f"candidate {i + 1}/{n_candidates}",
-                ctx.search_dir / "candidate_checkpoint.pt",
-            )
-            metrics = trainer.fit(weights_loader, val_loader, resume=ctx.resume)
-            results.append({"index": i, "val_top1": metrics["val_top1"], "choices": choice_json})
-            atomic_write_yaml(index_file, results)
-            trainer.checkpoint_path.unlink(missing_ok=True)
-            ctx.log.record("candidate", **results[-1])
-        best = max(results, key=lambda r: r["val_top1"])
-        ctx.log.info(f"[search] best candidate {best['index'] + 1} of {n_candidates}: val top1 {best['val_top1']:.4f}")
-        metrics = {"best_val_top1": best["val_top1"], "best_candidate": best["index"], "n_candidates": n_candidates}
+
+        def choose(index: int, results: list[dict[str, Any]]) -> dict[str, Any]:
+            return {"choices": sample_new(space, ctx.seed, index, [r["choices"] for r in results])}
+
+        def build(_index: int, fields: dict[str, Any]) -> nn.Module:
+            return apply_fixed_arch(self.ref.build(), fields["choices"])
+
+        results = train_candidates(ctx, conf_search, n_candidates, choose, build)
+        best, metrics = best_of(ctx, results, n_candidates)
         arch = UserModelArch(self.ref, best["choices"], {"algo": ctx.algo, "candidate": best["index"]})
         return SearchResult(save_final_arch(ctx, arch, metrics), metrics)
-
-
-def _read_results(path: Path) -> list[dict]:
-    return (yaml.safe_load(path.read_text()) or []) if path.exists() else []
 
 
 @USER_MODEL_RUNNERS.register("random")
