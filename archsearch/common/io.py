@@ -1,8 +1,10 @@
 """Atomic file writes: write a temp file in the same folder, fsync, rename. A crash never leaves a
-half-written desc, checkpoint or model behind."""
+half-written desc, checkpoint or model behind. The file gets the mode `open()` would give it (0o666 less the
+umask, like log.log), not mkstemp's private 0o600."""
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable
@@ -10,6 +12,21 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
+
+
+@functools.cache
+def _umask() -> int:
+    """The process umask, read once. Linux reports it in /proc; elsewhere it can only be read by setting
+    it, which briefly changes it for every thread, so that happens at most once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -21,6 +38,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())
         os.replace(tmp_name, path)
     except BaseException:
         if os.path.exists(tmp_name):
