@@ -6,10 +6,14 @@ current directory first when the module is not found on the path, as `python -m`
 `examples.mnist_space:Net` works from `scripts/main.py` and from the `archsearch` console script alike.
 
 final_arch.json holds the choice JSON together with the model it belongs to, so evaluation and
-`archsearch.load_model` rebuild the fixed network from that file alone:
+`archsearch.load_model` rebuild the fixed network from that file:
 
     {"format": "user_model_json", "model": "examples.mnist_space:Net", "model_kwargs": {...},
      "choices": {"conv1": "conv5x5", "skip": [0]}, "meta": {"algo": "darts"}}
+
+A file's "model" is never imported on the file's word: parsing is pure JSON, and `build_fixed` imports the
+class only when the caller allowed that path (`CodeAllowed`: `load_model(path, model=...)`, the config's
+`nas.search.space.model`, or `trust_code=True`), since an import path names any code (`os:system`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from torch import nn
 
 from archsearch.common.errors import ArchitectureError, UserError
 from archsearch.common.io import atomic_write_text
-from archsearch.nas.load import ARCH_FORMATS
+from archsearch.nas.load import ARCH_FORMATS, CodeAllowed
 from archsearch.spaces.mutables import MutableSpace, apply_fixed_arch
 
 ARCH_FORMAT = "user_model_json"
@@ -158,10 +162,17 @@ class UserModelArch:
     def save(self, path: Path) -> Path:
         return atomic_write_text(path, self.to_json())
 
-    def build_fixed(self, where: str = "choice JSON") -> nn.Module:
-        """The user's model with only the chosen candidates (untrained); `where` names the file in errors."""
+    def build_fixed(self, allowed: CodeAllowed, where: str = "choice JSON") -> nn.Module:
+        """The user's model with only the chosen candidates (untrained), if `allowed` permits importing it;
+        `where` names the file in errors."""
+        allowed.check(self.model.path, where)
         model, _ = self.model.build_space()
         return apply_fixed_arch(model, self.choices, where=where)
 
+    @classmethod
+    def build_from_text(cls, text: str, where: str, allowed: CodeAllowed) -> nn.Module:
+        """The `user_model_json` builder of archsearch.load_model."""
+        return cls.from_json(text, where).build_fixed(allowed, where)
 
-ARCH_FORMATS.add(ARCH_FORMAT, lambda text: UserModelArch.from_json(text, "model.pt architecture").build_fixed())
+
+ARCH_FORMATS.add(ARCH_FORMAT, UserModelArch.build_from_text)

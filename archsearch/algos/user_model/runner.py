@@ -14,11 +14,12 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from archsearch.algos.user_model.model_ref import ARCH_FORMAT, FINAL_ARCH, UserModelArch, UserModelRef
+from archsearch.algos.user_model.model_ref import ARCH_FORMAT, CONF_KEY, FINAL_ARCH, UserModelArch, UserModelRef
 from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
 from archsearch.nas.evaluater import BuiltModel
 from archsearch.nas.exp_runner import ExperimentRunner
+from archsearch.nas.load import CodeAllowed
 from archsearch.nas.model import count_params
 from archsearch.nas.searcher import Searcher, SearchResult, SearchSetup, record_search_result
 from archsearch.nas.trainer import Trainer
@@ -95,11 +96,8 @@ class UserModelRunner(ExperimentRunner):
     def build_eval_model(self, final_arch: Path, eval_dir: Path | None) -> BuiltModel:
         configured = self.model_ref()
         arch = UserModelArch.load(final_arch, configured)  # a bare choice JSON is for the configured model
-        if configured.path != arch.model.path:
-            self.ctx.log.info(
-                f"[eval] {final_arch} belongs to {arch.model.path}, not {configured}: building the former"
-            )
-        model = arch.build_fixed(str(final_arch))
+        # the class comes from the config alone: a file naming another one is refused, never imported
+        model = arch.build_fixed(CodeAllowed(configured.path, named_by=CONF_KEY), str(final_arch))
         if eval_dir is not None:
             arch.save(eval_dir / FINAL_ARCH)
         return BuiltModel(model, ARCH_FORMAT, arch.to_json())

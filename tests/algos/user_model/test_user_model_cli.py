@@ -43,7 +43,7 @@ def test_each_strategy_searches_the_example_exports_its_choices_and_trains_the_f
     assert final["model"] == "examples.mnist_space:Net" and final["model_kwargs"] == {"in_channels": 1, "n_classes": 10}
     choices = MutableSpace(Net()).parse(final["choices"])  # a complete, valid choice JSON
     assert yaml.safe_load((out / "search" / "metrics.yaml").read_text())
-    model = archsearch.load_model(out / "eval" / "model.pt")
+    model = archsearch.load_model(out / "eval" / "model.pt", model=final["model"])  # the class, named by us
     assert not any(isinstance(m, Mutable) for m in model.modules())
     assert model.conv1.kernel_size == ((3, 3), (5, 5))[choices["conv1"]]
     assert list(model.skipconnect.indices) == list(choices["skip"])
