@@ -108,7 +108,7 @@ def test_config_is_read_only():
 
 
 def test_shipped_configs_resolve_for_every_algorithm():
-    from archsearch.cli import config_files
+    from archsearch.experiment import config_files
     from archsearch.nas.exp_runner import RUNNERS
 
     for algo in RUNNERS.names():

@@ -32,6 +32,17 @@ def plain(value: Any) -> Any:
     return value
 
 
+class _StrictFileHandler(logging.FileHandler):
+    """A FileHandler that lets a write error (full disk, file system gone read-only) propagate.
+
+    logging's default prints a traceback and carries on, which would lose log lines silently and bury the
+    one-line error the CLI prints for filesystem problems.
+    """
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        raise  # noqa: PLE0704 - re-raises the write error being handled
+
+
 class RunLog:
     """Writes to `<out_dir>/log.log`, `<out_dir>/log.yaml` and `<out_dir>/tb/`; quiet when out_dir is None."""
 
@@ -50,7 +61,7 @@ class RunLog:
         self._yaml_file = None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            file_handler = logging.FileHandler(out_dir / "log.log")
+            file_handler = _StrictFileHandler(out_dir / "log.log")
             file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             self.logger.addHandler(file_handler)
             self._yaml_file = open(out_dir / "log.yaml", "a")  # noqa: SIM115 - closed in close()

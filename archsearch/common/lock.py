@@ -1,0 +1,75 @@
+"""One run per experiment folder at a time: a lock file beside the folder, naming the holder's pid and host.
+
+The lock sits beside `<logdir>/<experiment>/<algo>/` (as `<algo>.lock`), not inside it, because a fresh run
+moves an earlier folder aside; a lock inside would move with it and let a second run in. A lock left by a
+process that died (same host, pid gone) is taken over with a note in the log; one held by a live process,
+or by another host (whose pids we cannot check), stops the second run with one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from archsearch.common.errors import UserError
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _read_holder(path: Path) -> dict | None:
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+@contextlib.contextmanager
+def experiment_lock(folder: Path, note=print) -> Iterator[Path]:
+    """Hold `<folder>.lock` for the duration of the block; a second holder gets a UserError."""
+    lock = folder.with_name(folder.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    for _ in range(2):  # the second try follows the removal of a stale lock
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            holder = _read_holder(lock)
+            if holder is None:  # being written this instant, or garbage: either way not ours to delete
+                raise UserError(
+                    f"{folder} is locked by {lock}, which cannot be read; if no run is using it, delete the lock"
+                ) from None
+            same_host = holder.get("host") == me["host"]
+            pid = holder.get("pid")
+            if same_host and isinstance(pid, int) and not _alive(pid):
+                note(f"taking over the lock of a run that ended without releasing it (pid {pid})")
+                with contextlib.suppress(FileNotFoundError):
+                    lock.unlink()
+                continue
+            raise UserError(
+                f"{folder} is in use by another run (pid {pid} on {holder.get('host')}, lock {lock}); wait for it "
+                "to finish or pick another --common.experiment_name"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    else:  # pragma: no cover - two stale-lock races in a row
+        raise OSError(errno.EEXIST, "could not take the experiment lock", str(lock))
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()

@@ -1,0 +1,260 @@
+"""Run an experiment as one library call: `archsearch.run("darts", overrides={"nas.eval.trainer.epochs": 2})`.
+
+This is everything the command line does after parsing: resolve the config (shipped files, toy or full,
+dataset, the user's files, overrides), confine the output folder to the logdir, lock it against a second
+run, move an earlier run aside, seed, and run the phases. The CLI (`archsearch.cli`) only parses
+arguments and prints what this returns, so a notebook or a sweep script gets exactly the CLI's behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import archsearch.algos  # noqa: F401 - the plugin bootstrap: registers every algorithm, space and format
+from archsearch.common.errors import ConfigError, UserError
+from archsearch.common.io import atomic_write_text, atomic_write_yaml
+from archsearch.common.lock import experiment_lock
+from archsearch.common.logging import RunLog, plain
+from archsearch.config import Config, load_config, to_yaml
+from archsearch.data.providers import DATASETS
+from archsearch.nas.context import RunContext
+from archsearch.nas.exp_runner import RUNNERS, select_runner
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+PHASES = ("both", "search", "eval")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The choices of one run that are not config keys (the CLI's flags)."""
+
+    full: bool = False
+    config: tuple[str, ...] = ()  # the user's extra YAML files, applied after the shipped ones
+    phases: str = "both"  # both | search (--search-only) | eval (--eval-only)
+    exp_prefix: str = "archsearch"
+    dry_run: bool = False
+    argv: list[str] = field(default_factory=list)  # recorded in log.yaml for the report
+
+    def __post_init__(self) -> None:
+        if self.phases not in PHASES:
+            raise UserError(f"phases {self.phases!r} is not one of {', '.join(PHASES)}")
+
+
+def confs_dir() -> Path:
+    """The shipped configs, archsearch/confs/ inside the package (in a wheel too), or $ARCHSEARCH_CONFS."""
+    env = os.environ.get("ARCHSEARCH_CONFS")
+    path = Path(env).expanduser() if env else PACKAGE_ROOT / "confs"
+    if not (path / "common.yaml").exists():
+        where = "ARCHSEARCH_CONFS" if env else "the installed package"
+        raise UserError(
+            f"config folder {path} (from {where}) has no common.yaml; point ARCHSEARCH_CONFS at a copy "
+            "of archsearch/confs or reinstall archsearch"
+        )
+    return path
+
+
+def config_files(algo: str, dataset: str | None, full: bool, extra: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """The files whose merge is the run's config, in the order they apply (later wins)."""
+    confs = confs_dir()
+    files = [confs / "algos" / f"{algo}.yaml"]
+    if not full:
+        files.append(confs / "toy.yaml")
+        if (confs / "algos" / "toy" / f"{algo}.yaml").exists():
+            files.append(confs / "algos" / "toy" / f"{algo}.yaml")
+    if dataset is not None:
+        dataset_file = confs / "datasets" / f"{dataset}.yaml"
+        if not dataset_file.exists():
+            raise UserError(f"dataset {dataset!r} has no config {dataset_file}")
+        files.append(dataset_file)
+    return files + [Path(f) for f in extra]
+
+
+def override_pairs(overrides: Mapping[str, Any] | Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(dotted key, YAML text) pairs from a mapping of Python values or from the CLI's string pairs."""
+    items = overrides.items() if isinstance(overrides, Mapping) else overrides
+    return [(key, value if isinstance(value, str) else _flow_yaml(value)) for key, value in items]
+
+
+def _flow_yaml(value: Any) -> str:
+    # safe_dump ends a lone scalar with the document-end marker "..."; an override is one line
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip()
+    return text.removesuffix("...").strip()
+
+
+def checked_folder_name(name: str, what: str) -> str:
+    """`name` if it is one plain folder name, so an experiment can only ever write inside the logdir."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or Path(name).is_absolute():
+        raise UserError(
+            f"{what} {name!r} is not a plain folder name; experiments are folders directly inside the logdir "
+            "(no '/', '..' or absolute paths; use --common.logdir to write elsewhere)"
+        )
+    return name
+
+
+def output_dir(conf: Config, algo: str, dataset: str, prefix: str, full: bool) -> Path:
+    common = conf["common"]
+    if common["experiment_name"]:
+        name = checked_folder_name(str(common["experiment_name"]), "common.experiment_name")
+    else:
+        name = f"{checked_folder_name(prefix, '--exp-prefix')}_{dataset}_{'full' if full else 'toy'}"
+    return Path(common["logdir"]).expanduser() / name / algo
+
+
+def archive_previous(path: Path) -> Path | None:
+    """Move an earlier run's folder aside instead of deleting it (nothing is lost)."""
+    if not path.exists() or not any(path.iterdir()):
+        return None
+    target = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+        n += 1
+    shutil.move(str(path), str(target))
+    return target
+
+
+def resolve_config(algo: str, dataset: str | None, options: RunOptions, overrides: Sequence[tuple[str, str]]) -> Config:
+    if algo not in RUNNERS:
+        raise UserError(RUNNERS.unknown_message(algo))
+    conf = load_config(config_files(algo, dataset, options.full, options.config), overrides)
+    if conf["dataset"]["name"] not in DATASETS:
+        raise ConfigError(f"dataset.name: {DATASETS.unknown_message(conf['dataset']['name'])}")
+    return conf
+
+
+def run_experiment(
+    algo: str,
+    dataset: str | None = None,
+    options: RunOptions | None = None,
+    overrides: Mapping[str, Any] | Sequence[tuple[str, str]] = (),
+) -> dict[str, Any]:
+    """Run one algorithm on one dataset (None: the mode's default) and return its summary.
+
+    `overrides` are dotted config keys with values, `{"nas.eval.trainer.epochs": 2}`, or the CLI's
+    `[("nas.eval.trainer.epochs", "2")]`. A dry run returns the sizes it would train, with `lines` to print.
+    """
+    import torch
+
+    from archsearch.common.devices import select_device
+    from archsearch.common.seeding import seed_everything
+
+    options = options or RunOptions()
+    conf = resolve_config(algo, dataset, options, override_pairs(overrides))
+    dataset_name = conf["dataset"]["name"]
+    common = conf["common"]
+    out_dir = output_dir(conf, algo, dataset_name, options.exp_prefix, options.full)
+    resume = bool(common["resume"])
+    if common["num_threads"]:
+        torch.set_num_threads(common["num_threads"])
+    device = select_device(common["device"])
+    if options.dry_run:
+        return dry_run(algo, conf, out_dir, device)
+
+    with experiment_lock(out_dir):
+        moved = None
+        if not resume:
+            moved = archive_previous(out_dir / "eval") if options.phases == "eval" else archive_previous(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log = RunLog(out_dir)
+        try:
+            if moved is not None:
+                log.info(f"an earlier run was moved to {moved}")
+            atomic_write_text(out_dir / "config.yaml", to_yaml(conf))
+            seed_everything(common["seed"], common["deterministic"])
+            ctx = RunContext(conf, log, device, out_dir, resume, common["seed"], algo)
+            log.info(
+                f"archsearch {algo} on {dataset_name} ({'full' if options.full else 'toy'} mode), device {device}, "
+                f"output {out_dir}"
+            )
+            log.record("start", algo=algo, dataset=dataset_name, device=str(device), argv=options.argv)
+            return run_phases(select_runner(algo, conf)(ctx), ctx, options.phases)
+        finally:
+            log.close()
+
+
+def run_phases(runner, ctx: RunContext, phases: str = "both") -> dict[str, Any]:
+    """Search and/or evaluate with `runner`, write summary.yaml and return the summary."""
+    start = time.time()
+    summary: dict[str, Any] = {"algo": ctx.algo, "dataset": ctx.conf["dataset"]["name"], "output_dir": ctx.out_dir}
+    final_arch = ctx.conf["nas"]["eval"]["final_desc"]
+    if phases != "eval":
+        result = runner.run_search()
+        final_arch = final_arch or result.final_arch
+        summary["search"] = result.metrics
+        summary["final_arch"] = result.final_arch
+    elif not final_arch:
+        raise ConfigError("--eval-only needs the architecture to evaluate: --nas.eval.final_desc PATH")
+    if phases != "search":
+        evaluation = runner.run_eval(Path(final_arch).expanduser())
+        summary["final_arch"] = Path(final_arch)
+        summary["eval"] = evaluation.metrics
+        summary["model"] = evaluation.model_path
+    summary["wall_time_s"] = round(time.time() - start, 1)
+    atomic_write_yaml(ctx.out_dir / "summary.yaml", plain(summary))
+    return summary
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """The few lines a finished run prints."""
+    lines = [f"== {summary['algo']} on {summary['dataset']} =="]
+    if "eval" in summary:
+        e = summary["eval"]
+        lines.append(f"test accuracy  {e['test_top1'] * 100:.2f}% (top5 {e['test_top5'] * 100:.2f}%)")
+        lines.append(f"model          {e['params']:,} parameters, {e['macs'] / 1e6:.2f}M MACs per image")
+    for key in ("best_val_top1", "val_top1"):
+        if key in summary.get("search", {}):
+            lines.append(f"search         {key} {summary['search'][key] * 100:.2f}%")
+            break
+    lines.append(f"wall time      {summary['wall_time_s']:.1f} s")
+    lines.append(f"architecture   {summary.get('final_arch')}")
+    if summary.get("model"):
+        lines.append(f"model file     {summary['model']}")
+    lines.append(f"output folder  {summary['output_dir']}  (summary.yaml, log.log, log.yaml, tb/)")
+    return "\n".join(lines)
+
+
+def dry_run(algo: str, conf: Config, out_dir: Path, device) -> dict[str, Any]:
+    """Build the search and eval models at the configured sizes and describe them; train and download nothing."""
+    import torch
+
+    from archsearch.common.seeding import seed_everything
+
+    seed_everything(conf["common"]["seed"])
+    ctx = RunContext(
+        conf, RunLog(None, verbose=False), torch.device("cpu"), out_dir, False, conf["common"]["seed"], algo
+    )
+    report = select_runner(algo, conf)(ctx).dry_run()
+    search, ev = conf["nas"]["search"], conf["nas"]["eval"]
+    cell_based = report.pop("cell_based", True)  # graph IR algorithms have no cell model_desc to show
+
+    def settings(conf: Config) -> str:
+        return f"{conf['model_desc'].to_dict()}  " if cell_based else ""
+
+    lines = [
+        f"== dry run: {algo} on {conf['dataset']['name']} (device {device}; nothing trained or downloaded) ==",
+        f"search: {settings(search)}epochs {search['trainer']['epochs']}, batch {search['loader']['batch_size']}",
+    ]
+    if "search_model_params" in report:
+        lines.append(f"  search model: {report['search_model_params']:,} weight parameters")
+    if "search_arch_params" in report:
+        lines.append(f"  architecture parameters: {report['search_arch_params']:,} {report['search_arch_shapes']}")
+    lines.append(
+        f"eval:   {settings(ev)}epochs {ev['trainer']['epochs']}, batch {ev['loader']['batch_size']}, "
+        f"cutout {ev['loader']['cutout']}, drop path {ev['trainer']['drop_path_prob']}"
+    )
+    lines.append(
+        f"  eval model: {report['eval_model_params']:,} parameters (excluding aux tower), "
+        f"{report['eval_model_macs'] / 1e6:.1f}M MACs per image"
+    )
+    lines.extend(report.get("notes", []))
+    lines.append(f"output folder: {out_dir}")
+    report["lines"] = lines
+    return report
