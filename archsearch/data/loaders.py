@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from archsearch.common.errors import ConfigError
+from archsearch.common.errors import ConfigError, DatasetError
 from archsearch.data.providers import TensorImages, get_dataset
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -162,17 +162,35 @@ class FolderLoader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
-def _folder_transforms(conf_dataset: Mapping, train: bool, cutout_len: int):
+def _folder_transforms(
+    norm_constants: tuple[list[float], list[float]], conf_dataset: Mapping, train: bool, cutout_len: int
+):
     from torchvision import transforms as T
 
     size = conf_dataset["image_size"]
-    norm = [T.ToTensor(), T.Normalize(conf_dataset["mean"], conf_dataset["std"])]
+    norm = [T.ToTensor(), T.Normalize(*norm_constants)]
     if not train:
         return T.Compose([T.Resize(int(size * 8 / 7)), T.CenterCrop(size), *norm])
     steps = [T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *norm]
     if cutout_len:
         steps.append(T.Lambda(lambda x: cutout(x[None], cutout_len, torch.default_generator)[0]))
     return T.Compose(steps)
+
+
+def normalization(conf_dataset: Mapping, train) -> tuple[list[float], list[float]]:
+    """(mean, std) per channel: the dataset section's, or computed from the training images when both are null
+    (the npz default), so a user's arrays need no hand-computed constants that might not match their channels."""
+    mean, std = conf_dataset["mean"], conf_dataset["std"]
+    if mean is not None and std is not None:
+        return list(mean), list(std)
+    if not isinstance(train, TensorImages):
+        raise DatasetError(
+            f"dataset {conf_dataset['name']}: --dataset.mean and --dataset.std must be set for image folders "
+            "(computing them needs one pass over every image)"
+        )
+    x = train.x.float().div_(255.0) if train.x.dtype == torch.uint8 else train.x.float()
+    computed_std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)  # a constant channel must not divide by zero
+    return x.mean(dim=(0, 2, 3)).tolist(), computed_std.tolist()
 
 
 def _make_loader(
@@ -184,6 +202,7 @@ def _make_loader(
     train: bool,
     device: torch.device,
     seed: int,
+    norm: tuple[list[float], list[float]],
     batch_size: int | None = None,
 ):
     batch_size = batch_size or conf_loader["batch_size"]
@@ -199,13 +218,13 @@ def _make_loader(
             batch_size,
             shuffle=train,
             augment=augment,
-            mean=conf_dataset["mean"],
-            std=conf_dataset["std"],
+            mean=norm[0],
+            std=norm[1],
             device=device,
             seed=seed,
             limit_batches=limit,
         )
-    data.transform = _folder_transforms(conf_dataset, train and conf_loader["augment"], conf_loader["cutout"])
+    data.transform = _folder_transforms(norm, conf_dataset, train and conf_loader["augment"], conf_loader["cutout"])
     subset = torch.utils.data.Subset(data, indices.tolist()) if indices is not None else data
     return FolderLoader(
         subset, batch_size, shuffle=train, workers=conf_loader["workers"], seed=seed, device=device, limit_batches=limit
@@ -222,17 +241,24 @@ def search_loaders(conf_dataset: Mapping, conf_loader: Mapping, device: torch.de
     portion = conf_loader["train_portion"]
     if not 0.0 < portion < 1.0:
         raise ConfigError(f"config nas.search.loader.train_portion must be between 0 and 1, got {portion}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     split = int(n * portion)
-    weights = _make_loader(train, perm[:split], conf_dataset, conf_loader, train=True, device=device, seed=seed)
-    arch = _make_loader(train, perm[split:], conf_dataset, conf_loader, train=True, device=device, seed=seed + 1)
+    if not 0 < split < n:
+        raise DatasetError(
+            f"dataset {conf_dataset['name']}: {n} training images cannot be split by train_portion {portion} "
+            "into two non-empty parts"
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    common = dict(train=True, device=device, norm=normalization(conf_dataset, train))
+    weights = _make_loader(train, perm[:split], conf_dataset, conf_loader, seed=seed, **common)
+    arch = _make_loader(train, perm[split:], conf_dataset, conf_loader, seed=seed + 1, **common)
     return weights, arch
 
 
 def eval_loaders(conf_dataset: Mapping, conf_loader: Mapping, device: torch.device, seed: int):
     """(train loader over the whole training set, test loader)."""
     train, test = get_dataset(conf_dataset)
-    train_loader = _make_loader(train, None, conf_dataset, conf_loader, train=True, device=device, seed=seed)
+    norm = normalization(conf_dataset, train)  # the test images are normalized like the training images
+    train_loader = _make_loader(train, None, conf_dataset, conf_loader, train=True, device=device, seed=seed, norm=norm)
     test_loader = _make_loader(
         test,
         None,
@@ -241,6 +267,7 @@ def eval_loaders(conf_dataset: Mapping, conf_loader: Mapping, device: torch.devi
         train=False,
         device=device,
         seed=seed,
+        norm=norm,
         batch_size=conf_loader["test_batch_size"],
     )
     return train_loader, test_loader

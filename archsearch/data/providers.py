@@ -7,6 +7,7 @@ per-image Python work. Folder datasets (image_folder, imagenet) come back as tor
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,27 +141,31 @@ def npz(conf: Mapping) -> tuple[TensorImages, TensorImages]:
     if not path:
         raise DatasetError("dataset npz needs a file: set --dataset.path FILE.npz")
     path = Path(path).expanduser()
-    try:
-        arrays = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DatasetError(f"npz file {path} does not exist; set --dataset.path to your .npz file") from None
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"npz file {path} cannot be read: {e}") from None
+    arrays = _read_npz(path)
     for key in ("x", "y"):
         if key not in arrays:
-            raise DatasetError(f"npz file {path} has no array {key!r} (found: {', '.join(arrays.files)})")
+            found = ", ".join(arrays) or "no arrays"
+            raise DatasetError(
+                f"npz file {path} has no array {key!r} (found: {found}); save it with np.savez(x=..., y=...)"
+            )
     channels = conf["channels"]
 
     def images(x: np.ndarray, key: str) -> torch.Tensor:
+        if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
+            raise DatasetError(
+                f"npz {path} array {key!r} holds {x.dtype}; images must be uint8 (0..255) or float (0..1)"
+            )
         if x.ndim == 3:
             x = x[:, None]
         elif x.ndim == 4 and x.shape[-1] == channels and x.shape[1] != channels:
             x = x.transpose(0, 3, 1, 2)
-        if x.ndim != 4 or x.shape[1] != channels:
+        if x.ndim != 4 or x.shape[1] != channels or 0 in x.shape:
             raise DatasetError(
                 f"npz {path} array {key!r} has shape {x.shape}; expected N x H x W x {channels} "
-                f"or N x {channels} x H x W (set --dataset.channels to match)"
+                f"or N x {channels} x H x W with N, H, W >= 1 (set --dataset.channels to match)"
             )
+        if x.dtype != np.uint8 and not np.isfinite(x).all():
+            raise DatasetError(f"npz {path} array {key!r} holds NaN or infinite values")
         t = torch.from_numpy(np.ascontiguousarray(x))
         return t if t.dtype == torch.uint8 else t.float()
 
@@ -168,7 +173,10 @@ def npz(conf: Mapping) -> tuple[TensorImages, TensorImages]:
         if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
             raise DatasetError(f"npz {path} array {key!r} must be {n} integer labels, got {y.dtype} {y.shape}")
         if y.min() < 0 or y.max() >= conf["n_classes"]:
-            raise DatasetError(f"npz {path} labels span {y.min()}..{y.max()}; set --dataset.n_classes to cover them")
+            raise DatasetError(
+                f"npz {path} array {key!r}: labels span {y.min()}..{y.max()} but dataset.n_classes is "
+                f"{conf['n_classes']}; set --dataset.n_classes to cover them"
+            )
         return torch.from_numpy(y.astype(np.int64))
 
     x = images(arrays["x"], "x")
@@ -177,6 +185,26 @@ def npz(conf: Mapping) -> tuple[TensorImages, TensorImages]:
         x_test = images(arrays["x_test"], "x_test")
         return TensorImages(x, y), TensorImages(x_test, labels(arrays["y_test"], "y_test", len(x_test)))
     return _split(x, y, conf["test_fraction"], seed=0)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, read now, so a bad file fails here as one line naming it.
+
+    np.load reads arrays lazily: an array of Python objects (refused without pickle) or a truncated
+    member would otherwise fail later, deep inside the loader.
+    """
+    not_npz = DatasetError(f"{path} is not an .npz archive; save it with np.savez(path, x=..., y=...)")
+    try:
+        arrays = np.load(path, allow_pickle=False)
+        if not isinstance(arrays, np.lib.npyio.NpzFile):
+            raise not_npz
+        with arrays:
+            return {key: arrays[key] for key in arrays.files}
+    except FileNotFoundError:
+        raise DatasetError(f"npz file {path} does not exist; set --dataset.path to your .npz file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise DatasetError(f"npz file {path} cannot be read: {reason}") from None
 
 
 @DATASETS.register("synthetic")
@@ -202,7 +230,21 @@ def _folder(conf: Mapping, root: Path, name: str):
                 f"dataset {name}: folder {root / split} does not exist; place class folders in "
                 f"{root}/train/<class>/*.jpg and {root}/val/<class>/*.jpg"
             )
-    return ImageFolder(str(root / "train")), ImageFolder(str(root / "val"))
+    parts = []
+    for split in ("train", "val"):
+        try:
+            parts.append(ImageFolder(str(root / split)))
+        except (FileNotFoundError, RuntimeError) as e:  # no class folders, or class folders without images
+            raise DatasetError(
+                f"dataset {name}: folder {root / split} has no images in class folders "
+                f"({str(e).splitlines()[0][:120]}); place them as {root / split}/<class>/*.jpg"
+            ) from None
+        if len(parts[-1].classes) > conf["n_classes"]:
+            raise DatasetError(
+                f"dataset {name}: {root / split} has {len(parts[-1].classes)} class folders but dataset.n_classes "
+                f"is {conf['n_classes']}; set --dataset.n_classes {len(parts[-1].classes)}"
+            )
+    return parts[0], parts[1]
 
 
 @DATASETS.register("image_folder")

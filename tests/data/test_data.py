@@ -114,7 +114,7 @@ def test_npz_layouts_and_errors(tmp_path):
     assert (len(train), len(test)) == (10, 5) and train.x.dtype == torch.float32
     with pytest.raises(DatasetError, match="does not exist"):
         get_dataset({**conf, "path": str(tmp_path / "missing.npz")})
-    with pytest.raises(DatasetError, match="labels span 0..3; set --dataset.n_classes"):
+    with pytest.raises(DatasetError, match="labels span 0..3 but dataset.n_classes is 2; set --dataset.n_classes"):
         get_dataset({**conf, "path": str(nhwc), "n_classes": 2})
     with pytest.raises(DatasetError, match="set --dataset.channels"):
         get_dataset({**conf, "channels": 1})
@@ -157,3 +157,91 @@ def test_registry_lists_every_documented_dataset():
         "synthetic",
     ):
         assert name in providers.DATASETS
+
+
+NPZ = {**BASE, "name": "npz", "channels": 1, "n_classes": 4, "image_size": 8}
+
+
+def npz_file(tmp_path, name="d.npz", **arrays):
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({}, r"has no array 'x' \(found: no arrays\)"),
+        ({"x": np.zeros((0, 8, 8), np.uint8), "y": np.zeros(0, np.int64)}, r"shape \(0, 1, 8, 8\)"),
+        ({"x": np.array([["a"] * 8] * 8 * 3).reshape(3, 8, 8), "y": np.zeros(3, np.int64)}, "holds <U1; images must"),
+        ({"x": np.zeros((3, 8, 8), np.int32), "y": np.zeros(3, np.int64)}, "holds int32; images must be uint8"),
+        ({"x": np.zeros((3, 8), np.uint8), "y": np.zeros(3, np.int64)}, r"shape \(3, 8\)"),
+        ({"x": np.full((3, 8, 8), np.nan, np.float32), "y": np.zeros(3, np.int64)}, "NaN or infinite"),
+        ({"x": np.zeros((3, 8, 8), np.uint8), "y": np.zeros(2, np.int64)}, r"must be 3 integer labels"),
+        ({"x": np.zeros((3, 8, 8), np.uint8), "y": np.full(3, 0.5)}, r"must be 3 integer labels"),
+        ({"x": np.zeros((3, 8, 8), np.uint8), "y": np.array([0, 1, 9])}, r"labels span 0..9 but dataset.n_classes"),
+        ({"x": np.zeros((3, 8, 8), np.uint8), "y": np.array([-1, 1, 2])}, r"labels span -1..2"),
+    ],
+    ids=["empty", "no-images", "strings", "int32", "ndim", "nan", "short-labels", "float-labels", "label-range", "neg"],
+)
+def test_bad_npz_is_one_dataset_error_naming_the_file(tmp_path, arrays, message):
+    path = npz_file(tmp_path, **arrays)
+    with pytest.raises(DatasetError, match=message) as error:
+        get_dataset({**NPZ, "path": path})
+    assert path in str(error.value) and "\n" not in str(error.value)
+
+
+def test_npz_of_objects_empty_file_and_plain_npy_are_one_line(tmp_path):
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, x=np.array([{"a": 1}] * 3, dtype=object), y=np.zeros(3, np.int64))
+    with pytest.raises(DatasetError, match="objects.npz cannot be read: Object arrays cannot be loaded"):
+        get_dataset({**NPZ, "path": str(objects)})
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(DatasetError, match="empty.npz cannot be read"):
+        get_dataset({**NPZ, "path": str(empty)})
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.zeros((3, 8, 8), np.uint8))
+    with pytest.raises(DatasetError, match="is not an .npz archive"):
+        get_dataset({**NPZ, "path": str(plain)})
+
+
+def test_one_channel_npz_with_null_normalization_gets_constants_from_the_data(tmp_path):
+    """The issue's crash: a valid 1-channel 8x8 npz in toy mode. npz.yaml now leaves mean/std null."""
+    rng = np.random.default_rng(0)
+    path = npz_file(tmp_path, x=rng.integers(0, 255, (40, 8, 8), dtype=np.uint8), y=rng.integers(0, 4, 40))
+    conf = {**NPZ, "path": path, "mean": None, "std": None}
+    weights, _ = search_loaders(conf, LOADER, torch.device("cpu"), seed=0)
+    x, _ = next(iter(weights))
+    assert x.shape[1] == 1 and weights.mean.shape == (1, 1, 1, 1)
+    train, test = eval_loaders(conf, LOADER, torch.device("cpu"), seed=0)
+    assert torch.equal(train.mean, test.mean)  # the test split is normalized with the training constants
+
+
+def test_null_normalization_needs_in_memory_data(tmp_path):
+    from archsearch.data.loaders import normalization
+
+    with pytest.raises(DatasetError, match="--dataset.mean and --dataset.std must be set for image folders"):
+        normalization({**BASE, "mean": None, "std": None}, object())
+
+
+def test_too_few_images_for_the_search_split(tmp_path):
+    path = npz_file(tmp_path, x=np.zeros((2, 8, 8), np.uint8), y=np.zeros(2, np.int64))
+    conf = {**NPZ, "path": path, "test_fraction": 0.5}
+    with pytest.raises(DatasetError, match="cannot be split by train_portion"):
+        search_loaders(conf, LOADER, torch.device("cpu"), seed=0)
+
+
+def test_empty_image_folder_and_too_many_classes(tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+    with pytest.raises(DatasetError, match=r"train has no images in class folders"):
+        get_dataset({**BASE, "name": "image_folder", "path": str(tmp_path)})
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in ("a", "b", "c"):
+            (tmp_path / split / c).mkdir()
+            Image.new("RGB", (4, 4)).save(tmp_path / split / c / "0.png")
+    with pytest.raises(DatasetError, match="has 3 class folders but dataset.n_classes is 2"):
+        get_dataset({**BASE, "name": "image_folder", "path": str(tmp_path), "n_classes": 2})
