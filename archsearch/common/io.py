@@ -40,11 +40,20 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
             os.fsync(f.fileno())
         os.chmod(tmp_name, 0o666 & ~_umask())
         os.replace(tmp_name, path)
+    except OSError as e:
+        _discard(tmp_name)
+        if e.filename is None:  # a failed write() names no file; the user needs to know which one
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        _discard(tmp_name)
         raise
     return path
+
+
+def _discard(tmp_name: str) -> None:
+    if os.path.exists(tmp_name):
+        os.unlink(tmp_name)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -60,6 +69,12 @@ def atomic_write_yaml(path: str | os.PathLike, data: Any) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    import io
+
     import torch
 
-    return _atomic_write(path, lambda f: torch.save(obj, f))
+    # serialize in memory first: torch's zip writer turns a failed write (full disk) into an opaque
+    # RuntimeError, while a plain write() of the bytes raises the OSError that names the cause
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getbuffer())
