@@ -18,26 +18,64 @@ from typing import Any
 
 import yaml
 
+from archsearch import config_schema
 from archsearch.common.errors import ConfigError
 
 INCLUDE_KEY = "__include__"
 COPY_KEY = "_copy"
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+def safe_yaml(text: str, where: str) -> Any:
+    """yaml.safe_load that turns every way a document can be bad into one ConfigError line naming `where`.
+
+    Besides syntax errors and unsafe tags (`!!python/object`), an alias that contains itself
+    (`&a [*a]`) or a document nested too deeply would otherwise surface later as a RecursionError.
+    """
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
+        line = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"config file {path}{where} is not valid YAML: {problem}") from None
+        raise ConfigError(f"{where}{line} is not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply to be a config") from None
+    _check_tree(data, where)
+    return data
+
+
+MAX_NODES = 100_000  # aliases can make a small document expand to billions of nodes when walked
+
+
+def _check_tree(data: Any, where: str) -> None:
+    """Reject YAML alias cycles and alias bombs: the config must be a finite tree."""
+    seen = 0
+
+    def walk(node: Any, ancestors: frozenset[int], depth: int) -> None:
+        nonlocal seen
+        seen += 1
+        if seen > MAX_NODES or depth > 200:
+            raise ConfigError(f"{where} is too large or nested too deeply to be a config (YAML aliases?)")
+        if isinstance(node, (dict, list)):
+            if id(node) in ancestors:
+                raise ConfigError(f"{where}: a YAML alias refers to itself (an alias cycle); write the values out")
+            inner = ancestors | {id(node)}
+            for child in node.values() if isinstance(node, dict) else node:
+                walk(child, inner, depth + 1)
+
+    walk(data, frozenset(), 0)
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    data = safe_yaml(text, f"config file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -56,24 +94,43 @@ def deep_merge(base: dict, top: Mapping) -> dict:
     return merged
 
 
-def load_yaml_with_includes(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict:
+Origins = dict[str, str]  # dotted key -> the file (or --override) that set it last
+
+
+def load_yaml_with_includes(path: str | os.PathLike) -> dict:
     """Load a YAML file, merging its `__include__` files (relative to it) first, depth-first."""
+    return _load_with_origins(path, ())[0]
+
+
+def _leaf_origins(data: Any, source: str, prefix: str = "") -> Origins:
+    origins: Origins = {}
+    if isinstance(data, dict):
+        for k, v in data.items():
+            full = f"{prefix}.{k}" if prefix else str(k)
+            origins[full] = source
+            origins.update(_leaf_origins(v, source, full))
+    return origins
+
+
+def _load_with_origins(path: str | os.PathLike, chain: tuple[Path, ...]) -> tuple[dict, Origins]:
     path = Path(path).expanduser().resolve()
-    if path in _chain:
-        cycle = " -> ".join(str(p) for p in (*_chain, path))
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
         raise ConfigError(f"include cycle: {cycle}")
     data = _read_yaml(path)
     includes = data.pop(INCLUDE_KEY, None)
-    if includes is None:
-        return data
     if isinstance(includes, str):
         includes = [includes]
-    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+    if includes is not None and (not isinstance(includes, list) or not all(isinstance(i, str) for i in includes)):
         raise ConfigError(f"{path}: {INCLUDE_KEY} must be a path or a list of paths")
     merged: dict = {}
-    for include in includes:
-        merged = deep_merge(merged, load_yaml_with_includes(path.parent / include, (*_chain, path)))
-    return deep_merge(merged, data)
+    origins: Origins = {}
+    for include in includes or []:
+        included, included_origins = _load_with_origins(path.parent / include, (*chain, path))
+        merged = deep_merge(merged, included)
+        origins.update(included_origins)
+    origins.update(_leaf_origins(data, str(path)))
+    return deep_merge(merged, data), origins
 
 
 def _lookup(root: dict, abs_path: str, where: str) -> Any:
@@ -123,28 +180,14 @@ def resolve_copies(root: dict) -> dict:
 def parse_override_value(text: str, key: str) -> Any:
     """Parse a command-line value as a YAML scalar or flow collection (`true`, `1e-3`, `[1,2]`, `null`)."""
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"--{key}: cannot parse value {text!r} (use YAML syntax: 3, 1e-3, true, [1,2])") from None
+        value = safe_yaml(text, f"--{key} value {text[:40]!r}")
+    except ConfigError as e:
+        raise ConfigError(f"{e} (use YAML syntax: 3, 1e-3, true, [1,2])") from None
     # YAML 1.1 reads "1e-3" as a string; users mean a float.
     if isinstance(value, str) and any(c in value.lower() for c in ".e"):
         with contextlib.suppress(ValueError):
             value = float(value)
     return value
-
-
-def _type_fits(old: Any, new: Any) -> bool:
-    if old is None or new is None:
-        return True
-    if isinstance(old, bool) or isinstance(new, bool):
-        return isinstance(old, bool) and isinstance(new, bool)
-    if isinstance(old, (int, float)) and isinstance(new, (int, float)):
-        return isinstance(old, float) or isinstance(new, int) or float(new).is_integer()
-    if isinstance(old, (list, tuple)):
-        return isinstance(new, (list, tuple))
-    if isinstance(old, dict):
-        return isinstance(new, dict)
-    return isinstance(new, type(old))
 
 
 def _all_keys(node: Any, prefix: str = "") -> list[str]:
@@ -160,8 +203,9 @@ def _all_keys(node: Any, prefix: str = "") -> list[str]:
 def apply_override(root: dict, dotted_key: str, raw_value: str) -> None:
     """Set `a.b.c` in the unresolved tree `root` to the parsed value.
 
-    The key must exist in the resolved config and the type must fit its value there. The value is set
-    before `_copy` is resolved (Archai's order), so overriding `nas.search.loader.batch_size` also
+    The key must exist in the resolved config and the value must fit the key's declared type and range
+    (config_schema), so `--common.num_threads 2` works although the shipped value is null. The value is
+    set before `_copy` is resolved (Archai's order), so overriding `nas.search.loader.batch_size` also
     reaches a section that copies it, and a key that exists only through a copy can be overridden.
     """
     resolved = resolve_copies(root)
@@ -175,16 +219,18 @@ def apply_override(root: dict, dotted_key: str, raw_value: str) -> None:
             raise ConfigError(f"--{dotted_key}: no key {part!r} under {where}{hint}")
         node = node[part]
     value = parse_override_value(raw_value, dotted_key)
-    if not _type_fits(node, value):
-        raise ConfigError(
-            f"--{dotted_key}: value {raw_value!r} is a {type(value).__name__}, "
-            f"but this key holds a {type(node).__name__} (current value {node!r})"
-        )
-    if isinstance(node, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+    declared = config_schema.key_schema(dotted_key)
+    if declared is not None:
+        fits, value = declared.check(value)
+        if not fits:
+            raise ConfigError(f"--{dotted_key}: {raw_value!r} is not allowed ({declared.allowed()})")
+    elif isinstance(node, dict) and not isinstance(value, dict):
+        raise ConfigError(f"--{dotted_key}: {raw_value!r} is not allowed (this is a section: a mapping like {{a: 1}})")
     target = root
     for part in parts[:-1]:
-        target = target.setdefault(part, {})
+        if not isinstance(target.get(part), dict):
+            target[part] = {}
+        target = target[part]
     target[parts[-1]] = value
 
 
@@ -235,17 +281,50 @@ def choice(conf: Mapping, key: str, valid: Sequence[str]) -> Any:
     return value
 
 
+def _source_path(root: dict, parts: list[str]) -> str:
+    """Where resolved key `parts` was written in the unresolved tree, following `_copy` targets."""
+    node: Any = root
+    for i, part in enumerate(parts):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(node.get(COPY_KEY), str):
+            target = [p for p in node[COPY_KEY].strip("/").split("/") if p]
+            return _source_path(root, target + parts[i:])
+        else:
+            break
+    return ".".join(parts)
+
+
 def load_config(
     files: Sequence[str | os.PathLike],
     overrides: Sequence[tuple[str, str]] = (),
 ) -> Config:
-    """Merge `files` in order (each with its includes), resolve `_copy`, then apply overrides."""
+    """Merge `files` in order (each with its includes), apply overrides, resolve `_copy`, then validate
+    the whole result against config_schema: the first problem is one ConfigError line naming the key,
+    the file or override it came from, the value and what is allowed."""
     merged: dict = {}
+    origins: Origins = {}
     for f in files:
-        merged = deep_merge(merged, load_yaml_with_includes(f))
+        data, file_origins = _load_with_origins(f, ())
+        merged = deep_merge(merged, data)
+        origins.update(file_origins)
     for key, value in overrides:
         apply_override(merged, key, value)
-    return Config(resolve_copies(merged))
+        origins[key] = f"--{key}"
+        origins.update({k: f"--{key}" for k in _all_keys(_get(merged, key), key)})
+    resolved = resolve_copies(merged)
+
+    def origin(dotted: str) -> str | None:
+        return origins.get(_source_path(merged, dotted.split(".")))
+
+    return Config(config_schema.validate(resolved, origin))
+
+
+def _get(root: dict, dotted: str) -> Any:
+    node: Any = root
+    for part in dotted.split("."):
+        node = node[part]
+    return node
 
 
 def to_yaml(conf: Config) -> str:
