@@ -17,6 +17,7 @@ from archsearch.algos.enas.controller import Controller
 from archsearch.algos.user_model import DartsSupernet, EnasChildren, UserModelArch, UserModelRef
 from archsearch.algos.user_model.random import sample_new
 from archsearch.common.errors import ArchitectureError, UserError
+from archsearch.nas.load import CodeAllowed
 from archsearch.spaces.mutables import InputChoice, LayerChoice, MutableSpace
 from examples.mnist_space import Net
 
@@ -167,7 +168,7 @@ def test_final_arch_json_rebuilds_the_fixed_model(tmp_path):
     path = arch.save(tmp_path / "final_arch.json")
     loaded = UserModelArch.load(path)
     assert loaded == arch
-    model = loaded.build_fixed()
+    model = loaded.build_fixed(CodeAllowed(ref.path))
     assert model.conv1.kernel_size == (5, 5) and model.conv1.out_channels == 8
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
     bare = tmp_path / "choices.json"
