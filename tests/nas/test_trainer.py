@@ -1,10 +1,13 @@
 """The shared training loop: hooks, divergence handling, checkpoints, CUDA-only switches."""
 
+import hashlib
+import shutil
+
 import pytest
 import torch
 from torch import nn
 
-from archsearch.common.checkpoint import load_checkpoint
+from archsearch.common.checkpoint import CheckpointError, checksum_path, load_checkpoint, save_checkpoint
 from archsearch.common.errors import TrainingDiverged
 from archsearch.common.logging import RunLog
 from archsearch.nas.trainer import Trainer
@@ -116,3 +119,77 @@ def test_checkpoint_resume_continues_where_it_stopped(tmp_path):
     assert resumed.epoch == 3 and len(resumed.history) == 3
     for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_nan_in_epoch_1_names_no_checkpoint_and_says_how_to_retry(tmp_path):
+    checkpoint = tmp_path / "checkpoint.pt"
+    trainer = Trainer(CONF, BlowsUp(after=0), RunLog(None, verbose=False), torch.device("cpu"), "search", checkpoint)
+    with pytest.raises(TrainingDiverged) as err:
+        trainer.fit(batches(4))
+    message = str(err.value)
+    assert "in epoch 1" in message and "checkpoint" not in message and not checkpoint.exists()
+    assert "optimizer.lr" in message and "rerun without --common.resume true" in message
+
+
+def _one_epoch_checkpoint(tmp_path, model: nn.Module):
+    checkpoint = tmp_path / "checkpoint.pt"
+    Trainer({**CONF, "epochs": 1}, model, RunLog(None, verbose=False), torch.device("cpu"), "eval", checkpoint).fit(
+        batches(2)
+    )
+    return checkpoint
+
+
+def _resume(checkpoint, model: nn.Module) -> None:
+    Trainer(CONF, model, RunLog(None, verbose=False), torch.device("cpu"), "eval", checkpoint).fit(
+        batches(2), resume=True
+    )
+
+
+def _assert_one_line(err, *fragments: str) -> None:
+    message = str(err.value)
+    assert "\n" not in message and all(f in message for f in fragments), message
+
+
+def test_a_checkpoint_of_another_model_shape_is_one_line(tmp_path):
+    checkpoint = _one_epoch_checkpoint(tmp_path, nn.Linear(5, 3))
+    with pytest.raises(CheckpointError) as err:
+        _resume(checkpoint, nn.Sequential(nn.Linear(5, 3)))
+    _assert_one_line(err, f"{checkpoint}: does not fit this eval model")
+
+
+def test_a_checkpoint_without_its_checksum_or_replaced_is_one_line(tmp_path):
+    checkpoint = _one_epoch_checkpoint(tmp_path, nn.Linear(5, 3))
+    shutil.copy(checkpoint, tmp_path / "saved.pt")
+    save_checkpoint({"model": {}}, tmp_path / "other.pt")
+    shutil.copy(tmp_path / "other.pt", checkpoint)  # another file in its place: the checksum does not match
+    with pytest.raises(CheckpointError) as err:
+        _resume(checkpoint, nn.Linear(5, 3))
+    _assert_one_line(err, f"{checkpoint}: checksum mismatch")
+    checksum_path(checkpoint).unlink()
+    with pytest.raises(CheckpointError) as err:
+        _resume(checkpoint, nn.Linear(5, 3))
+    _assert_one_line(err, f"{checkpoint}: no checksum file")
+
+
+def test_a_kill_between_checkpoint_and_checksum_writes_still_verifies(tmp_path):
+    path = tmp_path / "state.pt"
+    save_checkpoint({"x": torch.zeros(1)}, path)
+    old = path.read_bytes()
+    save_checkpoint({"x": torch.ones(1)}, path)
+    # killed after the checksum file listed the new and old digests, before the new file replaced the old
+    new_digest = checksum_path(path).read_text().split()[0]
+    path.write_bytes(old)
+    checksum_path(path).write_text(f"{new_digest}\n{hashlib.sha256(old).hexdigest()}\n")
+    assert torch.equal(load_checkpoint(path, require_checksum=True)["x"], torch.zeros(1))
+
+
+def test_a_malicious_pickle_is_one_line_and_runs_nothing(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('ran code')",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Boom()}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    _assert_one_line(err, f"{path}: checkpoint cannot be read")
