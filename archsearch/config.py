@@ -19,13 +19,13 @@ from typing import Any
 import yaml
 
 from archsearch import config_schema
-from archsearch.common.errors import ConfigError
+from archsearch.common.errors import ConfigError, UserError
 
 INCLUDE_KEY = "__include__"
 COPY_KEY = "_copy"
 
 
-def safe_yaml(text: str, where: str) -> Any:
+def safe_yaml(text: str, where: str, error: type[UserError] = ConfigError) -> Any:
     """yaml.safe_load that turns every way a document can be bad into one ConfigError line naming `where`.
 
     Besides syntax errors and unsafe tags (`!!python/object`), an alias that contains itself
@@ -36,18 +36,20 @@ def safe_yaml(text: str, where: str) -> Any:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{where}{line} is not valid YAML: {problem}") from None
+        problem = getattr(e, "problem", None) or str(e)
+        raise error(
+            f"{where}{line} is not valid YAML: {problem.splitlines()[0] if problem else type(e).__name__}"
+        ) from None
     except RecursionError:
-        raise ConfigError(f"{where} is nested too deeply to be a config") from None
-    _check_tree(data, where)
+        raise error(f"{where} is nested too deeply") from None
+    _check_tree(data, where, error)
     return data
 
 
 MAX_NODES = 100_000  # aliases can make a small document expand to billions of nodes when walked
 
 
-def _check_tree(data: Any, where: str) -> None:
+def _check_tree(data: Any, where: str, error: type[UserError]) -> None:
     """Reject YAML alias cycles and alias bombs: the config must be a finite tree."""
     seen = 0
 
@@ -55,10 +57,10 @@ def _check_tree(data: Any, where: str) -> None:
         nonlocal seen
         seen += 1
         if seen > MAX_NODES or depth > 200:
-            raise ConfigError(f"{where} is too large or nested too deeply to be a config (YAML aliases?)")
+            raise error(f"{where} is too large or nested too deeply (YAML aliases?)")
         if isinstance(node, (dict, list)):
             if id(node) in ancestors:
-                raise ConfigError(f"{where}: a YAML alias refers to itself (an alias cycle); write the values out")
+                raise error(f"{where}: a YAML alias refers to itself (an alias cycle); write the values out")
             inner = ancestors | {id(node)}
             for child in node.values() if isinstance(node, dict) else node:
                 walk(child, inner, depth + 1)

@@ -97,6 +97,8 @@ def format_genotype(g: Genotype) -> str:
 
 def parse_genotype(text: str) -> Genotype:
     """Parse the paper's notation (or a name in NAMED_GENOTYPES) without eval()."""
+    if not isinstance(text, str):
+        raise ArchitectureError(f"genotype must be a string, got {text!r:.60}")
     text = text.strip()
     if text in NAMED_GENOTYPES:
         return NAMED_GENOTYPES[text]
@@ -106,24 +108,15 @@ def parse_genotype(text: str) -> Genotype:
     )
     try:
         call = ast.parse(text, mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: a NUL byte
         raise ArchitectureError(f"genotype {text[:60]!r} is not valid syntax; {hint}") from None
     if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Genotype" and not call.args):
         raise ArchitectureError(f"genotype {text[:60]!r} must be Genotype(...) with keyword fields; {hint}")
     fields = {}
     for kw in call.keywords:
-        value = kw.value
-        # the original code writes concat as range(2, 6)
-        if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "range":
-            try:
-                fields[kw.arg] = list(range(*[ast.literal_eval(a) for a in value.args]))
-            except (ValueError, TypeError):
-                raise ArchitectureError(f"genotype field {kw.arg}: bad range(...)") from None
-            continue
-        try:
-            fields[kw.arg] = ast.literal_eval(value)
-        except ValueError:
-            raise ArchitectureError(f"genotype field {kw.arg} must be a literal list") from None
+        if kw.arg is None:
+            raise ArchitectureError(f"genotype {text[:60]!r}: write every field as name=value, not **mapping; {hint}")
+        fields[kw.arg] = _literal_field(kw.arg, kw.value)
     missing = [f for f in Genotype._fields if f not in fields]
     extra = [f for f in fields if f not in Genotype._fields]
     if missing or extra:
@@ -131,19 +124,46 @@ def parse_genotype(text: str) -> Genotype:
     for name in ("normal", "reduce"):
         edges = fields[name]
         ok = isinstance(edges, (list, tuple)) and all(
-            isinstance(e, (list, tuple)) and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], int)
-            for e in edges
+            isinstance(e, (list, tuple)) and len(e) == 2 and isinstance(e[0], str) and _is_int(e[1]) for e in edges
         )
-        if not ok or len(edges) % 2:
-            raise ArchitectureError(f"genotype field {name} must be an even-length list of ('op', input_id) pairs")
+        if not ok or not edges or len(edges) % 2:
+            raise ArchitectureError(
+                f"genotype field {name} must be a non-empty, even-length list of ('op', input_id) pairs"
+            )
         fields[name] = [tuple(e) for e in edges]
     for name in ("normal_concat", "reduce_concat"):
-        if not all(isinstance(i, int) for i in fields[name]):
-            raise ArchitectureError(f"genotype field {name} must be a list of ints")
-        fields[name] = list(fields[name])
+        concat = fields[name]
+        if not isinstance(concat, (list, tuple)) or not concat or not all(_is_int(i) for i in concat):
+            raise ArchitectureError(f"genotype field {name} must be a non-empty list of state ids, got {concat!r:.60}")
+        fields[name] = list(concat)
     genotype = Genotype(**fields)
     genotype_to_templates(genotype)  # validates ids and op names
     return genotype
+
+
+MAX_FIELD_ITEMS = 1000  # far above any real cell; keeps range(10**12) from allocating the machine away
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is not state 1
+
+
+def _literal_field(name: str, value: ast.expr) -> object:
+    """A field's value: a Python literal, or range(...) as the original code writes concat lists."""
+    try:
+        if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "range" and not value.keywords:
+            bounds = [ast.literal_eval(a) for a in value.args]
+            if not 1 <= len(bounds) <= 3 or not all(_is_int(b) for b in bounds):
+                raise ValueError
+            items = range(*bounds)
+            if len(items) > MAX_FIELD_ITEMS:
+                raise ArchitectureError(f"genotype field {name}: {ast.unparse(value)[:40]} is far too long")
+            return list(items)
+        return ast.literal_eval(value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise ArchitectureError(
+            f"genotype field {name} must be a literal list or range(a, b), got {ast.unparse(value)[:60]!r}"
+        ) from None
 
 
 def genotype_to_templates(g: Genotype) -> dict[str, CellTemplate]:

@@ -22,6 +22,7 @@ import yaml
 
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
+from archsearch.config import safe_yaml
 
 CELL_TYPES = ("regular", "reduction")
 
@@ -121,21 +122,18 @@ class ModelDesc:
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "model desc") -> ModelDesc:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ArchitectureError(f"{source}{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
+        data = safe_yaml(text, source, ArchitectureError)
         return cls.from_dict(data, source)
 
     @classmethod
     def load(cls, path: str | Path) -> ModelDesc:
         path = Path(path).expanduser()
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ArchitectureError(f"model desc file {path} does not exist") from None
+        except UnicodeDecodeError as e:
+            raise ArchitectureError(f"model desc file {path} is not UTF-8 text (byte {e.start})") from None
         except OSError as e:
             raise ArchitectureError(f"cannot read model desc file {path}: {e.strerror}") from None
         return cls.from_yaml(text, str(path))
@@ -238,9 +236,9 @@ def _build(tp: Any, value: Any, where: str, source: str) -> Any:
             fail(f"expected a mapping for {tp.__name__}, got {type(value).__name__}")
         hints = typing.get_type_hints(tp)
         fields = {f.name: f for f in dataclasses.fields(tp)}
-        unknown = sorted(set(value) - set(fields))
+        unknown = sorted(set(value) - set(fields), key=str)
         if unknown:
-            fail(f"unknown field(s) {', '.join(map(str, unknown))}; valid: {', '.join(fields)}")
+            fail(f"unknown field(s) {', '.join(map(repr, unknown))}; valid: {', '.join(fields)}")
         kwargs = {}
         for name, f in fields.items():
             if name not in value:

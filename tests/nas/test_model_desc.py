@@ -48,7 +48,7 @@ def corrupt(desc: ModelDesc, edit) -> str:
             r"cells\[3\]\.stems\[0\]\.ch_in: is 5 but state -2 has",
         ),
         (lambda d: d.pop("logits_op"), r"top level: missing field 'logits_op'"),
-        (lambda d: d["cells"][0].update(colour="red"), r"cells\[0\]: unknown field\(s\) colour"),
+        (lambda d: d["cells"][0].update(colour="red"), r"cells\[0\]: unknown field\(s\) 'colour'"),
         (lambda d: d["cells"][0].update(cell_type="normal"), r"cells\[0\]\.cell_type: 'normal' is not one of"),
         (lambda d: d["logits_op"]["conv"].update(ch_out=11), r"logits_op\.ch_out: is 11, expected n_classes=10"),
         (lambda d: d["cells"][0].update(concat=[9]), r"cells\[0\]\.concat\[0\]: 9 must be in 0\.\.5"),

@@ -14,6 +14,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,10 @@ def json_to_graph(json_model: str | bytes | Mapping[str, Any]) -> Graph:
             raise _fail(
                 f"not valid JSON (line {err.lineno} column {err.colno}: {err.msg}); check the document is complete"
             ) from None
+        except UnicodeDecodeError as err:
+            raise _fail(f"not UTF-8 text (byte {err.start}); save the document as UTF-8 JSON") from None
+        except RecursionError:
+            raise _fail("nested too deeply to be a graph document") from None
     else:
         data = json_model
     if not isinstance(data, Mapping):
@@ -116,6 +121,20 @@ def json_to_graph(json_model: str | bytes | Mapping[str, Any]) -> Graph:
     if missing:
         raise _fail(f"missing key {missing[0]!r}; an NNI graph document needs {', '.join(REQUIRED_KEYS)}")
     return _Loader(data).load()
+
+
+def load_graph_file(path: str | os.PathLike) -> Graph:
+    """`json_to_graph` of a file, with a missing, unreadable or non-UTF-8 file as one line naming it."""
+    try:
+        raw = Path(path).read_bytes()  # bytes, so a non-UTF-8 file is reported, not raised
+    except FileNotFoundError:
+        raise ArchitectureError(f"IR JSON file {path} does not exist") from None
+    except OSError as e:
+        raise ArchitectureError(f"cannot read IR JSON file {path}: {e.strerror}") from None
+    try:
+        return json_to_graph(raw)
+    except ArchitectureError as e:
+        raise ArchitectureError(f"{path}: {e}") from None
 
 
 class _Loader:
