@@ -26,7 +26,7 @@ from archsearch.common.logging import RunLog, plain
 from archsearch.config import Config, load_config, to_yaml
 from archsearch.data.providers import DATASETS
 from archsearch.nas.context import RunContext
-from archsearch.nas.exp_runner import RUNNERS, select_runner
+from archsearch.nas.exp_runner import RUNNERS, in_experiment, select_runner
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PHASES = ("both", "search", "eval")
@@ -198,7 +198,12 @@ def run_phases(runner, ctx: RunContext, phases: str = "both") -> dict[str, Any]:
         summary["eval"] = evaluation.metrics
         summary["model"] = evaluation.model_path
     summary["wall_time_s"] = round(time.time() - start, 1)
-    atomic_write_yaml(ctx.out_dir / "summary.yaml", plain(summary))
+    # on disk, paths are relative to the experiment folder (the file's own), so a copied folder stays whole
+    stored = {k: v for k, v in summary.items() if k != "output_dir"}
+    for key in ("final_arch", "model"):
+        if stored.get(key) is not None:
+            stored[key] = in_experiment(ctx.out_dir, stored[key])
+    atomic_write_yaml(ctx.out_dir / "summary.yaml", plain(stored))
     return summary
 
 

@@ -116,7 +116,6 @@ def run_child(setup: dict[str, Any]) -> dict[str, Any]:
     data = [(x.to(device), y.to(device)) for x, y in data]
     train, arch = data[:n_batches], data[n_batches:]
     trainer.model.train()
-    trainer.pre_fit(None, None)
     trainer.pre_epoch(0, None, arch)
     cuda = device.type == "cuda"
 

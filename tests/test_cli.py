@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,6 +109,7 @@ def test_random_search_then_eval_writes_every_output(cli, tiny):
     assert [r["epoch"] for r in records if r["event"] == "eval_epoch"] == [1, 2]
     summary = yaml.safe_load((out / "summary.yaml").read_text())
     assert summary["eval"]["params"] > 0 and 0 <= summary["eval"]["test_top1"] <= 1
+    assert summary["model"] == "eval/model.pt" and not Path(summary["final_arch"]).is_absolute()
     assert str(out) in proc.stdout and "test accuracy" in proc.stdout
     state = torch.load(out / "eval" / "model.pt", weights_only=True)
     assert state["arch_format"] == "model_desc" and state["state_dict"]

@@ -30,17 +30,18 @@ MANUAL = ("--algos", "manual", "--datasets", "synthetic")
 
 
 @pytest.mark.parametrize(
-    "args, fragment",
+    "args",
     [
-        (["--exp-prefix", "../../x"], "--exp-prefix '../../x'"),
-        (["--common.experiment_name", "/tmp/elsewhere"], "common.experiment_name '/tmp/elsewhere'"),
-        (["--common.experiment_name", "a/../../b"], "common.experiment_name 'a/../../b'"),
-        (["--common.experiment_name", ".."], "common.experiment_name '..'"),
+        ["--exp-prefix", "../../x"],
+        ["--exp-prefix", "a/b"],
+        ["--common.experiment_name", "/tmp/elsewhere"],
+        ["--common.experiment_name", "a/../../b"],
+        ["--common.experiment_name", ".."],
     ],
 )
-def test_experiment_names_stay_inside_the_logdir(cli, tiny, tmp_path, args, fragment):
+def test_experiment_names_stay_inside_the_logdir(cli, tiny, tmp_path, args):
     proc = cli(*MANUAL, "--config", tiny, *args)
-    assert_user_error(proc, fragment, "plain folder name")
+    assert_user_error(proc, args[0].lstrip("-"), repr(args[1]), "folder name")
     assert not (tmp_path / "x").exists() and not Path("/tmp/elsewhere").exists()
     assert not cli.logdir.exists() or not any(cli.logdir.rglob("config.yaml"))
 

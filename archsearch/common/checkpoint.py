@@ -16,16 +16,12 @@ from typing import Any
 
 import torch
 
-from archsearch.common.errors import UserError
+from archsearch.common.errors import CheckpointError
 from archsearch.common.io import atomic_write_bytes, atomic_write_text
 
 # Test-only fault injection: the process kills itself (SIGKILL, like the OOM killer or a lost node) when it
 # reaches the named point, e.g. ARCHSEARCH_TEST_KILL_AT="search:epoch:1" right after search's epoch-1 checkpoint.
 KILL_AT_ENV = "ARCHSEARCH_TEST_KILL_AT"
-
-
-class CheckpointError(UserError):
-    """A checkpoint or weights file is missing, corrupt or of another kind; the message starts with its path."""
 
 
 def fault_point(name: str) -> None:

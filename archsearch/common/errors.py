@@ -21,5 +21,9 @@ class ArchitectureError(UserError):
     """An architecture file or string (desc YAML, IR JSON, genotype, arc sequence) is malformed."""
 
 
+class CheckpointError(UserError):
+    """A checkpoint or weights file is missing, corrupt or of another kind; the message starts with its path."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is kept."""

@@ -7,6 +7,7 @@ framework never imports an algorithm; the CLI imports `archsearch.algos`, which 
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -69,6 +70,7 @@ class ExperimentRunner:
 
     def build_eval_model(self, final_arch: Path, eval_dir: Path | None) -> BuiltModel:
         """Scale the found ModelDesc to the eval size (a pure desc -> desc function) and compile it."""
+        refuse_foreign_architecture(final_arch)
         found = ModelDesc.load(final_arch)
         desc = self.model_desc_builder(self.conf_eval["model_desc"]).scale(found)
         if eval_dir is not None:
@@ -149,6 +151,22 @@ class ExperimentRunner:
             report["eval_model_params"] = count_params(built.model)
             report["eval_model_macs"] = count_macs(built.model, shape)
         return report
+
+
+def refuse_foreign_architecture(path: Path) -> None:
+    """A one-line error when `path` is a JSON architecture of another kind than a ModelDesc (a user model's
+    final_arch.json, a morphism graph), instead of a ModelDesc parser's complaint about unknown fields."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # not JSON: the ModelDesc loader reports what is wrong with it
+    if isinstance(data, dict) and data.get("format") == "user_model_json" and isinstance(data.get("model"), str):
+        raise ArchitectureError(
+            f"{path} is an architecture of user model {data['model']!r}; evaluate it with "
+            f"--nas.search.space.model {data['model']} if you trust that code"
+        )
+    if isinstance(data, dict) and {"layer_id_to_input_node_ids", "operation_history"} <= set(data):
+        raise ArchitectureError(f"{path} is a network-morphism graph; evaluate it with --algos morphism")
 
 
 def in_experiment(out_dir: Path, path: Path | str) -> str:
