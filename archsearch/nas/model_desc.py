@@ -145,33 +145,57 @@ class ModelDesc:
         def fail(where: str, message: str) -> typing.NoReturn:
             raise ArchitectureError(f"{source}: {where}: {message}")
 
-        from archsearch.nas.ops import OPS  # late import: ops import this module
+        from archsearch.nas.ops import OP_DOWNSAMPLE, OP_PARAMS, OPS  # late import: ops import this module
 
         def check_op(op: OpDesc, where: str) -> None:
             if op.name not in OPS:
                 fail(f"{where}.name", OPS.unknown_message(op.name))
             if op.ch_in <= 0 or op.ch_out <= 0 or op.stride <= 0:
                 fail(where, "ch_in, ch_out and stride must be positive")
+            unknown = sorted(set(op.params) - OP_PARAMS.get(op.name, set(op.params)), key=str)
+            if unknown:
+                takes = ", ".join(sorted(OP_PARAMS[op.name])) or "none"
+                fail(f"{where}.params", f"unknown param(s) {', '.join(map(repr, unknown))}; {op.name} takes {takes}")
+
+        def scaled(scale: int | None, op: OpDesc) -> int | None:
+            """The downsampling factor after `op` (None once an op of unknown downsampling was applied)."""
+            factor = OP_DOWNSAMPLE.get(op.name)
+            return None if scale is None or factor is None else scale * factor(op)
+
+        def agree(scales: list[int | None], where: str, what: str) -> int | None:
+            """The common factor of maps that are summed or concatenated; they must be the same size."""
+            known = [s for s in scales if s is not None]
+            if any(s != known[0] for s in known):
+                fail(
+                    where,
+                    f"{what} are downsampled {', '.join(f'{s}x' if s else '?' for s in scales)}: mismatched strides",
+                )
+            return known[0] if known and len(known) == len(scales) else None
 
         if not self.stems:
             fail("stems", "a model needs at least one stem op")
-        channels = self.ch_in
+        channels, scale = self.ch_in, 1
+        stem_scales = []
         for i, stem in enumerate(self.stems):
             check_op(stem, f"stems[{i}]")
             if stem.ch_in != channels:
                 fail(f"stems[{i}].ch_in", f"is {stem.ch_in} but its input has {channels} channels")
-            channels = stem.ch_out
+            channels, scale = stem.ch_out, scaled(scale, stem)
+            stem_scales.append(scale)
         states = [self.stems[-2].ch_out if len(self.stems) > 1 else channels, channels]
+        scales = [stem_scales[-2] if len(self.stems) > 1 else scale, scale]  # each model state's downsampling
         for ci, cell in enumerate(self.cells):
             w = f"cells[{ci}]"
             if cell.cell_type not in CELL_TYPES:
                 fail(f"{w}.cell_type", f"{cell.cell_type!r} is not one of {', '.join(CELL_TYPES)}")
             if len(cell.input_states) != len(cell.stems) or not cell.stems:
                 fail(f"{w}.input_states", "needs one entry per cell stem (and at least one)")
+            cell_scales: list[int | None] = []  # the downsampling of each state inside the cell
             for k, (rel, stem) in enumerate(zip(cell.input_states, cell.stems)):
                 if not -len(states) <= rel < 0:
                     fail(f"{w}.input_states[{k}]", f"{rel} must be in -{len(states)}..-1")
                 check_op(stem, f"{w}.stems[{k}]")
+                cell_scales.append(scaled(scales[rel], stem))
                 if stem.ch_in != states[rel]:
                     fail(f"{w}.stems[{k}].ch_in", f"is {stem.ch_in} but state {rel} has {states[rel]} channels")
                 if stem.ch_out != cell.c_node:
@@ -187,6 +211,8 @@ class ModelDesc:
                     check_op(edge.op, f"{we}.op")
                     if (edge.op.ch_in, edge.op.ch_out) != (cell.c_node, cell.c_node):
                         fail(f"{we}.op", f"channels {edge.op.ch_in}->{edge.op.ch_out}, expected c_node={cell.c_node}")
+                edge_scales = [scaled(cell_scales[e.input_id], e.op) for e in node.edges]
+                cell_scales.append(agree(edge_scales, f"{w}.nodes[{ni}].edges", "the maps its edges sum"))
                 n_states += 1
             if not cell.concat:
                 fail(f"{w}.concat", "must name at least one state")
@@ -194,6 +220,7 @@ class ModelDesc:
                 if not 0 <= sid < n_states:
                     fail(f"{w}.concat[{k}]", f"{sid} must be in 0..{n_states - 1}")
             states.append(cell.c_out)
+            scales.append(agree([cell_scales[i] for i in cell.concat], f"{w}.concat", "the states it joins"))
         check_op(self.pool_op, "pool_op")
         check_op(self.logits_op, "logits_op")
         if self.pool_op.ch_in != states[-1]:

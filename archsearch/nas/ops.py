@@ -36,6 +36,20 @@ def build_op(desc: OpDesc) -> nn.Module:
     return OPS.get(desc.name)(desc)
 
 
+# What ModelDesc.validate may check about an op beyond its name and channels: the `params` keys it reads,
+# and how many times smaller its output map is than its input (DARTS' skip_connect and factorized_reduce
+# halve whatever their stride says). Ops an algorithm registers without declaring them are not checked
+# past these two points, so a desc using them is never refused for what the framework cannot know.
+OP_PARAMS: dict[str, frozenset[str]] = {}
+OP_DOWNSAMPLE: dict[str, Callable[[OpDesc], int]] = {}
+
+
+def declare_op(name: str, params: tuple[str, ...] = (), downsample: Callable[[OpDesc], int] | None = None) -> None:
+    """Declare op `name`'s accepted params and its downsampling (default: its stride)."""
+    OP_PARAMS[name] = frozenset(params)
+    OP_DOWNSAMPLE[name] = downsample or (lambda d: d.stride)
+
+
 class ReLUConvBN(nn.Sequential):
     def __init__(self, ch_in: int, ch_out: int, kernel: int, stride: int, padding: int, affine: bool) -> None:
         super().__init__(
@@ -143,6 +157,10 @@ def _register_darts_ops() -> None:
     OPS.add("stem_conv3x3", lambda d: StemConv(d.ch_in, d.ch_out, d.stride))
     OPS.add("global_avg_pool", lambda d: (_same_channels(d), GlobalAvgPool())[1])
     OPS.add("linear", lambda d: nn.Linear(d.ch_in, d.ch_out))
+    for name in OPS.names():
+        declare_op(name)
+    declare_op("skip_connect", downsample=lambda d: 1 if d.stride == 1 and d.ch_in == d.ch_out else 2)
+    declare_op("factorized_reduce", downsample=lambda d: 2)
 
 
 def _pool(desc: OpDesc, pool: nn.Module) -> nn.Module:

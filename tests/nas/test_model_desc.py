@@ -52,6 +52,25 @@ def corrupt(desc: ModelDesc, edit) -> str:
         (lambda d: d["cells"][0].update(cell_type="normal"), r"cells\[0\]\.cell_type: 'normal' is not one of"),
         (lambda d: d["logits_op"]["conv"].update(ch_out=11), r"logits_op\.ch_out: is 11, expected n_classes=10"),
         (lambda d: d["cells"][0].update(concat=[9]), r"cells\[0\]\.concat\[0\]: 9 must be in 0\.\.5"),
+        (  # the crash: a stride that makes one edge's map smaller than its node's other edge
+            lambda d: d["cells"][0]["nodes"][0]["edges"][0]["op"].update(stride=2),
+            r"cells\[0\]\.nodes\[0\]\.edges: the maps its edges sum are downsampled 2x, 1x: mismatched strides",
+        ),
+        (
+            lambda d: d["cells"][1]["nodes"][0]["edges"][1]["op"].update(stride=1),
+            r"cells\[1\]\.nodes\[0\]\.edges: .* downsampled 2x, 1x",
+        ),
+        (
+            lambda d: d["cells"][1].update(concat=[0, 2]),
+            r"cells\[1\]\.concat: the states it joins are downsampled 1x, 2x",
+        ),
+        (
+            lambda d: d["cells"][0]["nodes"][0]["edges"][0]["op"].update(params={"kernel": 5}),
+            r"cells\[0\]\.nodes\[0\]\.edges\[0\]\.op\.params: unknown param\(s\) 'kernel'; sep_conv_3x3 takes none",
+        ),
+        (lambda d: d["cells"][0]["nodes"][0]["edges"][0]["op"].update(params=[1]), r"op\.params: expected a mapping"),
+        (lambda d: d.update(stems="x"), r"stems: expected a list, got str"),
+        (lambda d: d["pool_op"].update(stride=True), r"pool_op\.stride: expected an int, got True"),
     ],
 )
 def test_validation_names_the_bad_field(edit, message):
@@ -79,3 +98,43 @@ def test_scaling_is_pure_and_keeps_the_cells():
         "regular"
     ].nodes
     assert big.meta == {"x": 1}
+
+
+def test_non_utf8_and_self_referencing_desc_files(tmp_path):
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(darts_desc().to_yaml().replace("meta:", "# caf\xe9\nmeta:").encode("latin-1"))
+    with pytest.raises(ArchitectureError, match=f"{latin} is not UTF-8"):
+        ModelDesc.load(latin)
+    with pytest.raises(ArchitectureError, match="alias cycle"):
+        ModelDesc.from_yaml("&a {stems: *a}", "d.yaml")
+    with pytest.raises(ArchitectureError, match="not valid YAML"):
+        ModelDesc.from_yaml("!!python/object/apply:os.system [echo]", "d.yaml")
+
+
+def genotype(normal_input="1", normal_concat="[2]", reduce_concat="[2]") -> str:
+    edges = "[('skip_connect', 0), ('skip_connect', {})]"
+    return (
+        f"Genotype(normal={edges.format(normal_input)}, normal_concat={normal_concat}, "
+        f"reduce={edges.format(1)}, reduce_concat={reduce_concat})"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (genotype(normal_concat="5"), "normal_concat must be a non-empty list"),  # the case
+        (genotype(normal_input="5"), "input 5 must be in 0..1"),
+        (genotype(reduce_concat="[7]"), "reduction_concat: 7 must be in 0..2"),
+        (genotype(normal_input="True"), "even-length list of"),
+        (genotype(normal_concat="range(0, 10**12)"), "must be a literal list or range"),
+        (genotype(normal_concat="range(0, 1000000000000)"), "far too long"),
+        ("Genotype(**fields)", "not **mapping"),
+        ("Genotype(normal={[]: 1}, normal_concat=[], reduce=[], reduce_concat=[])", "must be a literal list"),
+        ("Genotype(\x00)", "not valid syntax"),
+    ],
+)
+def test_bad_genotypes_are_one_architecture_error(text, message):
+    from archsearch.nas.genotype import parse_genotype
+
+    with pytest.raises(ArchitectureError, match=message.replace("(", r"\(").replace("*", r"\*")):
+        parse_genotype(text)
