@@ -225,7 +225,7 @@ def apply_override(root: dict, dotted_key: str, raw_value: str) -> None:
     if declared is not None:
         fits, value = declared.check(value)
         if not fits:
-            raise ConfigError(f"--{dotted_key}: {raw_value!r} is not allowed ({declared.allowed()})")
+            raise ConfigError(f"--{dotted_key}: {declared.refusal(raw_value)}")
     elif isinstance(node, dict) and not isinstance(value, dict):
         raise ConfigError(f"--{dotted_key}: {raw_value!r} is not allowed (this is a section: a mapping like {{a: 1}})")
     target = root

@@ -74,6 +74,12 @@ class Value:
             words += "".join(f" {op} {_bound_text(b)}" for op, b in bounds if b is not None)
         return words + (" or null" if self.null else "")
 
+    def refusal(self, value: Any) -> str:
+        """Why `value` does not fit, in one phrase: `0 is not allowed (an integer >= 1)`."""
+        if self.choices is not None and isinstance(value, str):  # the phrase config.choice() uses too
+            return f"{show(value)} is not {self.allowed()}"
+        return f"{show(value)} is not allowed ({self.allowed()})"
+
     def check(self, value: Any) -> tuple[bool, Any]:
         """(fits, value as stored): ints become floats in float keys; nothing else is converted."""
         if value is None:
@@ -187,9 +193,9 @@ def _subsections(path: str) -> list[str]:
 Origin = Callable[[str], "str | None"]
 
 
-def problem(dotted: str, value: Any, allowed: str, origin: Origin) -> ConfigError:
+def problem(dotted: str, refusal: str, origin: Origin) -> ConfigError:
     """The one-line error for a value that does not fit its key."""
-    return ConfigError(f"config {dotted}{_from(dotted, origin)}: {show(value)} is not allowed ({allowed})")
+    return ConfigError(f"config {dotted}{_from(dotted, origin)}: {refusal}")
 
 
 def _from(dotted: str, origin: Origin) -> str:
@@ -211,12 +217,12 @@ def validate(tree: Mapping[str, Any], origin: Origin = lambda _: None) -> dict:
             dotted = f"{path}.{key}" if path else str(key)
             if isinstance(key, str) and key in subsections:
                 if not isinstance(value, dict):
-                    raise problem(dotted, value, "a mapping of settings", origin)
+                    raise problem(dotted, f"{show(value)} is not allowed (a mapping of settings)", origin)
                 out[key] = walk(value, dotted)
             elif isinstance(key, str) and key in declared.keys:
                 fits, stored = declared.keys[key].check(value)
                 if not fits:
-                    raise problem(dotted, value, declared.keys[key].allowed(), origin)
+                    raise problem(dotted, declared.keys[key].refusal(value), origin)
                 out[key] = stored
             else:
                 valid = sorted([*declared.keys, *subsections])

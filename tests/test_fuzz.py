@@ -232,3 +232,45 @@ SPACE = ModelSpace([[Operation(f"op{j}") for j in range(3)] for _ in range(4)], 
 @given(st.one_of(st.lists(st.one_of(SCALARS, st.lists(SCALARS, max_size=2)), max_size=12), SCALARS))
 def test_random_arc_sequences(arc):
     only_user_errors(SPACE.decode, arc)
+
+
+# ---- the cases the issue names, as plain examples ----------------------------------------------------
+
+
+def test_ir_json_file_non_utf8_missing_field_and_wrong_type(tmp_path, ir_doc):
+    from archsearch.algos.morphism.ir_json import load_graph_file
+
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(json.dumps({"vis": "caf\xe9"}).encode("utf-8").replace(b"\\u00e9", b"\xe9"))
+    with pytest.raises(UserError, match=f"{latin}: IR JSON: not UTF-8 text"):
+        load_graph_file(latin)
+    with pytest.raises(UserError, match="does not exist"):
+        load_graph_file(tmp_path / "missing.json")
+    missing = tmp_path / "missing_field.json"
+    missing.write_text(json.dumps({k: v for k, v in ir_doc.items() if k != "adj_list"}))
+    with pytest.raises(UserError, match="missing key 'adj_list'"):
+        load_graph_file(missing)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({**ir_doc, "weighted": "yes"}))
+    with pytest.raises(UserError, match="weighted must be true or false"):
+        load_graph_file(wrong)
+    assert load_graph_file(write_json(tmp_path / "ok.json", ir_doc)).n_layers > 0
+
+
+def write_json(path: Path, doc: dict) -> Path:
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize(
+    "call, arg, message",
+    [
+        (parse_arch, "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|", "2 node group"),
+        (parse_arch, 5, "must be a string"),
+        (SPACE.decode, [True] * SPACE.arc_length(), r"arc_seq\[0\] = True must be an int"),
+        (SPACE.decode, [9] * SPACE.arc_length(), "out of range"),
+    ],
+)
+def test_nasbench201_strings_and_arc_sequences_are_strict(call, arg, message):
+    with pytest.raises(UserError, match=message):
+        call(arg)
