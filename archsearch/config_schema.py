@@ -320,6 +320,18 @@ register_section(
         "affine": Bool(),
     },
 )
+
+
+def _a_regular_cell_remains(conf: Mapping[str, Any]) -> tuple[str, str] | None:
+    # reductions sit at n_cells * k // (n_reductions + 1): below n_reductions + 1 cells every cell reduces,
+    # and the cell structure (the normal cell of a genotype) has nowhere to live
+    n_cells, n_reductions = conf.get("n_cells"), conf.get("n_reductions")
+    if n_cells is not None and n_reductions is not None and n_cells < n_reductions + 1:
+        return "n_cells", f"{n_cells} is not allowed (with n_reductions={n_reductions}, n_cells >= {n_reductions + 1})"
+    return None
+
+
+register_check("nas.search.model_desc", _a_regular_cell_remains)
 register_section(
     "nas.search.loader",
     {

@@ -130,6 +130,11 @@ def test_yaml_alias_cycle_odd_tag_and_non_utf8_in_a_file(toy_files, tmp_path):
     check([bomb], (), str(bomb), "too large")
 
 
+def test_rules_spanning_keys_reach_copied_sections(toy_files):
+    check(toy_files, [("nas.eval.model_desc.n_cells", "2")], "config nas.eval.model_desc.n_cells (from --nas.eval",
+          "2 is not allowed (with n_reductions=2, n_cells >= 3)")  # fmt: skip
+
+
 def test_float_keys_store_floats_and_int_keys_never_hold_floats(toy_files):
     conf = load_config(toy_files, [("nas.search.trainer.grad_clip", "3")])
     assert isinstance(conf["nas"]["search"]["trainer"]["grad_clip"], float)

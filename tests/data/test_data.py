@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from archsearch.common.errors import DatasetError
 from archsearch.data import providers
@@ -245,3 +246,17 @@ def test_empty_image_folder_and_too_many_classes(tmp_path):
             Image.new("RGB", (4, 4)).save(tmp_path / split / c / "0.png")
     with pytest.raises(DatasetError, match="has 3 class folders but dataset.n_classes is 2"):
         get_dataset({**BASE, "name": "image_folder", "path": str(tmp_path), "n_classes": 2})
+
+
+def test_one_channel_npz_runs_in_toy_mode_through_the_cli(cli, tmp_path):
+    """The issue's crash, end to end: the toy config's channels (1) and npz.yaml's null constants agree."""
+    rng = np.random.default_rng(0)
+    path = npz_file(tmp_path, x=rng.integers(0, 255, (120, 8, 8), dtype=np.uint8), y=rng.integers(0, 4, 120))
+    tiny = {"model_desc": {"n_cells": 3, "init_channels": 4}, "loader": {"batch_size": 32, "limit_batches": 2},
+            "trainer": {"epochs": 1}}  # fmt: skip
+    conf = tmp_path / "tiny.yaml"
+    conf.write_text(yaml.safe_dump({"nas": {"search": {**tiny, "random": {"n_candidates": 1}}, "eval": tiny},
+                                    "dataset": {"n_classes": 4}}))  # fmt: skip
+    proc = cli("--algos", "random", "--datasets", "npz", "--dataset.path", path, "--config", str(conf))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "test accuracy" in proc.stdout
