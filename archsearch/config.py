@@ -202,8 +202,8 @@ def _all_keys(node: Any, prefix: str = "") -> list[str]:
     return keys
 
 
-def apply_override(root: dict, dotted_key: str, raw_value: str) -> None:
-    """Set `a.b.c` in the unresolved tree `root` to the parsed value.
+def apply_override(root: dict, dotted_key: str, raw_value: str) -> Any:
+    """Set `a.b.c` in the unresolved tree `root` to the parsed value, and return that value.
 
     The key must exist in the resolved config and the value must fit the key's declared type and range
     (config_schema), so `--common.num_threads 2` works although the shipped value is null. The value is
@@ -233,7 +233,11 @@ def apply_override(root: dict, dotted_key: str, raw_value: str) -> None:
         if not isinstance(target.get(part), dict):
             target[part] = {}
         target = target[part]
-    target[parts[-1]] = value
+    existing = target.get(parts[-1])
+    # a mapping merges into its section, as a --config file's would: `--...optimizer "{lr: 0.1}"` keeps the type
+    both_mappings = isinstance(existing, dict) and isinstance(value, dict)
+    target[parts[-1]] = deep_merge(existing, value) if both_mappings else value
+    return value
 
 
 class Config(Mapping):
@@ -311,22 +315,15 @@ def load_config(
         merged = deep_merge(merged, data)
         origins.update(file_origins)
     for key, value in overrides:
-        apply_override(merged, key, value)
+        parsed = apply_override(merged, key, value)
         origins[key] = f"--{key}"
-        origins.update({k: f"--{key}" for k in _all_keys(_get(merged, key), key)})
+        origins.update({k: f"--{key}" for k in _all_keys(parsed, key)})
     resolved = resolve_copies(merged)
 
     def origin(dotted: str) -> str | None:
         return origins.get(_source_path(merged, dotted.split(".")))
 
     return Config(config_schema.validate(resolved, origin))
-
-
-def _get(root: dict, dotted: str) -> Any:
-    node: Any = root
-    for part in dotted.split("."):
-        node = node[part]
-    return node
 
 
 def to_yaml(conf: Config) -> str:

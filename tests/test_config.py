@@ -80,6 +80,20 @@ def test_overrides_parse_yaml_values_and_reach_copies(tmp_path):
     assert lr == 1.0 and isinstance(lr, float)
 
 
+def test_a_mapping_override_merges_into_its_section_and_is_validated():
+    from archsearch.experiment import config_files
+
+    files = config_files("random", None, False)
+    conf = load_config(files, [("nas.search.trainer.optimizer", "{lr: 0.5}")])
+    assert conf["nas"]["search"]["trainer"]["optimizer"]["lr"] == 0.5
+    assert conf["nas"]["search"]["trainer"]["optimizer"]["type"] == "sgd"  # the rest of the section stays
+    assert conf["nas"]["eval"]["trainer"]["optimizer"]["lr"] == 0.5  # and reaches the copy
+    with pytest.raises(
+        ConfigError, match=r"optimizer\.lrr \(from --nas\.search\.trainer\.optimizer\).*did you mean lr"
+    ):
+        load_config(files, [("nas.search.trainer.optimizer", "{lrr: 0.5}")])
+
+
 def test_override_of_unknown_key_suggests_close_keys(tmp_path):
     f = write(tmp_path / "c.yaml", {"nas": {"eval": {"trainer": {"epochs": 1}}}})
     with pytest.raises(
