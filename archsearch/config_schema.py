@@ -159,7 +159,7 @@ def register_section(path: str, keys: Mapping[str, Value] | None = None) -> None
         if key in section.keys and section.keys[key] != value:
             raise ValueError(f"config key {path}.{key} is declared twice, differently")
         section.keys[key] = value
-    parent = path.rpartition(".")[0] if "." in path else ""
+    parent = path.rpartition(".")[0]
     if path and parent not in SECTIONS:
         register_section(parent)
 
@@ -193,14 +193,10 @@ def _subsections(path: str) -> list[str]:
 Origin = Callable[[str], "str | None"]
 
 
-def problem(dotted: str, refusal: str, origin: Origin) -> ConfigError:
-    """The one-line error for a value that does not fit its key."""
-    return ConfigError(f"config {dotted}{_from(dotted, origin)}: {refusal}")
-
-
-def _from(dotted: str, origin: Origin) -> str:
+def problem(dotted: str, message: str, origin: Origin) -> ConfigError:
+    """The one-line error about key `dotted`, naming the file or override its value came from."""
     where = origin(dotted)
-    return f" (from {where})" if where else ""
+    return ConfigError(f"config {dotted}{f' (from {where})' if where else ''}: {message}")
 
 
 def validate(tree: Mapping[str, Any], origin: Origin = lambda _: None) -> dict:
@@ -228,13 +224,12 @@ def validate(tree: Mapping[str, Any], origin: Origin = lambda _: None) -> dict:
                 valid = sorted([*declared.keys, *subsections])
                 close = difflib.get_close_matches(str(key), valid, n=3, cutoff=0.6)
                 hint = f"; did you mean {', '.join(close)}?" if close else f"; valid: {', '.join(valid)}"
-                raise ConfigError(f"config {dotted}{_from(dotted, origin)}: unknown key {show(key)}{hint}")
+                raise problem(dotted, f"unknown key {show(key)}{hint}", origin)
         for check in declared.checks:
             found = check(out)
             if found is not None:
                 key, message = found
-                dotted = f"{path}.{key}" if path else key
-                raise ConfigError(f"config {dotted}{_from(dotted, origin)}: {message}")
+                raise problem(f"{path}.{key}" if path else key, message, origin)
         return out
 
     if not isinstance(tree, Mapping):
