@@ -255,7 +255,7 @@ OPTIMIZER = {
 register_section(
     "common",
     {
-        "experiment_name": Str(null=True, pattern=r"[^/\\\x00]+", allowed="a folder name or null"),
+        "experiment_name": Str(null=True, pattern=r"[^/\\\x00]+", allowed="a folder name"),
         "logdir": Str(pattern=r".+", allowed="a folder path"),
         "seed": COUNT,
         "device": Str(pattern=r"auto|cpu|cuda(:\d+)?", allowed="auto, cpu, cuda or cuda:N"),
@@ -279,7 +279,7 @@ register_section(
         "crop_padding": COUNT,
         "hflip": Bool(),
         "test_fraction": Float(gt=0, lt=1),
-        "path": Str(null=True, pattern=r".+", allowed="a file or folder path or null"),
+        "path": Str(null=True, pattern=r".+", allowed="a file or folder path"),
         "synthetic_train": POSITIVE_INT,
         "synthetic_test": POSITIVE_INT,
     },
@@ -302,7 +302,7 @@ def _normalization_matches_channels(conf: Mapping[str, Any]) -> tuple[str, str] 
 
 register_check("dataset", _normalization_matches_channels)
 
-register_section("nas.eval", {"final_desc": Str(null=True, pattern=r".+", allowed="an architecture file or null")})
+register_section("nas.eval", {"final_desc": Str(null=True, pattern=r".+", allowed="an architecture file")})
 register_section(
     "nas.search.model_desc",
     {
@@ -366,7 +366,7 @@ for _alias in ALIASES:  # the copies are sections of their own parents (nas.eval
     register_section(_alias)
 
 # A user's own nn.Module as the search space (algos/user_model).
-register_section("nas.search.space", {"model": Str(null=True, pattern=r".+", allowed="module:Class or null"),
+register_section("nas.search.space", {"model": Str(null=True, pattern=r".+", allowed="module:Class"),
                                       "model_kwargs": FreeMapping()})  # fmt: skip
 
 # ---- darts ----
@@ -419,7 +419,7 @@ register_section(
         "darts_nodes": POSITIVE_INT,
         "proxy": Str("naswot", "naswot_relu", "synflow", "grad_norm", "snip", "jacob_cov"),
         "batch_size": POSITIVE_INT,
-        "benchmark_csv": Str(null=True, pattern=r".+", allowed="a CSV file or null"),
+        "benchmark_csv": Str(null=True, pattern=r".+", allowed="a CSV file"),
         "arch_column": Str(pattern=r".+", allowed="a column name"),
         "accuracy_column": Str(pattern=r".+", allowed="a column name"),
     },
@@ -453,6 +453,6 @@ register_section("nas.eval.morphism", {"init": Str("scratch", "finetune")})
 # ---- manual ----
 register_section(
     "nas.search.manual",
-    {"genotype": Str(null=True, pattern=r"(?s).*\S.*", allowed="a genotype or null"),
-     "desc_file": Str(null=True, pattern=r".+", allowed="a ModelDesc YAML file or null")},
+    {"genotype": Str(null=True, pattern=r"(?s).*\S.*", allowed="a genotype"),
+     "desc_file": Str(null=True, pattern=r".+", allowed="a ModelDesc YAML file")},
 )  # fmt: skip

@@ -46,8 +46,7 @@ def observed_trials(strategy: MorphismSearchStrategy, n: int, rng: np.random.Gen
 
 def bench_size(n: int, repeats: int, seed: int, model_width: int) -> dict[str, float]:
     rng = np.random.default_rng(seed)
-    strategy = MorphismSearchStrategy(n_output_node=10, input_shape=(32, 32, 3), model_width=model_width,
-                                      seed=seed)
+    strategy = MorphismSearchStrategy(n_output_node=10, input_shape=(32, 32, 3), model_width=model_width, seed=seed)
     began = time.perf_counter()
     for trial_id, (graph, father_id) in enumerate(observed_trials(strategy, n, rng)):
         strategy.restore(trial_id, graph, father_id, synthetic_metric(graph, rng))
@@ -60,8 +59,13 @@ def bench_size(n: int, repeats: int, seed: int, model_width: int) -> dict[str, f
         scored.append(strategy.optimizer.last_n_scored)
         # Report it, so the next repeat sees the usual state (n grows by one per repeat).
         strategy.report(trial_id, synthetic_metric(graph, rng))
-    return {"median": statistics.median(times), "min": min(times), "max": max(times),
-            "scored": statistics.median(scored), "setup": setup_s}
+    return {
+        "median": statistics.median(times),
+        "min": min(times),
+        "max": max(times),
+        "scored": statistics.median(scored),
+        "setup": setup_s,
+    }
 
 
 def main() -> None:
@@ -72,15 +76,19 @@ def main() -> None:
     parser.add_argument("--model-width", type=int, default=64, help="seed CNN width (NNI default 64)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the optimizer is numpy/scipy; keep timings comparable across machines
-    print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}, "
-          f"numpy {np.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}, "
+        f"numpy {np.__version__}"
+    )
     print()
     print("| observed trials | propose median (s) | min (s) | max (s) | children scored | setup (s) |")
     print("|---:|---:|---:|---:|---:|---:|")
     for n in args.sizes:
         r = bench_size(n, args.repeats, args.seed, args.model_width)
-        print(f"| {n} | {r['median']:.3f} | {r['min']:.3f} | {r['max']:.3f} | {r['scored']:.0f} | "
-              f"{r['setup']:.1f} |", flush=True)
+        print(
+            f"| {n} | {r['median']:.3f} | {r['min']:.3f} | {r['max']:.3f} | {r['scored']:.0f} | {r['setup']:.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

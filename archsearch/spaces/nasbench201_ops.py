@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from archsearch.nas.model_desc import OpDesc
-from archsearch.nas.ops import OPS, ReLUConvBN
+from archsearch.nas.ops import OPS, ReLUConvBN, declare_op
 
 
 class ResNetBasicBlock(nn.Module):
@@ -85,3 +85,5 @@ OPS.add("nor_conv_1x1", _nor_conv(1))
 OPS.add("nor_conv_3x3", _nor_conv(3))
 OPS.add("nb201_resblock", _build_resblock)
 OPS.add("bn_relu_global_avg_pool", _build_last_pool)
+for _name in ("nor_conv_1x1", "nor_conv_3x3", "nb201_resblock", "bn_relu_global_avg_pool"):
+    declare_op(_name)  # no params; each downsamples by its stride

@@ -13,7 +13,7 @@ from torch import nn
 
 from archsearch.nas.model import ArchOp
 from archsearch.nas.model_desc import OpDesc
-from archsearch.nas.ops import OPS, build_op
+from archsearch.nas.ops import OPS, build_op, declare_op
 
 NONE = "none"
 
@@ -62,3 +62,4 @@ class MixedOp(ArchOp):
 
 
 OPS.add("mixed_op", MixedOp)
+declare_op("mixed_op", params=("candidates", "arch_key", "arch_row"))

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from archsearch.algos.morphism.graph import Graph
-from archsearch.algos.morphism.ir_json import graph_to_json, json_to_graph
+from archsearch.algos.morphism.ir_json import graph_to_json, json_to_graph, load_graph_file
 from archsearch.algos.morphism.search import run_morphism_search
 from archsearch.algos.morphism.strategy import MorphismSearchStrategy
 from archsearch.common.checkpoint import load_checkpoint
@@ -110,7 +110,7 @@ class MorphismRunner(ExperimentRunner):
         return path
 
     def build_eval_model(self, final_arch: Path, eval_dir: Path | None) -> BuiltModel:
-        graph = json_to_graph(Path(final_arch).read_text())
+        graph = load_graph_file(final_arch)
         init = choice(self.conf_eval["morphism"], "init", ["scratch", "finetune"])
         weights = Path(final_arch).with_suffix(".pt")
         if init == "finetune":
