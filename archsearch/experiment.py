@@ -108,6 +108,16 @@ def output_dir(conf: Config, algo: str, dataset: str, prefix: str, full: bool) -
     return Path(common["logdir"]).expanduser() / name / algo
 
 
+def make_output_folder(path: Path) -> None:
+    """Create the experiment folder, or one line saying why it cannot be (any OS reason, e.g. /proc/x)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"cannot create the output folder {path}: {e.strerror or e}; choose another --common.logdir"
+        ) from None
+
+
 def archive_previous(path: Path) -> Path | None:
     """Move an earlier run's folder aside instead of deleting it (nothing is lost)."""
     if not path.exists() or not any(path.iterdir()):
@@ -158,6 +168,7 @@ def run_experiment(
     if options.dry_run:
         return dry_run(algo, conf, out_dir, device)
 
+    make_output_folder(out_dir.parent)
     with experiment_lock(out_dir):
         moved = None
         if not resume:

@@ -121,3 +121,8 @@ def test_the_library_call_runs_what_the_cli_runs(tmp_path, tiny):
     assert on_disk["eval"]["test_top1"] == summary["eval"]["test_top1"]
     assert yaml.safe_load((folder / "config.yaml").read_text())["nas"]["eval"]["trainer"]["epochs"] == 1
     assert not (tmp_path / "lib_synthetic_toy" / "manual.lock").exists()
+
+
+def test_a_logdir_that_cannot_exist_is_one_line(tiny):
+    proc = run_cli(*MANUAL, "--config", tiny, logdir=Path("/dev/null/logdir"))
+    assert_user_error(proc, "cannot create the output folder /dev/null/logdir", "--common.logdir")
