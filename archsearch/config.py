@@ -221,6 +221,9 @@ def apply_override(root: dict, dotted_key: str, raw_value: str) -> Any:
             raise ConfigError(f"--{dotted_key}: no key {part!r} under {where}{hint}")
         node = node[part]
     value = parse_override_value(raw_value, dotted_key)
+    if isinstance(node, dict) and "name" in node and isinstance(value, str):
+        # a section chosen by name takes its name directly: --nas.search.space nasbench201
+        return apply_override(root, f"{dotted_key}.name", raw_value)
     declared = config_schema.key_schema(dotted_key)
     if declared is not None:
         fits, value = declared.check(value)

@@ -368,6 +368,25 @@ for _alias in ALIASES:  # the copies are sections of their own parents (nas.eval
 # A user's own nn.Module as the search space (algos/user_model).
 register_section("nas.search.space", {"model": Str(null=True, pattern=r".+", allowed="module:Class"),
                                       "model_kwargs": FreeMapping()})  # fmt: skip
+# the search space (archsearch.spaces.base.SPACES) and how black-box strategies evaluate candidates
+register_section(
+    "nas.search.space",
+    {
+        "name": Str(
+            null=True,
+            pattern=r"[a-z0-9_]+",
+            allowed="a registered search space name, or null for the strategy's default",
+        )
+    },
+)
+register_section(
+    "nas.search",
+    {
+        "evaluate_by": Str("train", "table", "proxy"),
+        "benchmark": Str(null=True, pattern=r".+", allowed="a CSV file of architecture keys and accuracies"),
+        "benchmark_columns": List(Str(pattern=r".+", allowed="a column name"), length=2),
+    },
+)
 
 # ---- darts ----
 register_section("nas.search.model_desc", {"fused": Bool(), "primitives": PRIMITIVES})

@@ -137,3 +137,11 @@ def test_shipped_configs_resolve_for_every_algorithm():
             conf = load_config(config_files(algo, None, full, ()))
             assert conf["dataset"]["name"] == ("cifar10" if full else "digits")
             assert conf["nas"]["eval"]["loader"]["test_batch_size"] > 0
+
+
+def test_a_section_chosen_by_name_takes_the_name_directly():
+    from archsearch.experiment import config_files
+
+    conf = load_config(config_files("darts", None, False), [("nas.search.space", "nasbench201")])
+    assert conf["nas"]["search"]["space"]["name"] == "nasbench201"
+    assert conf["nas"]["search"]["space"]["model"] is None  # the rest of the section stays

@@ -43,6 +43,7 @@ SEARCH_RESULT = "result.yaml"  # written last by a finished search: its presence
 class ExperimentRunner:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""  # one line for --help
+    chooses_space: ClassVar[bool] = False  # True: a strategy runner, which picks the space from the config
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
@@ -187,6 +188,8 @@ def from_experiment(out_dir: Path, stored: str) -> Path:
 def select_runner(algo: str, conf) -> type[ExperimentRunner]:
     """The runner for `algo`: its cell-space runner, or its user-model strategy when
     `nas.search.space.model` names a model (`--nas.search.space.model examples.mnist_space:Net`)."""
+    if algo in RUNNERS and RUNNERS.get(algo).chooses_space:
+        return RUNNERS.get(algo)
     if conf["nas"]["search"]["space"]["model"]:
         if algo not in USER_MODEL_RUNNERS:
             raise ArchitectureError(

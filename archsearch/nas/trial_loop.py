@@ -1,0 +1,218 @@
+"""The one trial loop: every strategy that evaluates candidates one by one (random, REA, NASWOT, morphism).
+
+The loop owns what every such search needs and none should write again:
+
+- the trial index `search/trials.yaml`: one record per finished trial, written atomically after each, in the
+  order trials finished; a resumed search reads it back and never reruns a finished trial;
+- the per-trial seed (`trial_seed`): trial i's proposal RNG and its evaluation's torch seed come from
+  (run seed, i) alone, so a resumed or re-ordered search draws the same numbers;
+- the budget: a number of trials and/or seconds of evaluation (the sum of finished trials' times, so a
+  resumed search counts what the killed one spent);
+- the best-so-far record, in every trial record (`best_so_far`) and in `search/best_trial.yaml`.
+
+A strategy proposes through `propose(index, rng, history)`: the architecture (a JSON value) of trial
+`index`, given the finished trials in `history`; it may return `(arch, extra)` to store YAML-safe fields
+beside it (a morphism father id). Proposals depend only on (rng, history), so replaying the index rebuilds
+a strategy's state exactly: no strategy RNG needs checkpointing. An `Executor` evaluates the proposed
+trials: `LocalExecutor` one at a time in this process (the seam a parallel executor plugs into).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from archsearch.common.checkpoint import fault_point
+from archsearch.common.errors import ConfigError
+from archsearch.common.io import atomic_write_yaml
+from archsearch.common.logging import plain
+
+TRIALS_FILE = "trials.yaml"
+BEST_FILE = "best_trial.yaml"
+SEED_STRIDE = 7919  # a prime: trial seeds of neighbouring run seeds do not overlap for < 7919 trials
+
+
+def trial_seed(run_seed: int, index: int) -> int:
+    """The seed of trial `index` of a run seeded `run_seed` (proposal RNG and evaluation torch seed)."""
+    return run_seed * SEED_STRIDE + index
+
+
+@dataclass(frozen=True)
+class Trial:
+    index: int
+    arch: Any  # the space's JSON encoding
+    seed: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Stop after `n_trials` finished trials and/or `time_s` seconds of evaluation (None: no limit)."""
+
+    n_trials: int | None = None
+    time_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_trials is None and self.time_s is None:
+            raise ConfigError("a search budget needs a number of trials or a time limit (both are null)")
+
+    def exhausted(self, n_done: int, seconds: float) -> bool:
+        return (self.n_trials is not None and n_done >= self.n_trials) or (
+            self.time_s is not None and seconds >= self.time_s
+        )
+
+
+Proposal = Any  # an arch, or (arch, extra fields)
+ProposeFn = Callable[[int, random.Random, list[dict[str, Any]]], Proposal]
+EvaluateFn = Callable[[Trial], dict[str, Any]]
+
+
+class Executor(Protocol):
+    """Evaluates trials. `submit` hands one over; `next_result` blocks until some submitted trial finished."""
+
+    max_concurrent: int
+
+    def submit(self, trial: Trial, evaluate: EvaluateFn) -> None: ...
+    def next_result(self) -> tuple[Trial, dict[str, Any], float]: ...  # (trial, metrics, seconds)
+    def pending(self) -> int: ...
+
+
+class LocalExecutor:
+    """In this process, one trial at a time, in proposal order (exactly reproducible)."""
+
+    max_concurrent = 1
+
+    def __init__(self) -> None:
+        self._queue: list[tuple[Trial, EvaluateFn]] = []
+
+    def submit(self, trial: Trial, evaluate: EvaluateFn) -> None:
+        self._queue.append((trial, evaluate))
+
+    def next_result(self) -> tuple[Trial, dict[str, Any], float]:
+        trial, evaluate = self._queue.pop(0)
+        start = time.perf_counter()
+        metrics = evaluate(trial)
+        return trial, metrics, time.perf_counter() - start
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+
+@dataclass
+class TrialResults:
+    records: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    objective: str
+
+
+class TrialLoop:
+    """Runs proposals through an executor until the budget is spent, recording every finished trial.
+
+    `objective` names the metric to maximize (`mode="min"` to minimize) among those `evaluate` returns.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        seed: int,
+        budget: Budget,
+        objective: str = "val_top1",
+        mode: str = "max",
+        resume: bool = False,
+        executor: Executor | None = None,
+        log: Callable[[str], None] = print,
+        record: Callable[..., None] | None = None,
+    ) -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be max or min, got {mode!r}")
+        self.folder, self.seed, self.budget = Path(folder), seed, budget
+        self.objective, self.mode, self.resume = objective, mode, resume
+        self.executor = executor or LocalExecutor()
+        self.log, self.record_event = log, record
+        self.index_file = self.folder / TRIALS_FILE
+
+    # ---- the index -------------------------------------------------------------------------------
+    def read_index(self) -> list[dict[str, Any]]:
+        if not (self.resume and self.index_file.exists()):
+            return []
+        records = yaml.safe_load(self.index_file.read_text(encoding="utf-8")) or []
+        if not isinstance(records, list):
+            raise ConfigError(f"{self.index_file} is not a trial index; delete it or rerun without resume")
+        return records
+
+    def better(self, a: float, b: float | None) -> bool:
+        if b is None or (isinstance(b, float) and math.isnan(b)):
+            return True
+        return a > b if self.mode == "max" else a < b
+
+    def best_of(self, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+        best = None
+        for r in records:
+            if best is None or self.better(r["metrics"][self.objective], best["metrics"][self.objective]):
+                best = r
+        return best
+
+    # ---- the loop --------------------------------------------------------------------------------
+    def run(self, propose: ProposeFn, evaluate: EvaluateFn) -> TrialResults:
+        records = self.read_index()
+        if records:
+            self.log(f"[search] resuming after {len(records)} finished trials ({self.index_file})")
+        best = self.best_of(records)
+        next_index = max((r["index"] for r in records), default=-1) + 1
+        spent = sum(r["time_s"] for r in records)
+        while True:
+            in_flight = self.executor.pending()
+            while (
+                in_flight < self.executor.max_concurrent
+                and not self.budget.exhausted(len(records) + in_flight, spent)
+            ):
+                self.executor.submit(self._propose(propose, next_index, records), evaluate)
+                next_index += 1
+                in_flight += 1
+            if in_flight == 0:
+                break
+            trial, metrics, seconds = self.executor.next_result()
+            if self.objective not in metrics:
+                raise KeyError(f"trial {trial.index} returned no {self.objective!r} metric: {sorted(metrics)}")
+            spent += seconds
+            record = {
+                "index": trial.index,
+                "arch": trial.arch,
+                "seed": trial.seed,
+                "metrics": plain(metrics),
+                "time_s": round(seconds, 4),
+                **plain(trial.extra),
+            }
+            if self.better(record["metrics"][self.objective], best["metrics"][self.objective] if best else None):
+                best = record
+            record["best_so_far"] = best["metrics"][self.objective]
+            records.append(record)
+            atomic_write_yaml(self.index_file, records)
+            atomic_write_yaml(self.folder / BEST_FILE, best)
+            fault_point(f"trial:recorded:{trial.index}")
+            if self.record_event is not None:
+                self.record_event("trial", **{k: v for k, v in record.items() if k != "arch"}, arch=trial.arch)
+            self._progress(record, best)
+        return TrialResults(records, best, self.objective)
+
+    def _propose(self, propose: ProposeFn, index: int, history: list[dict[str, Any]]) -> Trial:
+        seed = trial_seed(self.seed, index)
+        proposal = propose(index, random.Random(seed), list(history))
+        arch, extra = proposal if isinstance(proposal, tuple) else (proposal, {})
+        return Trial(index, arch, seed, dict(extra))
+
+    def _progress(self, record: dict[str, Any], best: dict[str, Any]) -> None:
+        n = self.budget.n_trials
+        of = f"/{n}" if n is not None else ""
+        value, best_value = record["metrics"][self.objective], best["metrics"][self.objective]
+        self.log(
+            f"[search] trial {record['index'] + 1}{of}: {self.objective} {value:.4f}; "
+            f"best so far {best_value:.4f} (trial {best['index'] + 1})"
+        )

@@ -1,0 +1,171 @@
+"""The SearchSpace protocol: everything a strategy may ask of a search space, and the registry of spaces.
+
+A strategy never asks which space it has. It declares the capabilities it needs (`Strategy.requires`), the
+runner checks them against `space.capabilities()` before any work, and the strategy then calls only the
+methods those capabilities name. Adding a space is one module that subclasses `SearchSpace`, overrides
+what it can provide, and registers itself in SPACES; every strategy whose needs it meets runs on it.
+
+Architectures are the space's own encoding and are JSON values, so they round-trip through
+`to_json`/`from_json` exactly, go into trial indexes and result files as they are, and read naturally:
+the NAS-Bench-201 cell string, the DARTS genotype string, the ENAS arc_seq list, a user model's choice dict.
+
+Capabilities (a method group a subclass provides by overriding it):
+
+    sample          sample(rng) and size(): every space
+    mutate          mutate(arch, rng): one-edit neighbour (regularized evolution)
+    benchmark       benchmark_key(arch): the key of `arch` in a table of trained accuracies
+    differentiable  differentiable_supernet(): a supernet with continuous architecture weights (DARTS)
+    sampled         sampled_supernet(), token_spec(), arch_from_tokens(): a weight-sharing supernet that runs
+                    one sampled child, and the token layout a controller samples (ENAS)
+
+Both supernets are `nn.Module`s that the shared Trainer trains; see `DifferentiableSupernet` and
+`SampledSupernet` for what the one-shot strategies call on them.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from torch import nn
+
+from archsearch.common.registry import Registry
+
+Arch = Any  # a JSON value: str, list or dict, as the space encodes architectures
+
+CAPABILITIES: dict[str, tuple[str, ...]] = {
+    "sample": ("sample",),
+    "mutate": ("mutate",),
+    "benchmark": ("benchmark_key",),
+    "differentiable": ("differentiable_supernet",),
+    "sampled": ("sampled_supernet", "token_spec", "arch_from_tokens"),
+}
+
+
+@runtime_checkable
+class DifferentiableSupernet(Protocol):
+    """What DARTS-family strategies use: weights and architecture parameters kept apart, and the
+    architecture the current parameters stand for."""
+
+    def arch_params(self) -> list[nn.Parameter]: ...
+    def nonarch_params(self) -> list[nn.Parameter]: ...
+    def derive_arch(self) -> Arch: ...  # e.g. DARTS' top-2 genotype, NB201's argmax per edge
+
+
+@runtime_checkable
+class SampledSupernet(Protocol):
+    """What ENAS-family strategies use: pick the child that the next forward passes run."""
+
+    def set_arch(self, arch: Arch) -> None: ...
+
+
+class SearchSpace(ABC):
+    """One search space, built from the config sections it reads.
+
+    `conf_space` is `nas.search.space` (the space's own keys), `conf_model_desc` the phase's `model_desc`
+    section (the search-size network; evaluation passes its own to `eval_model`), `conf_dataset` the
+    dataset section (channels, image size, classes).
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # one line for --help and error messages
+    final_file: ClassVar[str] = "final_model_desc.yaml"  # what search/ holds for evaluation
+
+    def __init__(self, conf_space: Mapping, conf_model_desc: Mapping, conf_dataset: Mapping) -> None:
+        self.conf_space = conf_space
+        self.conf_model_desc = conf_model_desc
+        self.conf_dataset = conf_dataset
+
+    # ---- capabilities ----------------------------------------------------------------------------
+    @classmethod
+    def capabilities(cls) -> set[str]:
+        """The capability names whose methods this space overrides."""
+        provided = set()
+        for capability, methods in CAPABILITIES.items():
+            if all(getattr(cls, m) is not getattr(SearchSpace, m) for m in methods):
+                provided.add(capability)
+        return provided
+
+    # ---- every space -----------------------------------------------------------------------------
+    def describe(self) -> str:
+        """One line: what the space is and how large, e.g. 'NAS-Bench-201: 15,625 cells of 6 edges'."""
+        size = self.size()
+        return f"{self.name}: {size:,} architectures" if size is not None else self.name
+
+    def size(self) -> int | None:
+        """The number of distinct architectures, or None where it is not worth counting (DARTS: ~10^18)."""
+        return None
+
+    @abstractmethod
+    def sample(self, rng: random.Random) -> Arch:
+        """A uniformly random architecture, drawn from `rng` only (seeded per trial by the trial loop)."""
+
+    @abstractmethod
+    def to_json(self, arch: Arch) -> Any:
+        """`arch` as a JSON value; `from_json(to_json(a)) == a`."""
+
+    @abstractmethod
+    def from_json(self, data: Any, where: str = "architecture") -> Arch:
+        """Parse and validate; an ArchitectureError naming `where` for anything that is not an arch of this space."""
+
+    def arch_str(self, arch: Arch) -> str:
+        """A short human-readable form for logs (the encoding itself where it is a string)."""
+        data = self.to_json(arch)
+        return data if isinstance(data, str) else str(data)
+
+    @abstractmethod
+    def build(self, arch: Arch) -> nn.Module:
+        """The network of `arch` at search size (model_desc of the search phase), freshly initialized,
+        to train or score as a candidate."""
+
+    @abstractmethod
+    def save_arch(self, arch: Arch, folder: Path, meta: Mapping[str, Any]) -> Path:
+        """Write the final architecture file (tagged with this space's name) into `folder`; return its path."""
+
+    @abstractmethod
+    def load_arch(self, path: Path) -> Arch:
+        """The architecture in a file written by `save_arch` (or a user's equivalent file)."""
+
+    @abstractmethod
+    def eval_model(self, path: Path, conf_model_desc: Mapping, eval_dir: Path | None) -> Any:
+        """The network of the architecture file at evaluation size, as an evaluater BuiltModel
+        (module, arch_format, arch_text for model.pt); writes the scaled description into eval_dir."""
+
+    # ---- optional capabilities -------------------------------------------------------------------
+    def mutate(self, arch: Arch, rng: random.Random) -> Arch:
+        """A neighbour of `arch` differing in exactly one decision (one op or one input)."""
+        raise NotImplementedError
+
+    def benchmark_key(self, arch: Arch) -> str:
+        """The string under which `arch` appears in this space's benchmark table."""
+        raise NotImplementedError
+
+    def differentiable_supernet(self) -> nn.Module:
+        """A supernet with continuous architecture weights (DifferentiableSupernet)."""
+        raise NotImplementedError
+
+    def sampled_supernet(self) -> nn.Module:
+        """A weight-sharing supernet that runs one child at a time (SampledSupernet); `set_arch` takes the
+        architecture `arch_from_tokens` returns."""
+        raise NotImplementedError
+
+    def token_spec(self) -> Sequence[Any]:
+        """The controller's token layout (archsearch.spaces.token_space.Token list)."""
+        raise NotImplementedError
+
+    def arch_from_tokens(self, tokens: Sequence[int]) -> Arch:
+        """The architecture a token sequence sampled under `token_spec` stands for."""
+        raise NotImplementedError
+
+
+SPACES: Registry[type[SearchSpace]] = Registry("search space")
+
+
+def space_from_conf(conf_search: Mapping, conf_dataset: Mapping, default: str) -> SearchSpace:
+    """The space `nas.search.space.name` names (null: `default`, the strategy's own), built from the config."""
+    conf_space = conf_search["space"]
+    name = conf_space["name"] or default
+    return SPACES.get(name)(conf_space, conf_search["model_desc"], conf_dataset)
