@@ -1,12 +1,8 @@
 """ENAS weight sharing: one supernet holds every candidate's weights; `set_arc` picks a child.
 
-The supernet is an ordinary `Model` compiled from a ModelDesc whose searchable edges are two registered
-ops:
-
-- `enas_choice` holds one module per (possible input, candidate op) and runs only the selected one. Micro
-  nodes get one per input slot, with weights per possible input as the original (`w[prev_cell]` in
-  micro_child._enas_cell); a macro layer gets one with a single input.
-- `enas_gate` runs its inner op or returns zeros. Micro cells end with one gate per node that passes the
+The supernet is an ordinary `Model` compiled from a ModelDesc whose searchable edges are the framework's
+choice ops (archsearch.nas.choice_ops): `enas_choice` per micro input slot or macro layer, `enas_gate`
+per loose end and macro skip. Micro cells end with one gate per node that passes the
   node only if it is a loose end, so the cell output is the concat of *all* nodes with zeros in place of
   the used ones: the next 1x1 conv over it equals the original's conv over the loose ends with gathered
   weights (`final_conv` in micro_child._enas_layer). Macro skip inputs go through gates, as the
@@ -33,98 +29,17 @@ of unit-variance random features; identity and pooling paths carry the signal un
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from archsearch.nas.choice_ops import EnasChoice, EnasGate, batch_statistics, choice_op, gate_op
 from archsearch.nas.model import Model
 from archsearch.nas.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archsearch.nas.model_desc_builder import ModelDescBuilder
-from archsearch.nas.ops import OPS, build_op
 from archsearch.spaces.enas_spaces import CELL_INPUTS, EnasSpace, MacroDescBuilder, MacroSpace, MicroSpace
-
-
-class EnasChoice(nn.Module):
-    """Candidates per possible input; params: candidates (op names), n_inputs, strided_inputs (inputs
-    below this index use the desc's stride: a reduction cell strides only on the cell inputs)."""
-
-    def __init__(self, desc: OpDesc) -> None:
-        super().__init__()
-        names = list(desc.params["candidates"])
-        n_inputs = int(desc.params.get("n_inputs", 1))
-        strided = int(desc.params.get("strided_inputs", n_inputs))
-        self.candidate_descs = [
-            [OpDesc.of(name, desc.ch_in, desc.ch_out, desc.stride if i < strided else 1, desc.affine) for name in names]
-            for i in range(n_inputs)
-        ]
-        self.candidates = nn.ModuleList(nn.ModuleList(build_op(d) for d in row) for row in self.candidate_descs)
-        self.selected: tuple[int, int] | None = None
-
-    def select(self, input_index: int, op_index: int) -> None:
-        self.selected = (input_index, op_index)
-
-    def chosen(self) -> nn.Module:
-        if self.selected is None:
-            raise RuntimeError("no child selected: call set_arc(arc) on the supernet before forward")
-        i, o = self.selected
-        return self.candidates[i][o]
-
-    def chosen_desc(self) -> OpDesc:
-        assert self.selected is not None
-        i, o = self.selected
-        return self.candidate_descs[i][o]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.chosen()(x)
-
-
-class EnasGate(nn.Module):
-    """Its inner op (params: op) when active, else zeros of the input's shape."""
-
-    def __init__(self, desc: OpDesc) -> None:
-        super().__init__()
-        if desc.stride != 1 or desc.ch_in != desc.ch_out:
-            raise ValueError("enas_gate needs stride 1 and ch_in == ch_out (its zeros take the input's shape)")
-        self.inner = build_op(OpDesc.of(desc.params["op"], desc.ch_in, desc.ch_out, 1, desc.affine))
-        self.active: bool | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.active is None:
-            raise RuntimeError("no child selected: call set_arc(arc) on the supernet before forward")
-        return self.inner(x) if self.active else torch.zeros_like(x)
-
-
-for _name, _builder in (("enas_choice", EnasChoice), ("enas_gate", EnasGate)):
-    if _name not in OPS:  # a module reload must not register twice
-        OPS.add(_name, _builder)
-
-
-def _choice_op(names: Sequence[str], ch: int, stride: int, affine: bool, n_inputs: int, strided: int) -> OpDesc:
-    # the key `candidates` makes templates_from_desc refuse this desc for evaluation, as for a MixedOp
-    return OpDesc.of(
-        "enas_choice", ch, ch, stride, affine, candidates=list(names), n_inputs=n_inputs, strided_inputs=strided
-    )
-
-
-@contextlib.contextmanager
-def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
-    """Inside, every BatchNorm normalizes with the batch's statistics, in eval mode too, and leaves its
-    running statistics alone (a BN without running statistics does both)."""
-    saved = [
-        (bn, bn.running_mean, bn.running_var)
-        for bn in model.modules()
-        if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.running_mean is not None
-    ]
-    for bn, _, _ in saved:
-        bn.running_mean = bn.running_var = None
-    try:
-        yield model
-    finally:
-        for bn, mean, var in saved:
-            bn.running_mean, bn.running_var = mean, var
 
 
 def _load_sliced(dst: nn.Module, src: nn.Module, in_index: torch.Tensor | None = None) -> None:
@@ -159,13 +74,12 @@ class MicroSupernetDescBuilder(ModelDescBuilder):
         nodes = []
         for j in range(n):
             edges = [
-                EdgeDesc(_choice_op(self.space.ops, c_node, stride, self.affine, CELL_INPUTS + j, CELL_INPUTS), 0)
+                EdgeDesc(choice_op(self.space.ops, c_node, stride, self.affine, CELL_INPUTS + j, CELL_INPUTS), 0)
                 for _ in range(2)
             ]
             nodes.append(NodeDesc(edges))
         for j in range(n):
-            gate = OpDesc.of("enas_gate", c_node, c_node, affine=self.affine, op="skip_connect")
-            nodes.append(NodeDesc([EdgeDesc(gate, CELL_INPUTS + j)]))
+            nodes.append(NodeDesc([EdgeDesc(gate_op("skip_connect", c_node, self.affine), CELL_INPUTS + j)]))
         return nodes, [CELL_INPUTS + n + j for j in range(n)]
 
 
@@ -257,13 +171,13 @@ class MacroSupernetDescBuilder(MacroDescBuilder):
     every pool layer reduces every earlier state (as the original)."""
 
     def layer_op(self, layer: int, op: int | None, width: int) -> OpDesc:
-        return _choice_op(self.space.ops, width, 1, self.affine, 1, 1)
+        return choice_op(self.space.ops, width, 1, self.affine)
 
     def combine_op(self, width: int, from_skip: bool) -> OpDesc:
         inner = super().combine_op(width, from_skip)
         if not from_skip:
             return inner
-        return OpDesc.of("enas_gate", width, width, affine=self.affine, op=inner.name)
+        return gate_op(inner.name, width, self.affine)
 
     def build_supernet(self) -> ModelDesc:
         n = self.space.n_layers

@@ -17,9 +17,10 @@ import torch
 
 from archsearch.algos.enas.controller import Controller, ControllerConfig
 from archsearch.algos.enas.reinforce import ReinforceTrainer
-from archsearch.algos.enas.supernet import MacroSupernet, MicroSupernet, batch_statistics
+from archsearch.algos.enas.supernet import MacroSupernet, MicroSupernet
 from archsearch.common.errors import ConfigError
 from archsearch.nas.arch_trainer import ArchTrainer
+from archsearch.nas.choice_ops import batch_statistics
 
 
 class EnasTrainer(ArchTrainer):

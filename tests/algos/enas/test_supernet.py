@@ -7,8 +7,9 @@ import random
 import pytest
 import torch
 
-from archsearch.algos.enas.supernet import EnasChoice, EnasGate, batch_statistics, build_supernet, extract_child
+from archsearch.algos.enas.supernet import build_supernet, extract_child
 from archsearch.common.errors import ArchitectureError
+from archsearch.nas.choice_ops import EnasChoice, EnasGate, batch_statistics
 from archsearch.nas.model import Model
 from archsearch.nas.model_desc_builder import templates_from_desc
 from archsearch.spaces.enas_spaces import MacroSpace, MicroSpace
