@@ -23,7 +23,7 @@ from archsearch.common.errors import ConfigError, UserError
 from archsearch.common.io import atomic_write_text, atomic_write_yaml
 from archsearch.common.lock import experiment_lock
 from archsearch.common.logging import RunLog, plain
-from archsearch.config import Config, load_config, to_yaml
+from archsearch.config import Config, load_config, load_yaml_with_includes, parse_override_value, to_yaml
 from archsearch.data.providers import DATASETS
 from archsearch.nas.context import RunContext
 from archsearch.nas.exp_runner import RUNNERS, in_experiment, select_runner
@@ -61,14 +61,21 @@ def confs_dir() -> Path:
     return path
 
 
-def config_files(algo: str, dataset: str | None, full: bool, extra: Sequence[str | os.PathLike] = ()) -> list[Path]:
-    """The files whose merge is the run's config, in the order they apply (later wins)."""
+def config_files(
+    algo: str, dataset: str | None, full: bool, extra: Sequence[str | os.PathLike] = (), space: str | None = None
+) -> list[Path]:
+    """The files whose merge is the run's config, in the order they apply (later wins): the algorithm's, the
+    search space's (its network sizes and evaluation recipe, e.g. NAS-Bench-201's), toy mode's, the dataset's,
+    the user's."""
     confs = confs_dir()
     files = [confs / "algos" / f"{algo}.yaml"]
+    if space is not None and (confs / "spaces" / f"{space}.yaml").exists():
+        files.append(confs / "spaces" / f"{space}.yaml")
     if not full:
         files.append(confs / "toy.yaml")
-        if (confs / "algos" / "toy" / f"{algo}.yaml").exists():
-            files.append(confs / "algos" / "toy" / f"{algo}.yaml")
+        for toy in (confs / "algos" / "toy" / f"{algo}.yaml", confs / "spaces" / "toy" / f"{space}.yaml"):
+            if toy.exists():
+                files.append(toy)
     if dataset is not None:
         dataset_file = confs / "datasets" / f"{dataset}.yaml"
         if not dataset_file.exists():
@@ -134,10 +141,32 @@ def archive_previous(path: Path) -> Path | None:
 def resolve_config(algo: str, dataset: str | None, options: RunOptions, overrides: Sequence[tuple[str, str]]) -> Config:
     if algo not in RUNNERS:
         raise UserError(RUNNERS.unknown_message(algo))
-    conf = load_config(config_files(algo, dataset, options.full, options.config), overrides)
+    space = chosen_space(algo, config_files(algo, dataset, options.full, options.config), overrides)
+    conf = load_config(config_files(algo, dataset, options.full, options.config, space), overrides)
     if conf["dataset"]["name"] not in DATASETS:
         raise ConfigError(f"dataset.name: {DATASETS.unknown_message(conf['dataset']['name'])}")
     return conf
+
+
+def chosen_space(algo: str, files: Sequence[Path], overrides: Sequence[tuple[str, str]]) -> str | None:
+    """The search space a run will use, read before the full config exists (its file is part of the config):
+    `nas.search.space.name` from the files and overrides, else user_model when a model is named, else the
+    strategy's default; None for algorithms that are not strategies over spaces."""
+    runner = RUNNERS.get(algo)
+    strategy = getattr(runner, "strategy_class", None)
+    if strategy is None:
+        return None
+    space: dict[str, Any] = {}
+    for f in files:
+        section = load_yaml_with_includes(f).get("nas", {}).get("search", {}).get("space", {})
+        space.update(section if isinstance(section, dict) else {})
+    for key, value in overrides:  # only the two keys that pick the space; load_config checks every override
+        if key in ("nas.search.space", "nas.search.space.name", "nas.search.space.model"):
+            field_name = "name" if key != "nas.search.space.model" else "model"
+            space[field_name] = parse_override_value(value, key)
+    if isinstance(space.get("name"), str):
+        return space["name"]
+    return "user_model" if space.get("model") else strategy.default_space
 
 
 def run_experiment(
