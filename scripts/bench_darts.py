@@ -77,11 +77,11 @@ def split_list(text: str, valid: tuple[str, ...] | None = None) -> list[str]:
 # ---- one configuration (in the child process) ------------------------------------------------------
 def build_trainer(setup: dict[str, Any]):
     """The supernet and BilevelArchTrainer exactly as a DARTS search builds them (full-size config)."""
-    from archsearch.algos.darts import BilevelArchTrainer, DartsModelDescBuilder
+    from archsearch.algos.darts import BilevelArchTrainer
     from archsearch.algos.darts.fused import fuse_cells
     from archsearch.common.logging import RunLog
     from archsearch.config import load_config
-    from archsearch.nas.model import Model
+    from archsearch.spaces.darts_cells import DartsCellSpace
 
     order = "first" if setup["order"] == "weight" else setup["order"]
     conf = load_config(
@@ -94,7 +94,7 @@ def build_trainer(setup: dict[str, Any]):
         ],
     )
     torch.manual_seed(setup["seed"])
-    model = Model(DartsModelDescBuilder(conf["nas"]["search"]["model_desc"], conf["dataset"]).build())
+    model = DartsCellSpace({}, conf["nas"]["search"]["model_desc"], conf["dataset"]).differentiable_supernet()
     if setup["impl"] == "fused":
         fuse_cells(model)
     device = torch.device(setup["device"])

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
 
 from archsearch.common.errors import ArchitectureError
 from archsearch.nas.genotype import CellTemplate, templates_to_genotype
@@ -136,3 +138,21 @@ def templates_from_desc(desc: ModelDesc) -> dict[str, CellTemplate]:
 def desc_genotype(desc: ModelDesc) -> str:
     """The DARTS notation of a desc's cells, for logs."""
     return str(templates_to_genotype(templates_from_desc(desc)))
+
+
+class ScalingBuilder(Protocol):
+    def scale(self, found: ModelDesc) -> ModelDesc: ...
+
+
+def scaled_eval_model(builder: ScalingBuilder, final_arch: Path, eval_dir: Path | None):
+    """The evaluation network of a found desc file: `builder.scale` (a pure desc -> desc function) to the
+    eval size, written to eval_dir/model_desc.yaml, compiled (an evaluater BuiltModel)."""
+    from archsearch.nas.evaluater import BuiltModel  # the evaluater imports the trainer stack; builders need not
+    from archsearch.nas.exp_runner import refuse_foreign_architecture
+    from archsearch.nas.model import Model
+
+    refuse_foreign_architecture(final_arch)
+    desc = builder.scale(ModelDesc.load(final_arch))
+    if eval_dir is not None:
+        desc.save(eval_dir / "model_desc.yaml")
+    return BuiltModel(Model(desc), "model_desc", desc.to_yaml())

@@ -23,11 +23,19 @@ import functools
 import itertools
 import operator
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from archsearch.common.errors import ArchitectureError
+from archsearch.nas.choice_ops import choice_op
+from archsearch.nas.mixed_op import MixedOpSupernet
+from archsearch.nas.model import Model
 from archsearch.nas.model_desc import CellDesc, EdgeDesc, ModelDesc, NodeDesc, OpDesc
+from archsearch.nas.model_desc_builder import scaled_eval_model
 from archsearch.spaces import nasbench201_ops  # noqa: F401  (registers the NAS-Bench-201 ops)
+from archsearch.spaces.base import SPACES, SearchSpace
+from archsearch.spaces.token_space import Token, check_arc
 
 # The benchmark's op order (xautodl `NAS_BENCH_201`); it fixes the enumeration order of cells.
 NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -175,11 +183,16 @@ def enumerate_cells() -> list[Cell]:
 # ---- ModelDesc -----------------------------------------------------------------------------------
 
 
-def cell_desc(cell: Cell, c: int) -> CellDesc:
-    """One NAS-Bench-201 cell at width c: identity stem from the previous state, output = node 3."""
+EdgeOp = Callable[[int, int], OpDesc]  # (edge index in EDGES order, width) -> the op on that edge
+
+
+def cell_desc(cell: Cell | EdgeOp, c: int) -> CellDesc:
+    """One NAS-Bench-201 cell at width c: identity stem from the previous state, output = node 3. `cell` is
+    the 6 op names, or a function giving each edge's op (the searchable edges of a supernet)."""
+    edge_op = cell if callable(cell) else lambda k, width: OpDesc.of(cell[k], width, width)
     nodes, k = [], 0
     for j in range(1, N_NODES):
-        nodes.append(NodeDesc([EdgeDesc(OpDesc.of(cell[k + i], c, c), i) for i in range(j)]))
+        nodes.append(NodeDesc([EdgeDesc(edge_op(k + i, c), i) for i in range(j)]))
         k += j
     return CellDesc("regular", [-1], [OpDesc.of("skip_connect", c, c)], nodes, [N_NODES - 1], c)
 
@@ -189,9 +202,8 @@ def resblock_desc(ch_in: int, ch_out: int) -> CellDesc:
     return CellDesc("reduction", [-1], [OpDesc.of("nb201_resblock", ch_in, ch_out, stride=2)], [], [0], ch_out)
 
 
-def arch_to_desc(arch_str: str, C: int = 16, N: int = 5, ch_in: int = 3, n_classes: int = 10) -> ModelDesc:
-    """The benchmark's network for a cell string: C channels in the first stage, N cells per stage."""
-    cell = parse_arch(arch_str)
+def network_desc(cell: Cell | EdgeOp, C: int, N: int, ch_in: int, n_classes: int, meta: dict) -> ModelDesc:
+    """The benchmark's network skeleton (3 stages of N cells, C, 2C, 4C channels) around `cell` (see cell_desc)."""
     for name, value in (("C", C), ("N", N), ("ch_in", ch_in), ("n_classes", n_classes)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ArchitectureError(f"NAS-Bench-201 network: {name} must be a positive int, got {value!r}")
@@ -202,15 +214,22 @@ def arch_to_desc(arch_str: str, C: int = 16, N: int = 5, ch_in: int = 3, n_class
             cells.append(resblock_desc(c, 2 * c))
             c *= 2
         cells.extend(cell_desc(cell, c) for _ in range(N))
-    desc = ModelDesc(
+    return ModelDesc(
         ch_in=ch_in,
         n_classes=n_classes,
         stems=[OpDesc.of("stem_conv3x3", ch_in, C)],
         cells=cells,
         pool_op=OpDesc.of("bn_relu_global_avg_pool", c, c),
         logits_op=OpDesc.of("linear", c, n_classes),
-        meta={"space": SPACE_NAME, "arch": format_arch(cell), "arch_index": arch_to_index(arch_str)},
+        meta=meta,
     )
+
+
+def arch_to_desc(arch_str: str, C: int = 16, N: int = 5, ch_in: int = 3, n_classes: int = 10) -> ModelDesc:
+    """The benchmark's network for a cell string: C channels in the first stage, N cells per stage."""
+    cell = parse_arch(arch_str)
+    meta = {"space": SPACE_NAME, "arch": format_arch(cell), "arch_index": arch_to_index(arch_str)}
+    desc = network_desc(cell, C, N, ch_in, n_classes, meta)
     desc.validate(f"NAS-Bench-201 network {arch_str}")
     return desc
 
@@ -283,6 +302,113 @@ class NB201DescBuilder:
         return type(self)(self.conf, self.conf_dataset, desc_to_arch(found)).build(meta=copy.deepcopy(found.meta))
 
 
+# ---- the search space -----------------------------------------------------------------------------
+
+ARCH_KEY = "cell"  # the one alpha table: every cell of the network shares it, as in the benchmark's DARTS
+
+
+class NB201DartsSupernet(MixedOpSupernet):
+    """The NAS-Bench-201 network with a MixedOp over all 5 ops on each of the 6 edges of every cell; one
+    (6 x 5) alpha table shared by all cells, `none` a column as in the benchmark's DARTS (xautodl
+    `TinyNetworkDarts`)."""
+
+    arch_label = "cell"
+
+    def derive_arch(self) -> str:
+        """The argmax op of each edge, `none` included (xautodl's `genotype()`: how DARTS collapses there)."""
+        table = self.arch_tables[ARCH_KEY].detach()
+        return format_arch([NB201_OPS[int(row.argmax())] for row in table])
+
+
+class NB201SampledSupernet(Model):
+    """The NAS-Bench-201 network with one `enas_choice` per edge holding all 5 ops; `set_arch` picks the op
+    each edge runs (ENAS-style weight sharing: cells keep their own weights)."""
+
+    def set_arch(self, arch: str) -> None:
+        op_indices = [NB201_OPS.index(op) for op in parse_arch(arch)]
+        for cell in self.cells:
+            if cell.desc.cell_type == "regular":
+                for k, (j, i) in enumerate(EDGES):
+                    cell.nodes[j - 1][i].select(0, op_indices[k])
+
+
+class NasBench201Space(SearchSpace):
+    name = SPACE_NAME
+    summary = "NAS-Bench-201: one cell of 6 edges x 5 ops, 15,625 cells with trained accuracies"
+
+    def describe(self) -> str:
+        return f"{SPACE_NAME}: {N_CELLS:,} cells of {N_EDGES} edges x {len(NB201_OPS)} ops"
+
+    def size(self) -> int:
+        return N_CELLS
+
+    def sample(self, rng: random.Random) -> str:
+        return format_arch([rng.choice(NB201_OPS) for _ in range(N_EDGES)])
+
+    def to_json(self, arch: str) -> str:
+        return arch
+
+    def from_json(self, data: Any, where: str = "architecture") -> str:
+        """A cell string, or its benchmark index (an int)."""
+        try:
+            if isinstance(data, int) and not isinstance(data, bool):
+                return index_to_arch(data)
+            return format_arch(parse_arch(data))
+        except ArchitectureError as e:
+            raise ArchitectureError(f"{where}: {e}") from None
+
+    def mutate(self, arch: str, rng: random.Random) -> str:
+        cell = list(parse_arch(arch))
+        edge = rng.randrange(N_EDGES)
+        cell[edge] = rng.choice([op for op in NB201_OPS if op != cell[edge]])
+        return format_arch(cell)
+
+    def benchmark_key(self, arch: str) -> str:
+        return arch
+
+    def builder(self, conf_model_desc: Mapping, arch: str | None = None) -> NB201DescBuilder:
+        return NB201DescBuilder(conf_model_desc, self.conf_dataset, arch)
+
+    def build(self, arch: str) -> Model:
+        return Model(self.builder(self.conf_model_desc, arch).build())
+
+    def save_arch(self, arch: str, folder: Path, meta: Mapping[str, Any]) -> Path:
+        return self.builder(self.conf_model_desc, arch).build(meta=dict(meta)).save(Path(folder) / self.final_file)
+
+    def load_arch(self, path: Path) -> str:
+        return desc_to_arch(ModelDesc.load(Path(path)))
+
+    def eval_model(self, path: Path, conf_model_desc: Mapping, eval_dir: Path | None) -> Any:
+        return scaled_eval_model(self.builder(conf_model_desc), Path(path), eval_dir)
+
+    def supernet_desc(self, edge_op: EdgeOp, kind: str) -> ModelDesc:
+        conf = self.conf_model_desc
+        meta = {"space": SPACE_NAME, "supernet": kind}
+        ch_in, n_classes = self.conf_dataset["channels"], self.conf_dataset["n_classes"]
+        return network_desc(edge_op, conf["init_channels"], conf["n_cells_per_stage"], ch_in, n_classes, meta)
+
+    def differentiable_supernet(self) -> NB201DartsSupernet:
+        affine = self.conf_model_desc["affine"]
+
+        def mixed(k: int, c: int) -> OpDesc:
+            return OpDesc.of("mixed_op", c, c, 1, affine, candidates=list(NB201_OPS), arch_key=ARCH_KEY, arch_row=k)
+
+        return NB201DartsSupernet(self.supernet_desc(mixed, "differentiable"))
+
+    def sampled_supernet(self) -> NB201SampledSupernet:
+        affine = self.conf_model_desc["affine"]
+        return NB201SampledSupernet(self.supernet_desc(lambda k, c: choice_op(NB201_OPS, c, 1, affine), "sampled"))
+
+    def token_spec(self) -> list[Token]:
+        return [Token("op", j, len(NB201_OPS), 0, i, NB201_OPS, label="node") for j, i in EDGES]
+
+    def arch_from_tokens(self, tokens: Sequence[int]) -> str:
+        ops = check_arc(tokens, self.token_spec(), f"{N_EDGES} edges x {len(NB201_OPS)} ops")
+        return format_arch([NB201_OPS[t] for t in ops])
+
+
+SPACES.add(SPACE_NAME, NasBench201Space)
+
 __all__ = [
     "NB201_OPS",
     "N_CELLS",
@@ -299,4 +425,5 @@ __all__ = [
     "arch_to_desc",
     "desc_to_arch",
     "NB201DescBuilder",
+    "NasBench201Space",
 ]

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archsearch.algos.darts.mixed_op import MixedOp
+from archsearch.nas.mixed_op import MixedOp
 from archsearch.nas.model import Cell, Model
 from archsearch.nas.ops import DilConv, FactorizedReduce, Identity, SepConv
 

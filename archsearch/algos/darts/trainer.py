@@ -12,7 +12,6 @@ import torch
 
 from archsearch.algos.darts.bilevel import BilevelOptimizer
 from archsearch.nas.arch_trainer import ArchTrainer
-from archsearch.nas.model_desc_builder import desc_genotype
 
 
 class BilevelArchTrainer(ArchTrainer):
@@ -50,12 +49,14 @@ class BilevelArchTrainer(ArchTrainer):
         self.log_architecture(epoch)
 
     def log_architecture(self, epoch: int) -> None:
-        """The architecture the alphas pick now (a genotype for cells; a user-model strategy logs its choices)."""
-        from archsearch.algos.darts.finalizers import DartsFinalizers
+        """The architecture the alphas pick now, in the supernet's own terms (`log_view()`: a DARTS genotype,
+        an NB201 cell string, a user model's choices), so this trainer never asks which space it trains."""
+        for label, arch in self.model.log_view().items():
+            self.log.info(f"[search] epoch {epoch + 1} {label}: {arch}")
+            self.log.record(label, epoch=epoch + 1, **{label: arch})
 
-        genotype = desc_genotype(DartsFinalizers().finalize_model(self.model))
-        self.log.info(f"[search] epoch {epoch + 1} genotype: {genotype}")
-        self.log.record("genotype", epoch=epoch + 1, genotype=genotype)
+    def arch_column_names(self) -> dict[str, list[str]]:
+        return self.model.column_names()
 
     def extra_state(self) -> dict[str, Any]:
         return {"bilevel": self.bilevel.state_dict()}

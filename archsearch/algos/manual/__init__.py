@@ -1,3 +1,3 @@
-from archsearch.algos.manual.runner import ManualRunner
+from archsearch.algos.manual.strategy import Manual
 
-__all__ = ["ManualRunner"]
+__all__ = ["Manual"]

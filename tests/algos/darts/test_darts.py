@@ -1,4 +1,5 @@
-"""DARTS: MixedOp, shared alphas, first/second-order architecture gradients, finalizer, CLI."""
+"""DARTS: MixedOp, shared alphas, first/second-order architecture gradients, top-2 derivation, CLI (darts and
+nasbench201 spaces, per-epoch architecture logs, resume)."""
 
 import copy
 
@@ -8,17 +9,16 @@ import torch.nn.functional as F
 import yaml
 from torch.func import functional_call
 
-from archsearch.algos.darts import BilevelOptimizer, DartsFinalizers, DartsModelDescBuilder, MixedOp
+from archsearch.algos.darts import BilevelOptimizer, DartsModelDescBuilder, MixedOp
 from archsearch.nas.genotype import parse_genotype
-from archsearch.nas.model import Model
-from archsearch.nas.model_desc_builder import desc_genotype
 from archsearch.nas.ops import DARTS_PRIMITIVES
+from archsearch.spaces.darts_cells import DartsCellSpace, DartsCellSupernet
 from tests.conftest import assert_user_error, config_fixture
 
 DATASET = dict(channels=3, n_classes=4)
 
 
-def supernet(n_cells=3, c=4, n_nodes=2, dtype=torch.float32) -> Model:
+def supernet(n_cells=3, c=4, n_nodes=2, dtype=torch.float32) -> DartsCellSupernet:
     conf = dict(
         n_cells=n_cells,
         init_channels=c,
@@ -30,7 +30,7 @@ def supernet(n_cells=3, c=4, n_nodes=2, dtype=torch.float32) -> Model:
         primitives=DARTS_PRIMITIVES,
     )
     torch.manual_seed(0)
-    return Model(DartsModelDescBuilder(conf, DATASET).build()).to(dtype)
+    return DartsCellSupernet(DartsModelDescBuilder(conf, DATASET).build()).to(dtype)
 
 
 def test_mixed_op_is_the_softmax_weighted_sum_and_skips_none():
@@ -133,7 +133,7 @@ def test_second_order_gradient_matches_exact_autograd():
     assert any(not torch.allclose(f, a, atol=1e-6) for f, a in zip(first_order, approx))  # the unrolled term matters
 
 
-def test_finalizer_keeps_the_two_strongest_edges_and_their_best_non_none_op():
+def test_derive_arch_keeps_the_two_strongest_edges_and_their_best_non_none_op():
     model = supernet(n_cells=3, n_nodes=2)
     col = {name: i for i, name in enumerate(DARTS_PRIMITIVES)}
     with torch.no_grad():
@@ -149,12 +149,13 @@ def test_finalizer_keeps_the_two_strongest_edges_and_their_best_non_none_op():
         reg[4, col["skip_connect"]] = 2.5
         red = model.arch_tables["reduction"]
         red[:, col["avg_pool_3x3"]] = 1.0
-    desc = DartsFinalizers().finalize_model(model)
-    genotype = parse_genotype(desc_genotype(desc))
+    genotype = parse_genotype(model.derive_arch())
     assert genotype.normal == [("sep_conv_3x3", 0), ("max_pool_3x3", 1), ("dil_conv_5x5", 0), ("skip_connect", 2)]
     assert all(op == "avg_pool_3x3" for op, _ in genotype.reduce)
     assert genotype.normal_concat == [2, 3]
-    assert Model(desc)(torch.randn(2, 3, 8, 8)).shape == (2, 4)
+    conf = {"n_cells": 3, "init_channels": 4, "n_nodes": 2, "stem_multiplier": 3, "n_reductions": 2}
+    space = DartsCellSpace({}, {**conf, "aux_weight": 0.0, "affine": False}, DATASET)
+    assert space.build(model.derive_arch())(torch.randn(2, 3, 8, 8)).shape == (2, 4)
 
 
 TINY = {
@@ -235,3 +236,26 @@ def test_bad_primitive_list_is_a_user_error(cli, tiny):
         "[sep_conv_3x3, skip_connect]",
     )
     assert_user_error(proc, "primitives must start with none")
+
+
+def test_darts_on_the_nasbench201_supernet_logs_cells_and_reports_the_benchmark_accuracy(cli, tiny, tmp_path):
+    from archsearch.spaces.nasbench201 import NB201_OPS, all_archs, arch_to_index
+
+    table = tmp_path / "table.csv"  # a made-up table: each cell's accuracy is a function of its index
+    table.write_text("architecture,accuracy\n" + "".join(f"{a},{i / 15625:.6f}\n" for i, a in enumerate(all_archs())))
+    proc = cli(
+        "--algos", "darts", "--nas.search.space", "nasbench201", "--datasets", "synthetic", "--config", tiny,
+        "--search-only", "--nas.search.trainer.bilevel.order", "first", "--nas.search.benchmark", str(table),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = cli.logdir / "archsearch_synthetic_toy" / "darts"
+    records = yaml.safe_load((out / "log.yaml").read_text())
+    tables = [r for r in records if r["event"] == "arch_weights"]
+    assert [t["epoch"] for t in tables] == [1, 2] and len(tables[0]["softmax"]["cell"]) == 6
+    assert all(len(row) == len(NB201_OPS) for row in tables[0]["softmax"]["cell"])
+    cells = [r["cell"] for r in records if r["event"] == "cell"]
+    found = yaml.safe_load((out / "search" / "final_model_desc.yaml").read_text())["meta"]["arch"]
+    assert len(cells) == 2 and cells[-1] == found  # the last epoch's cell is the one search returns
+    metrics = yaml.safe_load((out / "search" / "metrics.yaml").read_text())
+    assert metrics["benchmark_top1"] == pytest.approx(arch_to_index(found) / 15625, abs=1e-6)
+    assert f"found {found}; benchmark accuracy" in proc.stdout

@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from archsearch.algos.darts import BilevelOptimizer, DartsFinalizers, DartsModelDescBuilder, MixedOp
+from archsearch.algos.darts import BilevelOptimizer, Darts, DartsModelDescBuilder, MixedOp
 from archsearch.algos.darts import fused as fused_module
 from archsearch.algos.darts.fused import FusedDartsCell, fuse_cells
-from archsearch.algos.darts.runner import DartsRunner
 from archsearch.nas.model import Model
 from archsearch.nas.ops import DARTS_PRIMITIVES
+from archsearch.spaces.darts_cells import DartsCellSpace, DartsCellSupernet
 
 DATASET = dict(channels=3, n_classes=4)
 
@@ -30,7 +30,7 @@ def supernet(affine=False, primitives=DARTS_PRIMITIVES, c=4, n_nodes=4) -> Model
         primitives=list(primitives),
     )
     torch.manual_seed(0)
-    model = Model(DartsModelDescBuilder(conf, DATASET).build()).double()
+    model = DartsCellSupernet(DartsModelDescBuilder(conf, DATASET).build()).double()
     with torch.no_grad():
         for table in model.arch_params():
             table.normal_()  # far from uniform, so a wrong weight-to-op pairing shows
@@ -109,11 +109,11 @@ def test_fusing_keeps_modules_parameters_state_dict_and_finalization():
     model = supernet()
     params = {name: p for name, p in model.named_parameters()}
     keys = list(model.state_dict())
-    before = DartsFinalizers().finalize_model(model).to_yaml()
+    before = model.derive_arch()
     fuse_cells(model)
     assert all(p is params[name] for name, p in model.named_parameters())  # optimizers keep working
     assert list(model.state_dict()) == keys  # checkpoints load either way
-    assert DartsFinalizers().finalize_model(model).to_yaml() == before
+    assert model.derive_arch() == before
     op = next(m for m in model.modules() if isinstance(m, MixedOp))
     assert op.strongest()[0] in op.candidates and op.finalize().name == op.strongest()[0]
     naive = supernet()
@@ -196,7 +196,7 @@ def test_an_in_place_weight_change_before_backward_is_an_error():
         loss.backward()
 
 
-def test_runner_fuses_when_the_config_says_so(tmp_path):
+def test_strategy_fuses_when_the_config_says_so(tmp_path):
     class Ctx:
         conf = {"dataset": DATASET, "nas": {"search": {"model_desc": None}, "eval": {}}}
 
@@ -212,8 +212,9 @@ def test_runner_fuses_when_the_config_says_so(tmp_path):
     )
     for fused in (True, False):
         Ctx.conf["nas"]["search"]["model_desc"] = {**conf_md, "fused": fused}
-        runner = DartsRunner(Ctx())
-        assert all(isinstance(c, FusedDartsCell) == fused for c in runner.search_model().cells)
+        ctx = Ctx()
+        strategy = Darts(ctx, DartsCellSpace({}, ctx.conf["nas"]["search"]["model_desc"], DATASET))
+        assert all(isinstance(c, FusedDartsCell) == fused for c in strategy.search_model().cells)
 
 
 TINY = {
@@ -263,6 +264,7 @@ def test_higher_order_gradients_through_the_fused_cell_match():
 
 
 def test_cells_without_mixed_ops_are_left_alone():
-    final = Model(DartsFinalizers().finalize_model(supernet()))
+    conf = dict(n_cells=3, init_channels=4, n_nodes=4, stem_multiplier=3, n_reductions=2, aux_weight=0.0, affine=False)
+    final = DartsCellSpace({}, conf, DATASET).build(supernet().derive_arch())
     fuse_cells(final)
     assert not any(isinstance(c, FusedDartsCell) for c in final.cells)

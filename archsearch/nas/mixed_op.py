@@ -1,4 +1,8 @@
-"""MixedOp: every DARTS primitive on one edge; output = softmax(alpha)-weighted sum of their outputs.
+"""MixedOp: every candidate op on one edge; output = softmax(alpha)-weighted sum of their outputs.
+
+Framework code, because every cell space builds its differentiable supernet from it (DARTS cells,
+NAS-Bench-201): a space compiles a desc whose searchable edges are `mixed_op`s into a `MixedOpSupernet`
+and says how its alphas read as an architecture (`derive_arch`).
 
 Its alphas are one row of a table the Model owns (one table per cell type), so all cells of a type share
 them, as in DARTS. The `none` primitive keeps its alpha column (it competes in the softmax, exactly as
@@ -7,11 +11,13 @@ in the paper) but is never built or run: it would only add zeros.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archsearch.nas.model import ArchOp
+from archsearch.nas.model import ArchOp, Model
 from archsearch.nas.model_desc import OpDesc
 from archsearch.nas.ops import OPS, build_op, declare_op
 
@@ -63,3 +69,26 @@ class MixedOp(ArchOp):
 
 OPS.add("mixed_op", MixedOp)
 declare_op("mixed_op", params=("candidates", "arch_key", "arch_row"))
+
+
+class MixedOpSupernet(Model):
+    """A Model whose searchable edges are MixedOps, and what a DARTS-family trainer asks of it: the alpha
+    tables' column names and the architecture they pick now (logged every epoch as `arch_label`)."""
+
+    arch_label: ClassVar[str] = "arch"
+
+    def mixed_ops(self) -> list[MixedOp]:
+        return [m for m in self.modules() if isinstance(m, MixedOp)]
+
+    def column_names(self) -> dict[str, list[str]]:
+        names: dict[str, list[str]] = {}
+        for op in self.mixed_ops():
+            names.setdefault(op.arch_key, list(op.candidates))
+        return names
+
+    def derive_arch(self) -> Any:
+        raise NotImplementedError
+
+    def log_view(self) -> dict[str, Any]:
+        """{label: value} of the current architecture, for the per-epoch log line and log.yaml record."""
+        return {self.arch_label: self.derive_arch()}

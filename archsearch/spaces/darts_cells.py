@@ -1,0 +1,209 @@
+"""The DARTS cell space (Liu et al., ICLR 2019): a normal and a reduction cell of `n_nodes` nodes; node i
+reads two distinct earlier states (the two cell inputs and nodes before it), each through one op of
+`model_desc.primitives` (`none` excluded); the cell concatenates all its nodes. ~10^18 genotypes for
+4 nodes and 7 ops, so `size()` is None.
+
+An architecture is the DARTS genotype string as `nas.genotype.format_genotype` writes it (the paper's
+notation; `DARTS_V1`/`DARTS_V2` parse too). Networks are the DARTS CIFAR skeleton (`ModelDescBuilder`) with
+the genotype's cells stamped in.
+
+Supernets:
+- differentiable: every edge from every earlier state is a `mixed_op` over all primitives (`none` kept as
+  an alpha column), alphas shared per cell type; `derive_arch` is DARTS' discretization: per node the two
+  incoming edges whose strongest non-`none` op weighs most, each with that op (sec. 2.4, `genotype()` in
+  model_search.py).
+- sampled (ENAS on DARTS cells): the ENAS micro supernet over the DARTS primitives minus `none`, with the
+  DARTS space's node count. Its tokens choose per node two inputs and two ops, as ENAS does; the cell
+  output is ENAS' (the loose ends), and the genotype's concat field records it, so the found genotype
+  evaluates in the DARTS skeleton like any other.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from archsearch.common.errors import ArchitectureError
+from archsearch.common.io import atomic_write_text
+from archsearch.nas.genotype import (
+    CellTemplate,
+    format_genotype,
+    genotype_to_templates,
+    parse_genotype,
+    random_templates,
+    templates_to_genotype,
+)
+from archsearch.nas.mixed_op import MixedOpSupernet
+from archsearch.nas.model import Model
+from archsearch.nas.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
+from archsearch.nas.model_desc_builder import ModelDescBuilder, scaled_eval_model, templates_from_desc
+from archsearch.nas.ops import DARTS_PRIMITIVES
+from archsearch.spaces.base import SPACES, SearchSpace
+from archsearch.spaces.enas_spaces import MicroSpace
+from archsearch.spaces.enas_supernet import MicroSupernet
+
+SPACE_NAME = "darts"
+NONE = "none"
+CELL_TYPES = ("regular", "reduction")  # the genotype's normal and reduce fields
+
+
+class DartsModelDescBuilder(ModelDescBuilder):
+    """The DARTS supernet desc. Only node building differs from the framework builder: node i receives a
+    MixedOp edge from every earlier state (2 cell inputs + nodes before it)."""
+
+    def build_nodes(self, index: int, cell_type: str, c_node: int) -> tuple[list[NodeDesc], list[int]]:
+        if self.templates:  # scaling a found architecture: plain ops from its template
+            return super().build_nodes(index, cell_type, c_node)
+        primitives = list(self.conf["primitives"])
+        if primitives[0] != NONE or set(primitives) - set(DARTS_PRIMITIVES):
+            raise ArchitectureError(f"model_desc.primitives must start with none and use DARTS ops, got {primitives}")
+        n_inputs, n_nodes = 2, self.conf["n_nodes"]
+        nodes, row = [], 0
+        for i in range(n_nodes):
+            edges = []
+            for j in range(i + n_inputs):
+                stride = 2 if cell_type == "reduction" and j < n_inputs else 1
+                op = OpDesc.of(
+                    "mixed_op",
+                    c_node,
+                    c_node,
+                    stride,
+                    self.affine,
+                    candidates=primitives,
+                    arch_key=cell_type,
+                    arch_row=row,
+                )
+                edges.append(EdgeDesc(op, j))
+                row += 1
+            nodes.append(NodeDesc(edges))
+        return nodes, list(range(n_inputs, n_nodes + n_inputs))
+
+
+class DartsCellSupernet(MixedOpSupernet):
+    arch_label = "genotype"
+
+    def derive_arch(self, edges_per_node: int = 2) -> str:
+        """DARTS' top-k genotype of the current alphas (cells of a type share them: the first one is read)."""
+        templates: dict[str, CellTemplate] = {}
+        for cell in self.cells:
+            if cell.desc.cell_type in templates:
+                continue
+            nodes = []
+            for node_ops, node_desc in zip(cell.nodes, cell.desc.nodes):
+                strongest = [op.strongest() for op in node_ops]
+                ranked = sorted(range(len(node_ops)), key=lambda e: -strongest[e][1])  # stable: ties keep order
+                nodes.append([(strongest[e][0], node_desc.edges[e].input_id) for e in ranked[:edges_per_node]])
+            templates[cell.desc.cell_type] = CellTemplate(nodes, list(cell.desc.concat), cell.desc.n_inputs)
+        return format_genotype(templates_to_genotype(templates))
+
+
+class DartsCellSpace(SearchSpace):
+    name = SPACE_NAME
+    summary = "DARTS cells: normal + reduction cell, each node reads 2 earlier states through 1 op each"
+
+    @property
+    def primitives(self) -> list[str]:
+        """The search's candidate ops, `none` included (the supernet's columns)."""
+        # model_desc.primitives is DARTS' key; other strategies' configs on this space may not set it (a
+        # list of the keys: Config's `in` raises for a missing key instead of answering False)
+        conf = self.conf_model_desc
+        return list(conf["primitives"] if "primitives" in list(conf) else DARTS_PRIMITIVES)
+
+    @property
+    def ops(self) -> list[str]:
+        """The ops a genotype edge may hold: a found cell never keeps `none`."""
+        return [op for op in self.primitives if op != NONE]
+
+    @property
+    def n_nodes(self) -> int:
+        return self.conf_model_desc["n_nodes"]
+
+    def describe(self) -> str:
+        return f"darts: 2 cells x {self.n_nodes} nodes x 2 of {len(self.ops)} ops ({', '.join(self.ops)})"
+
+    # ---- encoding ------------------------------------------------------------------------------
+    def sample(self, rng: random.Random) -> str:
+        return format_genotype(templates_to_genotype(random_templates(rng, self.n_nodes, self.ops)))
+
+    def to_json(self, arch: str) -> str:
+        return arch
+
+    def from_json(self, data: Any, where: str = "architecture") -> str:
+        try:
+            return format_genotype(parse_genotype(data))
+        except ArchitectureError as e:
+            raise ArchitectureError(f"{where}: {e}") from None
+
+    def templates(self, arch: str) -> dict[str, CellTemplate]:
+        return genotype_to_templates(parse_genotype(arch))
+
+    def mutate(self, arch: str, rng: random.Random) -> str:
+        """One op or one input of one node of one cell type changes; a node's two inputs stay distinct."""
+        templates = self.templates(arch)
+        cell_type = rng.choice(CELL_TYPES)
+        nodes = templates[cell_type].nodes
+        node_index = rng.randrange(len(nodes))
+        node = nodes[node_index]
+        slot = rng.randrange(len(node))
+        op, input_id = node[slot]
+        free_inputs = [i for i in range(node_index + 2) if i not in {j for _, j in node}]
+        other_ops = [o for o in self.ops if o != op]
+        if free_inputs and (not other_ops or rng.random() < 0.5):
+            node[slot] = (op, rng.choice(free_inputs))
+        else:
+            node[slot] = (rng.choice(other_ops), input_id)
+        return format_genotype(templates_to_genotype(templates))
+
+    # ---- networks --------------------------------------------------------------------------------
+    def desc(self, arch: str, meta: Mapping[str, Any] | None = None) -> ModelDesc:
+        builder = ModelDescBuilder(self.conf_model_desc, self.conf_dataset, self.templates(arch))
+        return builder.build(meta={**(meta or {}), "space": SPACE_NAME, "genotype": arch})
+
+    def build(self, arch: str) -> Model:
+        return Model(self.desc(arch))
+
+    def save_arch(self, arch: str, folder: Path, meta: Mapping[str, Any]) -> Path:
+        """final_model_desc.yaml (meta: space, genotype) and genotype.txt, as DARTS has always written."""
+        path = self.desc(arch, meta).save(Path(folder) / self.final_file)
+        atomic_write_text(Path(folder) / "genotype.txt", arch + "\n")
+        return path
+
+    def load_arch(self, path: Path) -> str:
+        desc = ModelDesc.load(Path(path))
+        for cell in desc.cells:
+            if cell.n_inputs != 2 or any(len(node.edges) != 2 for node in cell.nodes):
+                raise ArchitectureError(f"{path} is not a DARTS cell network: every node of a cell needs 2 edges")
+        return self.from_json(format_genotype(templates_to_genotype(templates_from_desc(desc))), str(path))
+
+    def eval_model(self, path: Path, conf_model_desc: Mapping, eval_dir: Path | None) -> Any:
+        return scaled_eval_model(ModelDescBuilder(conf_model_desc, self.conf_dataset), Path(path), eval_dir)
+
+    # ---- supernets ---------------------------------------------------------------------------------
+    def differentiable_supernet(self) -> DartsCellSupernet:
+        conf = {**self.conf_model_desc, "primitives": self.primitives}
+        desc = DartsModelDescBuilder(conf, self.conf_dataset).build(meta={"space": SPACE_NAME, "supernet": True})
+        return DartsCellSupernet(desc)
+
+    def micro_space(self) -> MicroSpace:
+        return MicroSpace(n_nodes=self.n_nodes, ops=tuple(self.ops), final_conv=True)
+
+    def sampled_supernet(self) -> DartsSampledSupernet:
+        return DartsSampledSupernet(self.micro_space(), self.conf_model_desc, self.conf_dataset)
+
+    def token_spec(self) -> Sequence[Any]:
+        return self.micro_space().token_spec()
+
+    def arch_from_tokens(self, tokens: Sequence[int]) -> str:
+        return format_genotype(self.micro_space().to_genotype(tokens))
+
+
+class DartsSampledSupernet(MicroSupernet):
+    """ENAS' micro supernet over DARTS ops, driven by this space's architectures (genotypes)."""
+
+    def set_arch(self, arch: str) -> None:
+        self.set_arc(self.space.encode(parse_genotype(arch)))
+
+
+SPACES.add(SPACE_NAME, DartsCellSpace)
