@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from archsearch.common.checkpoint import KILL_AT_ENV, checksum_path, save_checkpoint
+from archsearch.common.checkpoint import KILL_AT_ENV, checksum_path, load_checkpoint, save_checkpoint
 from tests.conftest import REPO, assert_user_error, run_cli
 
 SYNTHETIC = {"synthetic_train": 96, "synthetic_test": 32}
@@ -303,23 +303,33 @@ def test_the_morphism_generator_state_round_trips_through_yaml():
 
 
 def test_a_resumed_morphism_search_proposes_what_the_uninterrupted_one_does(tmp_path):
-    """In process, so more trials than the CLI test can afford: the proposals after a resume depend on the
-    generator's state, which trials.yaml carries."""
-    from archsearch.algos.morphism import MorphismLimits, MorphismSearchStrategy, run_morphism_search
+    """In process, so more trials than the CLI test can afford: on the trial loop, a fresh queue rebuilt from
+    the index and the trial files, proposing from each trial's own seed, makes the same children."""
+    from archsearch.algos.morphism import MorphismLimits, MorphismSearchStrategy, MorphismTrials
+    from archsearch.nas.trial_loop import Budget, TrialLoop
 
-    def strategy() -> MorphismSearchStrategy:
+    def queue() -> MorphismSearchStrategy:
         return MorphismSearchStrategy(
             n_output_node=4, input_shape=(8, 8, 3), model_len=2, model_width=4, seed=0, max_candidates=8,
             limits=MorphismLimits(n_neighbours=4),
         )  # fmt: skip
 
-    def score(graph, trial_id: int) -> float:
-        return -float(graph.size())
+    def score(graph, trial) -> dict[str, float]:
+        torch.manual_seed(trial.seed)  # the layers a child adds start from the trial's seed, as in training
+        graph.set_weights_from_model(graph.produce_torch_model())  # stands in for the trained weights
+        return {"val_top1": -float(graph.size())}
 
-    def trials(folder: Path, *budgets: int) -> list[tuple[int, str]]:
-        for n_trials in budgets:  # each budget is one process's worth: a fresh strategy resuming the files
-            run_morphism_search(strategy(), score, n_trials, out_dir=folder, logger=lambda line: None)
-        records = yaml.safe_load((folder / "trials" / "trials.yaml").read_text())
-        return [(r["father_id"], (folder / "trials" / r["json"]).read_text()) for r in records]
+    def trials(folder: Path, *budgets: int) -> list[tuple[int, str, list]]:
+        for n_trials in budgets:  # each budget is one process's worth: a fresh queue resuming the files
+            morphism = MorphismTrials(queue(), folder, score, log=lambda line: None)
+            TrialLoop(folder, 0, Budget(n_trials), resume=True, log=lambda line: None).run(
+                morphism.propose, morphism.evaluate
+            )
+        records = yaml.safe_load((folder / "trials.yaml").read_text())
+        weights = [load_checkpoint(folder / "trials" / f"trial_{r['index']:03d}.pt") for r in records]
+        return [
+            (r["father_id"], (folder / r["arch"]).read_text(), [t.tolist() for t in w.values()])
+            for r, w in zip(records, weights)
+        ]
 
     assert trials(tmp_path / "straight", 6) == trials(tmp_path / "resumed", 2, 4, 6)

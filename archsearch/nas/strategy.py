@@ -22,12 +22,10 @@ from typing import Any, ClassVar
 from torch import nn
 
 from archsearch.common.errors import ConfigError
-from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
 from archsearch.nas.evaluater import BuiltModel
 from archsearch.nas.exp_runner import RUNNERS, ExperimentRunner
 from archsearch.nas.searcher import Searcher, SearchResult, SearchSetup, record_search_result
-from archsearch.nas.trainer import Trainer
 from archsearch.spaces.base import SPACES, Arch, SearchSpace
 
 USER_MODEL_SPACE = "user_model"
@@ -89,7 +87,9 @@ def make_space(ctx: RunContext, strategy: type[Strategy]) -> SearchSpace:
     conf_search = ctx.conf["nas"]["search"]
     space_class = SPACES.get(space_name(conf_search, strategy))
     check_pair(strategy, space_class)
-    return space_class(conf_search["space"], conf_search["model_desc"], ctx.conf["dataset"])
+    space = space_class(conf_search["space"], conf_search["model_desc"], ctx.conf["dataset"])
+    space.conf_eval = ctx.conf["nas"]["eval"]
+    return space
 
 
 class StrategySearcher(Searcher):
@@ -132,6 +132,7 @@ class StrategyRunner(ExperimentRunner):
     def dry_run(self) -> dict[str, Any]:
         report = super().dry_run()
         report["notes"] = [f"space: {self.space.describe()}", *self.strategy.dry_run_notes()]
+        report["cell_based"] = self.space.cell_based
         return report
 
 
@@ -143,13 +144,3 @@ def register_strategy(strategy: type[Strategy]) -> type[Strategy]:
     RUNNERS.add(strategy.name, runner)
     return strategy
 
-
-def fit_supernet(ctx: RunContext, supernet: nn.Module, trainer_class: type[Trainer]) -> tuple[Trainer, dict[str, Any]]:
-    """Train a one-shot strategy's supernet with `trainer_class` on the weights/arch split of the training set
-    (nas.search.loader, nas.search.trainer), checkpointing to search/checkpoint.pt so a killed search resumes."""
-    conf_search = ctx.conf["nas"]["search"]
-    weights_loader, arch_loader = search_loaders(ctx.conf["dataset"], conf_search["loader"], ctx.device, ctx.seed)
-    trainer = trainer_class(
-        conf_search["trainer"], supernet, ctx.log, ctx.device, "search", ctx.search_dir / "checkpoint.pt"
-    )
-    return trainer, trainer.fit(weights_loader, arch_loader, resume=ctx.resume)

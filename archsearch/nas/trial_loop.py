@@ -12,7 +12,8 @@ The loop owns what every such search needs and none should write again:
 
 A strategy proposes through `propose(index, rng, history)`: the architecture (a JSON value) of trial
 `index`, given the finished trials in `history`; it may return `(arch, extra)` to store YAML-safe fields
-beside it (a morphism father id). Proposals depend only on (rng, history), so replaying the index rebuilds
+beside it (a morphism father id), or None when it has nothing left to propose (the loop then finishes the
+trials in flight and stops). Proposals depend only on (rng, history), so replaying the index rebuilds
 a strategy's state exactly: no strategy RNG needs checkpointing. An `Executor` evaluates the proposed
 trials: `LocalExecutor` one at a time in this process (the seam a parallel executor plugs into).
 """
@@ -42,6 +43,14 @@ SEED_STRIDE = 7919  # a prime: trial seeds of neighbouring run seeds do not over
 def trial_seed(run_seed: int, index: int) -> int:
     """The seed of trial `index` of a run seeded `run_seed` (proposal RNG and evaluation torch seed)."""
     return run_seed * SEED_STRIDE + index
+
+
+def finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if finite_number(value) else str(value)
 
 
 @dataclass(frozen=True)
@@ -148,7 +157,10 @@ class TrialLoop:
         return records
 
     def better(self, a: float, b: float | None) -> bool:
-        if b is None or (isinstance(b, float) and math.isnan(b)):
+        """A failed trial's objective (NaN, which the index stores as the string 'nan') is never better."""
+        if not finite_number(a):
+            return False
+        if not finite_number(b):
             return True
         return a > b if self.mode == "max" else a < b
 
@@ -167,13 +179,19 @@ class TrialLoop:
         best = self.best_of(records)
         next_index = max((r["index"] for r in records), default=-1) + 1
         spent = sum(r["time_s"] for r in records)
+        proposing = True
         while True:
             in_flight = self.executor.pending()
             while (
-                in_flight < self.executor.max_concurrent
+                proposing
+                and in_flight < self.executor.max_concurrent
                 and not self.budget.exhausted(len(records) + in_flight, spent)
             ):
-                self.executor.submit(self._propose(propose, next_index, records), evaluate)
+                trial = self._propose(propose, next_index, records)
+                if trial is None:  # the strategy's space is exhausted
+                    proposing = False
+                    break
+                self.executor.submit(trial, evaluate)
                 next_index += 1
                 in_flight += 1
             if in_flight == 0:
@@ -202,9 +220,11 @@ class TrialLoop:
             self._progress(record, best)
         return TrialResults(records, best, self.objective)
 
-    def _propose(self, propose: ProposeFn, index: int, history: list[dict[str, Any]]) -> Trial:
+    def _propose(self, propose: ProposeFn, index: int, history: list[dict[str, Any]]) -> Trial | None:
         seed = trial_seed(self.seed, index)
         proposal = propose(index, random.Random(seed), list(history))
+        if proposal is None:
+            return None
         arch, extra = proposal if isinstance(proposal, tuple) else (proposal, {})
         return Trial(index, arch, seed, dict(extra))
 
@@ -213,6 +233,6 @@ class TrialLoop:
         of = f"/{n}" if n is not None else ""
         value, best_value = record["metrics"][self.objective], best["metrics"][self.objective]
         self.log(
-            f"[search] trial {record['index'] + 1}{of}: {self.objective} {value:.4f}; "
-            f"best so far {best_value:.4f} (trial {best['index'] + 1})"
+            f"[search] trial {record['index'] + 1}{of}: {self.objective} {_fmt(value)}; "
+            f"best so far {_fmt(best_value)} (trial {best['index'] + 1})"
         )

@@ -17,6 +17,8 @@ Capabilities (a method group a subclass provides by overriding it):
     differentiable  differentiable_supernet(): a supernet with continuous architecture weights (DARTS)
     sampled         sampled_supernet(), token_spec(), arch_from_tokens(): a weight-sharing supernet that runs
                     one sampled child, and the token layout a controller samples (ENAS)
+    morphism        configure_morphism(conf): the architecture is a growing graph document (NNI's JSON graph
+                    IR) whose seed network nas.search.morphism sets (spaces/morphism.py only)
 
 Both supernets are `nn.Module`s that the shared Trainer trains; see `DifferentiableSupernet` and
 `SampledSupernet` for what the one-shot strategies call on them.
@@ -42,6 +44,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "benchmark": ("benchmark_key",),
     "differentiable": ("differentiable_supernet",),
     "sampled": ("sampled_supernet", "token_spec", "arch_from_tokens"),
+    "morphism": ("configure_morphism",),  # only spaces/morphism.py: a method the base class does not declare
 }
 
 
@@ -53,8 +56,6 @@ class DifferentiableSupernet(Protocol):
     def arch_params(self) -> list[nn.Parameter]: ...
     def nonarch_params(self) -> list[nn.Parameter]: ...
     def derive_arch(self) -> Arch: ...  # e.g. DARTS' top-2 genotype, NB201's argmax per edge
-    def column_names(self) -> dict[str, list[str]]: ...  # per architecture table, its columns' names
-    def log_view(self) -> dict[str, Any]: ...  # {label: the current architecture}, logged every epoch
 
 
 @runtime_checkable
@@ -75,6 +76,8 @@ class SearchSpace(ABC):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""  # one line for --help and error messages
     final_file: ClassVar[str] = "final_model_desc.yaml"  # what search/ holds for evaluation
+    cell_based: ClassVar[bool] = True  # False: no cell model_desc to show in --dry-run (a graph IR)
+    conf_eval: Mapping | None = None  # nas.eval, set by the runner: what `eval_model` may read beyond model_desc
 
     def __init__(self, conf_space: Mapping, conf_model_desc: Mapping, conf_dataset: Mapping) -> None:
         self.conf_space = conf_space
@@ -87,7 +90,8 @@ class SearchSpace(ABC):
         """The capability names whose methods this space overrides."""
         provided = set()
         for capability, methods in CAPABILITIES.items():
-            if all(getattr(cls, m) is not getattr(SearchSpace, m) for m in methods):
+            # getattr with None: a capability may name a method only its own space defines
+            if all(getattr(cls, m, None) is not getattr(SearchSpace, m, None) for m in methods):
                 provided.add(capability)
         return provided
 

@@ -1,6 +1,6 @@
 """Network-morphism architecture search (Autokeras / NNI NetworkMorphism tuner style), framework-free.
 
-NNI-style trial code keeps working::
+NNI-style trial code keeps working (and NNI's own tuner API: see archsearch.compat.nni)::
 
     from archsearch.algos.morphism import json_to_graph
     model = json_to_graph(text).produce_torch_model()
@@ -36,8 +36,8 @@ from archsearch.algos.morphism.layers import (
     StubReLU,
     StubSoftmax,
 )
-from archsearch.algos.morphism.runner import MorphismRunner  # noqa: F401 - registers --algos morphism
-from archsearch.algos.morphism.search import SearchResult, run_morphism_search
+from archsearch.algos.morphism.nni_tuner import NetworkMorphismTuner
+from archsearch.algos.morphism.search import Morphism, MorphismTrials  # registers --algos morphism
 from archsearch.algos.morphism.strategy import MorphismSearchStrategy, SearchExhausted, Trial
 from archsearch.algos.morphism.torch_model import TorchModel
 from archsearch.algos.morphism.transformer import (
@@ -47,6 +47,7 @@ from archsearch.algos.morphism.transformer import (
     to_wider_graph,
     transform,
 )
+from archsearch.spaces import morphism as _space  # noqa: F401, E402 - registers the morphism search space
 
 __all__ = [
     "BayesianOptimizer",
@@ -54,12 +55,14 @@ __all__ = [
     "Graph",
     "IncrementalGaussianProcess",
     "MlpGenerator",
+    "Morphism",
     "MorphismLimits",
     "MorphismSearchStrategy",
+    "MorphismTrials",
+    "NetworkMorphismTuner",
     "NetworkDescriptor",
     "Node",
     "SearchExhausted",
-    "SearchResult",
     "SearchTree",
     "StubAdd",
     "StubBatchNormalization1d",
@@ -90,7 +93,6 @@ __all__ = [
     "graph_to_json",
     "json_to_graph",
     "layer_distance",
-    "run_morphism_search",
     "skip_connection_distance",
     "to_deeper_graph",
     "to_skip_connection_graph",

@@ -16,7 +16,7 @@ import numpy as np
 
 from archsearch.algos.morphism import morphisms
 from archsearch.algos.morphism.descriptor import NetworkDescriptor
-from archsearch.algos.morphism.layers import LayerShapeError, Shape, StubLayer
+from archsearch.algos.morphism.layers import LayerShapeError, Shape, StubLayer, get_batch_norm_class, get_conv_class
 from archsearch.common.errors import ArchitectureError
 
 if TYPE_CHECKING:
@@ -35,6 +35,15 @@ class Node:
 
     def __repr__(self) -> str:
         return f"Node{list(self.shape)}"
+
+
+class NodeIds(dict):
+    """NNI's ``graph.node_to_id`` ({Node: id}). It keeps its graph, so NNI's
+    ``layer_description_extractor(layer, node_to_id)`` finds a layer's wiring, which the graph owns here."""
+
+    def __init__(self, graph: Graph) -> None:
+        super().__init__((node, i) for i, node in enumerate(graph.node_list))
+        self.graph = graph
 
 
 class Graph:
@@ -135,6 +144,23 @@ class Graph:
         return self.copy()  # NNI user code deepcopies graphs; weight arrays are never written in place
 
     # ------------------------------------------------------------------------------------------ queries
+    @property
+    def node_to_id(self) -> NodeIds:
+        return NodeIds(self)
+
+    @property
+    def layer_to_id(self) -> dict[StubLayer, int]:
+        return {layer: i for i, layer in enumerate(self.layer_list)}
+
+    @property
+    def conv(self) -> type[StubLayer]:
+        """NNI's conv class for this graph's dimensionality (likewise ``batch_norm``)."""
+        return get_conv_class(self.n_dim)
+
+    @property
+    def batch_norm(self) -> type[StubLayer]:
+        return get_batch_norm_class(self.n_dim)
+
     @property
     def n_nodes(self) -> int:
         return len(self.node_list)

@@ -62,21 +62,7 @@ def graph_to_dict(graph: Graph, include_weights: bool = True) -> dict[str, Any]:
     data["adj_list"] = {str(k): [list(e) for e in v] for k, v in graph.adj_list.items()}
     data["reverse_adj_list"] = {str(k): [list(e) for e in v] for k, v in graph.reverse_adj_list.items()}
     data["node_list"] = [[i, list(node.shape)] for i, node in enumerate(graph.node_list)]
-    layer_list = []
-    for layer_id, layer in enumerate(graph.layer_list):
-        inputs = graph.layer_id_to_input_node_ids[layer_id]
-        layer_list.append(
-            [
-                layer_id,
-                [
-                    layer.type_name,
-                    list(inputs) if layer.aggregate else inputs[0],
-                    graph.layer_id_to_output_node_ids[layer_id][0],
-                    *layer.json_attrs(),
-                ],
-            ]
-        )
-    data["layer_list"] = layer_list
+    data["layer_list"] = [[layer_id, layer_description(graph, layer_id)] for layer_id in range(len(graph.layer_list))]
     if include_weights and graph.weighted:
         weights = {
             str(i): [np.asarray(w, dtype=np.float32).tolist() for w in layer.weights]
@@ -87,6 +73,13 @@ def graph_to_dict(graph: Graph, include_weights: bool = True) -> dict[str, Any]:
             data[WEIGHTS_KEY] = weights
     data.update(graph.json_extra)
     return data
+
+
+def layer_description(graph: Graph, layer_id: int) -> list[Any]:
+    """A layer's JSON description: [type, input node id(s), output node id, *attributes]."""
+    layer, inputs = graph.layer_list[layer_id], graph.layer_id_to_input_node_ids[layer_id]
+    output = graph.layer_id_to_output_node_ids[layer_id][0]
+    return [layer.type_name, list(inputs) if layer.aggregate else inputs[0], output, *layer.json_attrs()]
 
 
 def graph_to_json(graph: Graph, json_model_path: str | os.PathLike | None = None, include_weights: bool = True) -> str:

@@ -1,183 +1,193 @@
-"""The search loop: propose, train through a callback, record, repeat; resumable from its own files.
+"""Network morphism as a strategy on the one trial loop (archsearch/nas/trial_loop.py).
 
-Files under ``out_dir``::
+The trial loop owns the index (search/trials.yaml), resume, per-trial seeds, the budget and best-so-far;
+this module adds what only morphism needs, under search/trials/::
 
-    trials/trial_003.json   the architecture (NNI JSON, written before training, "weighted": false so
-                            NNI's own loader takes it too)
-    trials/trial_003.pt     the trained weights as a TorchModel state dict, when the callback put them in
-                            the graph (``graph.set_weights_from_model(model)``); children inherit them
-    trials/trials.yaml      the index: one record per trial (id, father, status, metric, files, params, time,
-                            and the strategy's generator state after it, so a resume proposes what the
-                            uninterrupted search would)
-    best_model.json/.txt    the best trial's architecture and "best model: <id>" (NNI's best_model.txt line),
-    best_model.pt           and its weights when it has them
+    trial_003.json   the architecture (NNI JSON, written when proposed, "weighted": false so NNI's own loader
+                     takes it); the index's `arch` field refers to it, since documents are kilobytes and the
+                     index is rewritten after every trial
+    trial_003.pt     the trained weights (a TorchModel state dict); children inherit them
+
+and search/best_model.json/.pt/.txt for the best trial (NNI's best_model.txt line "best model: <id>").
+
+The optimizer's state is rebuilt from the history the loop hands to `propose`: finished trials are
+registered in index order (from memory, or from their files after a resume) and each proposal draws from
+its trial's own seed, so a resumed search proposes exactly what the uninterrupted one does.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import random
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
+import numpy as np
+import torch
 
 from archsearch.algos.morphism.graph import Graph
-from archsearch.algos.morphism.ir_json import graph_to_json, json_to_graph
+from archsearch.algos.morphism.ir_json import graph_to_json, load_graph_file
 from archsearch.algos.morphism.strategy import MorphismSearchStrategy, SearchExhausted
-from archsearch.common.checkpoint import fault_point, load_checkpoint, save_checkpoint
-from archsearch.common.errors import UserError
-from archsearch.common.io import atomic_write_text, atomic_write_yaml
+from archsearch.common.checkpoint import load_checkpoint, save_checkpoint
+from archsearch.common.errors import ArchitectureError
+from archsearch.common.io import atomic_write_text
+from archsearch.data.loaders import search_loaders
+from archsearch.nas.context import RunContext
+from archsearch.nas.strategy import SearchOutcome, Strategy, register_strategy
+from archsearch.nas.trainer import Trainer
+from archsearch.nas.trial_loop import Budget, Trial, TrialLoop, finite_number
+from archsearch.spaces.base import SearchSpace
 
-MAX_CONSECUTIVE_FAILURES = 3  # a callback that keeps raising is a bug, not a bad architecture
-
-
-@dataclass
-class SearchResult:
-    best_trial_id: int | None
-    best_metric: float | None
-    n_finished: int
-    out_dir: Path
-    records: list[dict[str, Any]]
-
-
-def _trial_stem(trial_id: int) -> str:
-    return f"trial_{trial_id:03d}"
+TRIALS_DIR = "trials"
+MAX_CONSECUTIVE_FAILURES = 3  # a scorer that keeps raising is a bug, not a bad architecture
+LOOP_KEYS = ("n_trials", "time_budget_s")  # the budget; every other key of nas.search.morphism is the queue's
+# trains the graph's network (children carry their father's weights), puts the trained weights back into
+# the graph (graph.set_weights_from_model) and returns the trial's metrics
+ScoreFn = Callable[[Graph, Trial], Mapping[str, float]]
 
 
-def _read_index(index_path: Path) -> list[dict[str, Any]]:
-    if not index_path.exists():
-        return []
-    try:
-        records = yaml.safe_load(index_path.read_text()) or []
-    except yaml.YAMLError as err:
-        raise UserError(
-            f"{index_path}: not valid YAML ({str(err).splitlines()[0]}); fix or delete it to start the search afresh"
-        ) from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) and "trial_id" in r for r in records):
-        raise UserError(f"{index_path}: expected a list of trial records with trial_id; fix or delete it")
-    return records
+def queue_from_conf(conf_morphism: Mapping, space: SearchSpace) -> MorphismSearchStrategy:
+    """The Bayesian queue of nas.search.morphism, on the space's input shape and classes."""
+    section = {k: v for k, v in conf_morphism.items() if k not in LOOP_KEYS}
+    return MorphismSearchStrategy.from_config(section, n_output_node=space.n_classes, input_shape=space.input_shape)
 
 
-def _resume(
-    strategy: MorphismSearchStrategy, trials_dir: Path, records: list[dict[str, Any]], logger: Callable[[str], Any]
-) -> list[dict[str, Any]]:
-    """Re-register finished trials in id order; trials interrupted mid-training are dropped and redone."""
-    kept = []
-    for record in sorted(records, key=lambda r: r["trial_id"]):
-        if record.get("status") not in ("done", "failed"):
-            logger(f"morphism: dropping trial {record['trial_id']} interrupted while {record.get('status')}")
-            continue
-        graph = json_to_graph((trials_dir / record["json"]).read_text())
-        if record.get("weights"):
-            graph.set_weights_from_state_dict(load_checkpoint(trials_dir / record["weights"], require_checksum=True))
-        metric = record.get("metric") if record["status"] == "done" else None
-        strategy.restore(record["trial_id"], graph, record["father_id"], metric)
-        kept.append(record)
-    if kept:
-        if kept[-1].get("rng") is not None:  # the generator as it was after the last finished trial
-            strategy.set_rng_state(kept[-1]["rng"])
-        logger(f"morphism: resumed {len(kept)} finished trials from {trials_dir}")
-    return kept
+class MorphismTrials:
+    """`propose` and `evaluate` for a TrialLoop over `queue`; trial files under `folder`/trials/."""
 
+    def __init__(
+        self,
+        queue: MorphismSearchStrategy,
+        folder: Path,
+        score: ScoreFn,
+        objective: str = "val_top1",
+        log: Callable[[str], Any] = print,
+    ) -> None:
+        self.queue, self.folder, self.score, self.objective, self.log = queue, Path(folder), score, objective, log
+        (self.folder / TRIALS_DIR).mkdir(parents=True, exist_ok=True)
 
-def _write_best(
-    strategy: MorphismSearchStrategy, out_dir: Path, trials_dir: Path, records: list[dict[str, Any]]
-) -> None:
-    best = strategy.best_trial
-    if best is None:
-        return
-    record = next(r for r in records if r["trial_id"] == best.trial_id)
-    atomic_write_text(out_dir / "best_model.json", (trials_dir / record["json"]).read_text())
-    lines = [f"best model: {best.trial_id}", f"metric: {best.metric}", f"json: trials/{record['json']}"]
-    if record.get("weights"):
-        save_checkpoint(best.graph.weights_state_dict(), out_dir / "best_model.pt")
-        lines.append(f"weights: trials/{record['weights']}")
-    atomic_write_text(out_dir / "best_model.txt", "\n".join(lines) + "\n")
+    def file(self, index: int, suffix: str) -> Path:
+        return self.folder / TRIALS_DIR / f"trial_{index:03d}{suffix}"
 
-
-def run_morphism_search(
-    strategy: MorphismSearchStrategy,
-    train_and_score: Callable[[Graph, int], float],
-    n_trials: int,
-    time_budget_s: float | None = None,
-    out_dir: str | Path = ".",
-    logger: Callable[[str], Any] = print,
-) -> SearchResult:
-    """Run until ``n_trials`` trials have finished (counting resumed ones) or ``time_budget_s`` is spent.
-
-    ``train_and_score(graph, trial_id)`` builds ``graph.produce_torch_model()`` (which already carries any
-    inherited weights), trains it, and returns the metric (higher is better for optimize_mode maximize).
-    To let children inherit the trained weights it calls ``graph.set_weights_from_model(model)``.
-    A callback exception marks the trial failed; three in a row re-raise the last one.
-    """
-    out_dir = Path(out_dir)
-    trials_dir = out_dir / "trials"
-    index_path = trials_dir / "trials.yaml"
-    trials_dir.mkdir(parents=True, exist_ok=True)
-    records = _resume(strategy, trials_dir, _read_index(index_path), logger)
-    start, failures_in_a_row = time.monotonic(), 0
-
-    while len(records) < n_trials:
-        if time_budget_s is not None and time.monotonic() - start >= time_budget_s:
-            logger(f"morphism: time budget of {time_budget_s:g}s spent after {len(records)} trials")
-            break
+    def propose(self, index: int, rng: random.Random, history: list[dict[str, Any]]) -> Any:
+        self._replay(history)
+        last = history[-MAX_CONSECUTIVE_FAILURES:]
+        if len(last) == MAX_CONSECUTIVE_FAILURES and all("error" in r["metrics"] for r in last):
+            raise RuntimeError(
+                f"{MAX_CONSECUTIVE_FAILURES} morphism trials in a row failed, the last with "
+                f"{last[-1]['metrics']['error']}; see log.log"
+            )
+        # this proposal's randomness comes from its trial seed alone (the optimizer shares the generator)
+        self.queue.set_rng_state(np.random.default_rng(rng.getrandbits(64)).bit_generator.state)
         try:
-            trial_id, graph, father_id = strategy.propose()
+            trial_id, graph, father_id = self.queue.propose()
         except SearchExhausted as err:
-            logger(f"morphism: stopping: {err}")
-            break
-        stem = _trial_stem(trial_id)
-        graph_to_json(graph, trials_dir / f"{stem}.json", include_weights=False)
-        record: dict[str, Any] = {
-            "trial_id": trial_id,
-            "father_id": father_id,
-            "status": "running",
-            "metric": None,
-            "json": f"{stem}.json",
-            "weights": None,
-            "n_params": graph.size(),
-            "inherited_weights": graph.has_weights(),
-            "seconds": None,
-            "rng": None,
-        }
-        atomic_write_yaml(index_path, records + [record])
-        began = time.monotonic()
-        try:
-            metric: float | None = float(train_and_score(graph, trial_id))
-            failures_in_a_row = 0
-        except Exception as err:  # a bad architecture must not end the search; a broken callback will
-            failures_in_a_row += 1
-            logger(f"morphism: trial {trial_id} failed: {type(err).__name__}: {err}")
-            if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
-                record.update(status="failed", seconds=round(time.monotonic() - began, 3), rng=strategy.rng_state())
-                atomic_write_yaml(index_path, records + [record])
-                raise
-            metric = None
-        if metric is not None and not math.isfinite(metric):
-            metric = None
-        strategy.report(trial_id, metric)
-        if graph.has_weights():
-            save_checkpoint(graph.weights_state_dict(), trials_dir / f"{stem}.pt")
-            record["weights"] = f"{stem}.pt"
-        record.update(
-            status="done" if metric is not None else "failed",
-            metric=metric,
-            seconds=round(time.monotonic() - began, 3),
-            rng=strategy.rng_state(),  # a resume continues the proposals from here (bit generator state)
-        )
-        records.append(record)
-        atomic_write_yaml(index_path, records)
-        fault_point(f"morphism:recorded:{trial_id}")
-        _write_best(strategy, out_dir, trials_dir, records)
-        best = strategy.best_trial
-        logger(
-            f"morphism: trial {trial_id} (father {father_id}, {record['n_params']} params) "
-            f"metric={metric} in {record['seconds']}s; best trial "
-            f"{best.trial_id if best else None} ({best.metric if best else None})"
-        )
+            self.log(f"[search] morphism: stopping: {err}")
+            return None
+        assert trial_id == index, f"the queue numbers trials {trial_id}, the loop {index}"
+        path = self.file(index, ".json")
+        graph_to_json(graph, path, include_weights=False)
+        extra = {"father_id": father_id, "n_params": graph.size(), "inherited_weights": graph.has_weights()}
+        return str(path.relative_to(self.folder)), extra
 
-    best = strategy.best_trial
-    return SearchResult(best.trial_id if best else None, best.metric if best else None, len(records), out_dir, records)
+    def evaluate(self, trial: Trial) -> dict[str, Any]:
+        graph = self.queue.trials[trial.index].graph
+        try:
+            metrics = dict(self.score(graph, trial))
+        except Exception as err:  # a bad architecture must not end the search; three in a row will
+            self.log(f"[search] morphism: trial {trial.index} failed: {type(err).__name__}: {err}")
+            graph.clear_weights()  # whatever it holds now is not trained weights: children start afresh
+            return {self.objective: math.nan, "error": f"{type(err).__name__}: {err}"}
+        if graph.has_weights():
+            save_checkpoint(graph.weights_state_dict(), self.file(trial.index, ".pt"))
+        return metrics
+
+    def _replay(self, history: list[dict[str, Any]]) -> None:
+        """Register the finished trials the queue does not know as finished yet, in index order."""
+        for record in history:
+            metric = record["metrics"][self.objective]
+            metric = metric if finite_number(metric) else None  # a failed trial (NaN, 'nan' in the index)
+            known = self.queue.trials.get(record["index"])
+            if known is None:  # a resumed search: the trial's graph and trained weights come from its files
+                graph = load_graph_file(self.folder / record["arch"])
+                weights = self.file(record["index"], ".pt")
+                if metric is not None and weights.exists():
+                    graph.set_weights_from_state_dict(load_checkpoint(weights, require_checksum=True))
+                self.queue.restore(record["index"], graph, record["father_id"], metric)
+            elif known.status == "pending":
+                self.queue.report(record["index"], metric)
+
+    def write_best(self, best: Mapping[str, Any]) -> dict[str, Any]:
+        """search/best_model.{json,pt,txt} of the best trial; returns its graph document."""
+        graph, text = self.queue.trials[best["index"]].graph, (self.folder / best["arch"]).read_text()
+        lines = [f"best model: {best['index']}", f"metric: {best['metrics'][self.objective]}", f"json: {best['arch']}"]
+        atomic_write_text(self.folder / "best_model.json", text)
+        if graph.has_weights():
+            save_checkpoint(graph.weights_state_dict(), self.folder / "best_model.pt")
+            lines.append(f"weights: {self.file(best['index'], '.pt').relative_to(self.folder)}")
+        atomic_write_text(self.folder / "best_model.txt", "\n".join(lines) + "\n")
+        return json.loads(text)
+
+
+@register_strategy
+class Morphism(Strategy):
+    name = "morphism"
+    summary = "network morphism: NNI graph IR, Bayesian optimizer with edit-distance GP"
+    requires = frozenset({"morphism"})
+    default_space = "morphism"
+
+    def __init__(self, ctx: RunContext, space: SearchSpace) -> None:
+        super().__init__(ctx, space)
+        self.conf_morphism = self.conf["morphism"]
+        space.configure_morphism(self.conf_morphism)  # type: ignore[attr-defined]  # the morphism capability
+
+    def search(self) -> SearchOutcome:
+        ctx, conf = self.ctx, self.conf
+        weights_loader, arch_loader = search_loaders(ctx.conf["dataset"], conf["loader"], ctx.device, ctx.seed)
+
+        def train(graph: Graph, trial: Trial) -> dict[str, float]:
+            torch.manual_seed(trial.seed)
+            model = graph.produce_torch_model()  # carries the father's trained weights when it has them
+            metrics = Trainer(conf["trainer"], model, ctx.log, ctx.device, f"trial {trial.index}").fit(
+                weights_loader, arch_loader
+            )
+            graph.set_weights_from_model(model.cpu())  # children inherit these
+            return {**metrics, "params": graph.size()}
+
+        trials = MorphismTrials(
+            queue_from_conf(self.conf_morphism, self.space), ctx.search_dir, train, log=ctx.log.info
+        )
+        maximize = self.conf_morphism["optimize_mode"] == "maximize"
+        loop = TrialLoop(
+            ctx.search_dir,
+            ctx.seed,
+            Budget(self.conf_morphism["n_trials"], self.conf_morphism["time_budget_s"]),
+            mode="max" if maximize else "min",
+            resume=ctx.resume,
+            log=ctx.log.info,
+            record=ctx.log.record,
+        )
+        results = loop.run(trials.propose, trials.evaluate)
+        best = results.best
+        if best is None or not finite_number(best["metrics"]["val_top1"]):
+            raise ArchitectureError("no morphism trial finished; see log.log for the trials' errors")
+        arch = trials.write_best(best)
+        metrics = {
+            "best_val_top1": best["metrics"]["val_top1"],
+            "best_trial": best["index"],
+            "n_trials": len(results.records),
+        }
+        return SearchOutcome(arch, metrics, {"best_trial": best["index"]})
+
+    def search_model(self) -> torch.nn.Module:
+        return self.space.build(self.space.sample(random.Random(self.ctx.seed)))
+
+    def dry_run_notes(self) -> list[str]:
+        ds, conf = self.ctx.conf["dataset"], self.conf_morphism
+        return [
+            f"morphism: task {conf['task']}, input_width {ds['image_size']}, input_channel {ds['channels']}, "
+            f"n_output_node {ds['n_classes']}; seed network model_len {conf['model_len']}, "
+            f"model_width {conf['model_width']}; {conf['n_trials']} trials of {self.conf['trainer']['epochs']} epochs"
+        ]

@@ -7,7 +7,7 @@ import yaml
 
 import archsearch
 from archsearch.algos.morphism import json_to_graph
-from tests.conftest import config_fixture
+from tests.conftest import assert_user_error, config_fixture
 
 TINY = {
     "nas": {
@@ -29,12 +29,14 @@ def test_trials_then_eval_of_the_best_graph(cli, tiny):
     proc = cli("--algos", "morphism", "--datasets", "synthetic", "--config", tiny)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = cli.logdir / "archsearch_synthetic_toy" / "morphism"
-    trials = yaml.safe_load((out / "search" / "trials" / "trials.yaml").read_text())
-    assert [t["trial_id"] for t in trials] == [0, 1, 2] and trials[0]["father_id"] == -1
-    assert all(t["status"] == "done" for t in trials)
+    trials = yaml.safe_load((out / "search" / "trials.yaml").read_text())  # the trial loop's index
+    assert [t["index"] for t in trials] == [0, 1, 2] and trials[0]["father_id"] == -1
+    assert [t["arch"] for t in trials] == [f"trials/trial_{i:03d}.json" for i in range(3)]
+    assert all(0 <= t["metrics"]["val_top1"] <= 1 for t in trials)
     assert trials[1]["inherited_weights"]  # children start from their father's trained weights
-    best = (out / "search" / "best_model.txt").read_text()
-    assert "best" in best
+    best = max(trials, key=lambda t: t["metrics"]["val_top1"])
+    assert (out / "search" / "best_model.txt").read_text().startswith(f"best model: {best['index']}\n")
+    assert yaml.safe_load((out / "summary.yaml").read_text())["search"]["best_trial"] == best["index"]
     graph = json_to_graph((out / "search" / "best_model.json").read_text())
     assert (
         json.loads((out / "eval" / "model.json").read_text())["node_list"]
@@ -71,3 +73,9 @@ def test_finetune_without_weights_is_a_user_error(cli, tiny, tmp_path):
         "finetune",
     )
     assert proc.returncode == 2 and "init finetune needs the trained weights" in proc.stderr
+
+
+def test_morphism_on_another_space_is_the_one_line_impossible_pair_error(cli):
+    proc = cli("--algos", "morphism", "--nas.search.space.name", "nasbench201", "--dry-run")
+    assert_user_error(proc, "--algos morphism needs a search space with morphism, which nasbench201 does not provide")
+    assert "spaces morphism runs on: morphism" in proc.stderr

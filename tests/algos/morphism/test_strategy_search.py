@@ -1,4 +1,4 @@
-"""The trial queue (MorphismSearchStrategy) and the resumable search loop."""
+"""The trial queue (MorphismSearchStrategy), and morphism driven by the one trial loop (MorphismTrials)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,9 @@ import pytest
 import torch
 import yaml
 
-from archsearch.algos.morphism import (
-    MorphismLimits,
-    MorphismSearchStrategy,
-    json_to_graph,
-    run_morphism_search,
-)
+from archsearch.algos.morphism import MorphismLimits, MorphismSearchStrategy, MorphismTrials, json_to_graph
 from archsearch.common.errors import ConfigError
+from archsearch.nas.trial_loop import Budget, TrialLoop
 
 
 def small_cnn_strategy(**kwargs) -> MorphismSearchStrategy:
@@ -103,86 +99,62 @@ def test_from_config_maps_keys_and_rejects_unknown_ones():
         MorphismSearchStrategy(task="nlp")
 
 
-# ------------------------------------------------------------------------------------------ the loop
+# ----------------------------------------------------------------------------- on the trial loop
 def dummy_train(calls: list):
-    def train_and_score(graph, trial_id):
-        calls.append(trial_id)
+    def score(graph, trial):
+        calls.append(trial.index)
         model = graph.produce_torch_model()
         assert model(torch.randn(2, 3, 8, 12)).shape == (2, 4)
         graph.set_weights_from_model(model)  # "trained" weights for the children to inherit
-        return -graph.size()
+        return {"val_top1": -graph.size()}
 
-    return train_and_score
+    return score
 
 
-def test_search_loop_writes_files_and_resumes(tmp_path):
-    calls, lines = [], []
-    result = run_morphism_search(
-        small_cnn_strategy(), dummy_train(calls), n_trials=4, out_dir=tmp_path, logger=lines.append
-    )
-    assert calls == [0, 1, 2, 3] and result.n_finished == 4
-    trials_dir = tmp_path / "trials"
-    index = yaml.safe_load((trials_dir / "trials.yaml").read_text())
-    assert [r["trial_id"] for r in index] == [0, 1, 2, 3] and all(r["status"] == "done" for r in index)
+def search(folder, score, n_trials: int, **kwargs) -> list[dict]:
+    """One process's worth of search: a fresh queue resuming whatever the folder holds."""
+    trials = MorphismTrials(small_cnn_strategy(**kwargs), folder, score, log=lambda line: None)
+    loop = TrialLoop(folder, 0, Budget(n_trials), resume=True, log=lambda line: None)
+    return loop.run(trials.propose, trials.evaluate).records
+
+
+def test_the_trial_loop_drives_morphism_and_a_resume_reruns_no_finished_trial(tmp_path):
+    calls = []
+    records = search(tmp_path, dummy_train(calls), 4)
+    assert calls == [0, 1, 2, 3] and [r["father_id"] for r in records][0] == -1
+    index = yaml.safe_load((tmp_path / "trials.yaml").read_text())
+    assert [r["index"] for r in index] == [0, 1, 2, 3]
     for record in index:
-        doc = json.loads((trials_dir / record["json"]).read_text())
+        doc = json.loads((tmp_path / record["arch"]).read_text())
         assert doc["weighted"] is False  # loadable by NNI's own json_to_graph
-        assert json_to_graph(doc).size() == -record["metric"]
-        assert (trials_dir / record["weights"]).exists()
-    best = max(index, key=lambda r: r["metric"])
-    assert result.best_trial_id == best["trial_id"]
-    assert (tmp_path / "best_model.txt").read_text().splitlines()[0] == f"best model: {best['trial_id']}"
-    assert (tmp_path / "best_model.json").read_text() == (trials_dir / best["json"]).read_text()
-    assert (tmp_path / "best_model.pt").exists()
-    assert any("trial 3" in line for line in lines)
+        assert json_to_graph(doc).size() == record["n_params"] == -record["metrics"]["val_top1"]
+        assert (tmp_path / "trials" / f"trial_{record['index']:03d}.pt").exists()
+    assert any(r["inherited_weights"] for r in index[1:])  # children start from their father's weights
 
-    # a fresh process picks up where it stopped: only the missing trials run
     resumed_calls = []
-    result = run_morphism_search(
-        small_cnn_strategy(), dummy_train(resumed_calls), n_trials=6, out_dir=tmp_path, logger=lines.append
-    )
-    assert resumed_calls == [4, 5] and result.n_finished == 6
-    index = yaml.safe_load((trials_dir / "trials.yaml").read_text())
-    assert [r["trial_id"] for r in index] == list(range(6))
-    keys = {json_to_graph((trials_dir / r["json"]).read_text()).extract_descriptor().key for r in index}
-    assert len(keys) == 6  # resumed trials are known to the strategy: no repeats
+    records = search(tmp_path, dummy_train(resumed_calls), 6)
+    assert resumed_calls == [4, 5] and [r["index"] for r in records] == list(range(6))
+    keys = {json_to_graph((tmp_path / r["arch"]).read_text()).extract_descriptor().key for r in records}
+    assert len(keys) == 6  # resumed trials are known to the queue: no repeats
 
 
-def test_interrupted_trial_is_redone_on_resume(tmp_path):
-    run_morphism_search(small_cnn_strategy(), dummy_train([]), n_trials=2, out_dir=tmp_path, logger=print)
-    index_path = tmp_path / "trials" / "trials.yaml"
-    index = yaml.safe_load(index_path.read_text())
-    index.append(dict(index[-1], trial_id=2, status="running", metric=None))
-    index_path.write_text(yaml.safe_dump(index))
-    calls, lines = [], []
-    run_morphism_search(small_cnn_strategy(), dummy_train(calls), n_trials=3, out_dir=tmp_path, logger=lines.append)
-    assert calls == [2] and any("dropping trial 2" in line for line in lines)
-
-
-def test_failing_callbacks_mark_trials_and_three_in_a_row_stop(tmp_path):
+def test_failing_trials_are_recorded_and_three_in_a_row_stop(tmp_path):
     attempts = []
 
-    def flaky(graph, trial_id):
-        attempts.append(trial_id)
-        if trial_id in (1, 3, 4, 5):
+    def flaky(graph, trial):
+        attempts.append(trial.index)
+        if trial.index in (1, 3, 4, 5):
             raise RuntimeError("out of memory")
-        return 1.0 if trial_id != 2 else math.nan
+        return {"val_top1": 1.0 if trial.index != 2 else math.nan}
 
-    with pytest.raises(RuntimeError, match="out of memory"):
-        run_morphism_search(small_cnn_strategy(), flaky, n_trials=10, out_dir=tmp_path, logger=lambda s: None)
-    index = yaml.safe_load((tmp_path / "trials" / "trials.yaml").read_text())
-    assert [r["status"] for r in index] == ["done", "failed", "failed", "failed", "failed", "failed"]
+    with pytest.raises(RuntimeError, match="3 morphism trials in a row failed, the last with RuntimeError: out of"):
+        search(tmp_path, flaky, 10)
+    index = yaml.safe_load((tmp_path / "trials.yaml").read_text())
+    assert [r["metrics"].get("error") is not None for r in index] == [False, True, False, True, True, True]
     assert attempts == [0, 1, 2, 3, 4, 5]
 
 
-def test_time_budget_stops_the_loop(tmp_path):
-    calls = []
-    result = run_morphism_search(
-        small_cnn_strategy(),
-        dummy_train(calls),
-        n_trials=50,
-        time_budget_s=0.0,
-        out_dir=tmp_path,
-        logger=lambda s: None,
-    )
-    assert calls == [] and result.best_trial_id is None
+def test_an_exhausted_space_ends_the_search_early(tmp_path):
+    # no child of the seed fits max_model_size, so after the seed there is nothing left to propose
+    records = search(tmp_path, dummy_train([]), 5, limits=MorphismLimits(max_model_size=1, n_neighbours=2))
+    assert [r["index"] for r in records] == [0]

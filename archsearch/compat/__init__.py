@@ -1,0 +1,1 @@
+"""Import aliases that let code written for other NAS tools run on archsearch (see `archsearch.compat.nni`)."""
