@@ -22,10 +22,12 @@ from typing import Any, ClassVar
 from torch import nn
 
 from archsearch.common.errors import ConfigError
+from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
 from archsearch.nas.evaluater import BuiltModel
 from archsearch.nas.exp_runner import RUNNERS, ExperimentRunner
 from archsearch.nas.searcher import Searcher, SearchResult, SearchSetup, record_search_result
+from archsearch.nas.trainer import Trainer
 from archsearch.spaces.base import SPACES, Arch, SearchSpace
 
 USER_MODEL_SPACE = "user_model"
@@ -60,6 +62,11 @@ class Strategy:
 
     def dry_run_notes(self) -> list[str]:
         return []
+
+    def example_arch(self) -> Arch:
+        """An architecture of the kind search returns, for --dry-run's eval model: a seeded sample of the space
+        (a strategy that is given its architecture, like manual, returns that one)."""
+        return self.space.sample(random.Random(self.ctx.seed))
 
 
 STRATEGIES: dict[str, type[Strategy]] = {}
@@ -127,7 +134,7 @@ class StrategyRunner(ExperimentRunner):
         return self.space.eval_model(final_arch, self.conf_eval["model_desc"], eval_dir)
 
     def example_final_arch(self, folder: Path) -> Path:
-        return self.space.save_arch(self.space.sample(random.Random(self.ctx.seed)), folder, {"example": True})
+        return self.space.save_arch(self.strategy.example_arch(), folder, {"example": True})
 
     def dry_run(self) -> dict[str, Any]:
         report = super().dry_run()
@@ -144,3 +151,13 @@ def register_strategy(strategy: type[Strategy]) -> type[Strategy]:
     RUNNERS.add(strategy.name, runner)
     return strategy
 
+
+def fit_supernet(ctx: RunContext, supernet: nn.Module, trainer_class: type[Trainer]) -> tuple[Trainer, dict[str, Any]]:
+    """Train a one-shot strategy's supernet with `trainer_class` on the weights/arch split of the training set
+    (nas.search.loader, nas.search.trainer), checkpointing to search/checkpoint.pt so a killed search resumes."""
+    conf_search = ctx.conf["nas"]["search"]
+    weights_loader, arch_loader = search_loaders(ctx.conf["dataset"], conf_search["loader"], ctx.device, ctx.seed)
+    trainer = trainer_class(
+        conf_search["trainer"], supernet, ctx.log, ctx.device, "search", ctx.search_dir / "checkpoint.pt"
+    )
+    return trainer, trainer.fit(weights_loader, arch_loader, resume=ctx.resume)

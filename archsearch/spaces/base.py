@@ -56,6 +56,8 @@ class DifferentiableSupernet(Protocol):
     def arch_params(self) -> list[nn.Parameter]: ...
     def nonarch_params(self) -> list[nn.Parameter]: ...
     def derive_arch(self) -> Arch: ...  # e.g. DARTS' top-2 genotype, NB201's argmax per edge
+    def column_names(self) -> dict[str, list[str]]: ...  # per architecture table, its columns' names
+    def log_view(self) -> dict[str, Any]: ...  # {label: the current architecture}, logged every epoch
 
 
 @runtime_checkable
