@@ -1,3 +1,8 @@
-"""Importing this package registers every algorithm's runner (and ops) in the registries."""
+"""The plugin bootstrap: importing this package registers every search space (SPACES), every algorithm's
+runner or strategy (RUNNERS) and their ops and file formats. The CLI and `load_model` import it."""
 
-from archsearch.algos import darts, enas, manual, morphism, naswot, random, user_model  # noqa: F401
+import archsearch.spaces.darts_cells
+import archsearch.spaces.enas_spaces
+import archsearch.spaces.nasbench201
+import archsearch.spaces.user_model  # noqa: F401 - the spaces, before the strategies that run on them
+from archsearch.algos import darts, enas, manual, morphism, naswot, random, rea  # noqa: F401

@@ -25,105 +25,33 @@ halved by its own factorized reduction, shared by all later readers, as in the o
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from torch import nn
 
 from archsearch.common.errors import ArchitectureError, ConfigError
+from archsearch.common.io import atomic_write_text
+from archsearch.common.logging import plain
+from archsearch.config_schema import register_rename
+from archsearch.nas.evaluater import BuiltModel
 from archsearch.nas.genotype import CellTemplate, Genotype, genotype_to_templates, templates_to_genotype
+from archsearch.nas.model import Model
 from archsearch.nas.model_desc import CellDesc, EdgeDesc, ModelDesc, NodeDesc, OpDesc
-from archsearch.nas.model_desc_builder import ModelDescBuilder
-from archsearch.nas.ops import OPS, GlobalAvgPool
-from archsearch.spaces.token_space import ModelSpace, Operation, Token, check_arc
+from archsearch.nas.model_desc_builder import ModelDescBuilder, scaled_eval_model
+from archsearch.nas.ops import OPS
+from archsearch.spaces.base import SPACES, SearchSpace
+from archsearch.spaces.enas_ops import MACRO_OPS
+from archsearch.spaces.token_space import ModelSpace, Operation, Token, check_arc, mutate_arc
 from archsearch.spaces.token_space import random_arc as _random_arc
 
 MICRO_OPS = ("sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3", "skip_connect")
-MACRO_OPS = (
-    "enas_conv_3x3",
-    "enas_sep_conv_3x3",
-    "enas_conv_5x5",
-    "enas_sep_conv_5x5",
-    "enas_avg_pool_3x3",
-    "enas_max_pool_3x3",
-)
 CELL_INPUTS = 2  # a micro cell reads the two previous cell outputs
 SKIP_COMBINES = ("sum", "concat")
-
-
-# ---- ENAS ops: general_child branches (conv-BN-ReLU order, a 1x1 conv first), the micro head -----
-
-
-class EnasBranch(nn.Sequential):
-    """conv1x1-BN-ReLU, then a kxk (separable) conv-BN-ReLU or a 3x3 stride-1 pool."""
-
-    def __init__(self, ch_in: int, ch_out: int, kind: str, kernel: int, affine: bool) -> None:
-        layers: list[nn.Module] = [
-            nn.Conv2d(ch_in, ch_out, 1, bias=False),
-            nn.BatchNorm2d(ch_out, affine=affine),
-            nn.ReLU(inplace=False),
-        ]
-        pad = kernel // 2
-        if kind == "conv":
-            layers += [nn.Conv2d(ch_out, ch_out, kernel, padding=pad, bias=False)]
-        elif kind == "sep_conv":
-            layers += [
-                nn.Conv2d(ch_out, ch_out, kernel, padding=pad, groups=ch_out, bias=False),
-                nn.Conv2d(ch_out, ch_out, 1, bias=False),
-            ]
-        if kind in ("conv", "sep_conv"):
-            layers += [nn.BatchNorm2d(ch_out, affine=affine), nn.ReLU(inplace=False)]
-        elif kind == "avg_pool":
-            layers += [nn.AvgPool2d(3, 1, 1, count_include_pad=False)]  # TF "SAME" pooling ignores padding
-        elif kind == "max_pool":
-            layers += [nn.MaxPool2d(3, 1, 1)]
-        else:
-            raise ValueError(f"unknown ENAS branch kind {kind!r}")
-        super().__init__(*layers)
-
-
-def _stride_one(desc: OpDesc) -> OpDesc:
-    if desc.stride != 1:
-        raise ValueError(f"op {desc.name} only supports stride 1, got {desc.stride}")
-    return desc
-
-
-class EnasFinalConvPool(nn.Sequential):
-    """The micro search child's head: ReLU-conv1x1-BN over the last cell's loose ends (micro_child's
-    `final_conv`), then ReLU and global average pooling, as its classifier input."""
-
-    def __init__(self, ch_in: int, ch_out: int, affine: bool) -> None:
-        super().__init__(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(ch_in, ch_out, 1, bias=False),
-            nn.BatchNorm2d(ch_out, affine=affine),
-            nn.ReLU(inplace=False),
-            GlobalAvgPool(),
-        )
-
-
-def _register_enas_ops() -> None:
-    builders = {
-        "enas_final_conv_pool": lambda d: EnasFinalConvPool(d.ch_in, d.ch_out, d.affine),
-        "enas_batch_norm": lambda d: nn.BatchNorm2d(d.ch_out, affine=d.affine),
-        # the concat-combine of the fixed-arc child, split per input block (no BN: it follows the sum)
-        "enas_relu_conv_1x1": lambda d: nn.Sequential(
-            nn.ReLU(inplace=False), nn.Conv2d(d.ch_in, d.ch_out, 1, bias=False)
-        ),
-    }
-    for name in MACRO_OPS:
-        kind, kernel = name[len("enas_") : -len("_3x3")], int(name[-1])
-        builders[name] = lambda d, kind=kind, kernel=kernel: EnasBranch(
-            _stride_one(d).ch_in, d.ch_out, kind, kernel, d.affine
-        )
-    for name, builder in builders.items():
-        if name not in OPS:  # a module reload must not register twice
-            OPS.add(name, builder)
-
-
-_register_enas_ops()
 
 
 # ---- micro space -----------------------------------------------------------------------------------
@@ -384,41 +312,163 @@ class MacroDescBuilder:
         return CellDesc("regular", input_states, stems, nodes, [n_in + 2], width)
 
 
-# ---- config ----------------------------------------------------------------------------------------
+# ---- the SearchSpace protocol ----------------------------------------------------------------------
 
 EnasSpace = MicroSpace | MacroSpace
+FINAL_DESC = "final_model_desc.yaml"
+# the file's meta.space of each space: its name, or (files written before spaces had names) its type
+FILE_SPACE = {"enas_micro": ("enas_micro", "micro"), "enas_macro": ("enas_macro", "macro")}
+register_rename("nas.search.space.type", "nas.search.space.name (enas_micro | enas_macro)")
 
 
-def space_from_conf(conf_space: Mapping) -> EnasSpace:
-    """`{type: micro, n_nodes: 5}` or `{type: macro, n_layers: 12, pool_layers: null, skip_combine: sum,
-    double_channels: true}`."""
-    keys = {"micro": ("n_nodes",), "macro": ("n_layers", "pool_layers", "skip_combine", "double_channels")}
-    kind = conf_space.get("type")
-    if kind not in keys:
-        raise ConfigError(f"space.type={kind!r}: use micro or macro")
-    missing = [k for k in keys[kind] if k not in conf_space]
-    if missing:
-        raise ConfigError(f"space: missing key(s) {', '.join(missing)} for type {kind}")
-    if kind == "micro":
-        return MicroSpace(n_nodes=conf_space["n_nodes"])
-    pools = conf_space["pool_layers"]
-    return MacroSpace(
-        n_layers=conf_space["n_layers"],
-        pool_layers=None if pools is None else tuple(pools),
-        skip_combine=conf_space["skip_combine"],
-        double_channels=conf_space["double_channels"],
-    )
+class EnasSearchSpace(SearchSpace):
+    """An ENAS space as a SearchSpace: the architecture is the arc_seq itself (a list of ints), so a
+    controller's tokens are the architecture (`arch_from_tokens` is the identity). `geometry` is the
+    MicroSpace or MacroSpace that the keys of nas.search.space describe."""
+
+    geometry: EnasSpace
+    space_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, conf_space: Mapping, conf_model_desc: Mapping, conf_dataset: Mapping) -> None:
+        super().__init__(conf_space, conf_model_desc, conf_dataset)
+        self.geometry = self.geometry_of({k: conf_space[k] for k in self.space_keys})
+
+    @staticmethod
+    def geometry_of(keys: Mapping[str, Any]) -> EnasSpace:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.geometry.describe()}, {self.size():,} architectures"
+
+    def size(self) -> int:
+        return math.prod(t.n_choices for t in self.token_spec())
+
+    def sample(self, rng: random.Random) -> list[int]:
+        return self.geometry.random_arc(rng)
+
+    def mutate(self, arch: list[int], rng: random.Random) -> list[int]:
+        return mutate_arc(arch, self.token_spec(), rng)
+
+    def to_json(self, arch: Sequence[int]) -> list[int]:
+        return list(arch)
+
+    def from_json(self, data: Any, where: str = "architecture") -> list[int]:
+        try:
+            return self.geometry.check(data)
+        except ArchitectureError as e:
+            raise ArchitectureError(f"{where}: {e}") from None
+
+    def desc(self, arch: Sequence[int], conf_model_desc: Mapping) -> ModelDesc:
+        return self.geometry.to_desc(arch, conf_model_desc, self.conf_dataset)
+
+    def build(self, arch: Sequence[int]) -> nn.Module:
+        return Model(self.desc(arch, self.conf_model_desc))
+
+    def save_arch(self, arch: Sequence[int], folder: Path, meta: Mapping[str, Any]) -> Path:
+        """final_model_desc.yaml at search size; its meta holds the arc_seq and the space's keys (what a
+        macro evaluation rebuilds from), plus genotype.txt for micro cells."""
+        desc = self.desc(arch, self.conf_model_desc)
+        space = {"name": self.name, **{k: plain(self.conf_space[k]) for k in self.space_keys}}
+        desc.meta.update(meta, arc_seq=list(arch), space=space)
+        if isinstance(self.geometry, MicroSpace):
+            atomic_write_text(Path(folder) / "genotype.txt", desc.meta["genotype"] + "\n")
+        return desc.save(Path(folder) / FINAL_DESC)
+
+    def load_arch(self, path: Path) -> list[int]:
+        return self.from_json(self.found_desc(path).meta.get("arc_seq"), str(path))
+
+    def found_desc(self, path: Path) -> ModelDesc:
+        """The desc a search of this space wrote; a file of the other ENAS space is one line saying which."""
+        found = ModelDesc.load(path)
+        space = found.meta.get("space")
+        named = space.get("name", space.get("type")) if isinstance(space, dict) else None
+        if named is not None and named not in FILE_SPACE[self.name]:
+            other = next((n for n, names in FILE_SPACE.items() if named in names), named)
+            raise ArchitectureError(f"{path} is an {other} architecture; evaluate it with --nas.search.space {other}")
+        return found
+
+    def eval_builder(self, conf_model_desc: Mapping) -> Any:
+        raise NotImplementedError
+
+    def eval_model(self, path: Path, conf_model_desc: Mapping, eval_dir: Path | None) -> BuiltModel:
+        self.found_desc(path)  # a file of the other ENAS space is refused before anything is built
+        return scaled_eval_model(self.eval_builder(conf_model_desc), path, eval_dir)
+
+    def token_spec(self) -> list[Token]:
+        return self.geometry.token_spec()
+
+    def arch_from_tokens(self, tokens: Sequence[int]) -> list[int]:
+        return list(tokens)
+
+    def sampled_supernet(self) -> nn.Module:
+        from archsearch.spaces.enas_supernet import build_supernet  # the supernet module imports this one
+
+        return build_supernet(self.geometry, self.conf_model_desc, self.conf_dataset)
+
+
+@SPACES.register("enas_micro")
+class EnasMicroSpace(EnasSearchSpace):
+    name = "enas_micro"
+    summary = "ENAS micro: two cells of B nodes, each [input, op, input, op] (Pham et al., 2018)"
+    space_keys = ("n_nodes",)
+
+    @staticmethod
+    def geometry_of(keys: Mapping[str, Any]) -> MicroSpace:
+        return MicroSpace(n_nodes=keys["n_nodes"])
+
+    def eval_builder(self, conf_model_desc: Mapping) -> ModelDescBuilder:
+        """Micro cells scale like any cell-based desc (ModelDescBuilder.scale), as the original's fixed-arc child."""
+        return ModelDescBuilder(conf_model_desc, self.conf_dataset)
+
+
+@SPACES.register("enas_macro")
+class EnasMacroSpace(EnasSearchSpace):
+    name = "enas_macro"
+    summary = "ENAS macro: a chain of L layers, one op and skip bits each (Pham et al., 2018)"
+    space_keys = ("n_layers", "pool_layers", "skip_combine", "double_channels")
+
+    @staticmethod
+    def geometry_of(keys: Mapping[str, Any]) -> MacroSpace:
+        pools = keys["pool_layers"]
+        return MacroSpace(
+            n_layers=keys["n_layers"],
+            pool_layers=None if pools is None else tuple(pools),
+            skip_combine=keys["skip_combine"],
+            double_channels=keys["double_channels"],
+        )
+
+    def eval_builder(self, conf_model_desc: Mapping) -> MacroEvalBuilder:
+        """A macro chain is not a stack of repeated cells: rebuild it from its arc_seq at the eval size, with the
+        file's space keys and nas.eval.macro_space on top (the original's final network concatenates skips)."""
+        return MacroEvalBuilder(self, conf_model_desc)
+
+
+@dataclass
+class MacroEvalBuilder:
+    space: EnasMacroSpace
+    conf_model_desc: Mapping
+
+    def scale(self, found: ModelDesc) -> ModelDesc:
+        keys = {k: self.space.conf_space[k] for k in self.space.space_keys}
+        keys.update((k, v) for k, v in found.meta.get("space", {}).items() if k in self.space.space_keys)
+        keys.update(self.space.conf_eval["macro_space"] if self.space.conf_eval is not None else {})
+        desc = self.space.geometry_of(keys).to_desc(
+            found.meta["arc_seq"], self.conf_model_desc, self.space.conf_dataset
+        )
+        desc.meta = {**found.meta, **desc.meta}
+        return desc
 
 
 __all__ = [
+    "CELL_INPUTS",
     "MICRO_OPS",
     "MACRO_OPS",
-    "EnasBranch",
-    "EnasFinalConvPool",
+    "EnasMacroSpace",
+    "EnasMicroSpace",
+    "EnasSearchSpace",
     "EnasSpace",
     "MicroSpace",
     "MacroSpace",
     "MacroDescBuilder",
     "loose_ends",
-    "space_from_conf",
 ]

@@ -102,6 +102,17 @@ def random_arc(spec: Sequence[Token], rng: random.Random | None = None) -> list[
     return [rng.randrange(token.n_choices) for token in spec]
 
 
+def mutate_arc(arc_seq: Sequence[int], spec: Sequence[Token], rng: random.Random) -> list[int]:
+    """`arc_seq` with exactly one token changed to another of its values (a token with one value never is)."""
+    free = [i for i, token in enumerate(spec) if token.n_choices > 1]
+    if not free:
+        raise ArchitectureError("nothing to mutate: every token of this space has a single value")
+    out = list(arc_seq)
+    i = rng.choice(free)
+    out[i] = (out[i] + rng.randrange(1, spec[i].n_choices)) % spec[i].n_choices  # any other value, uniformly
+    return out
+
+
 class ModelSpace:
     """Ordered layers of candidate operations, optionally with searched skip connections (AMBER)."""
 
@@ -209,4 +220,4 @@ class ModelSpace:
         return random_arc(self.token_spec(), rng)
 
 
-__all__ = ["Operation", "Token", "TOKEN_KINDS", "ModelSpace", "check_arc", "random_arc"]
+__all__ = ["Operation", "Token", "TOKEN_KINDS", "ModelSpace", "check_arc", "mutate_arc", "random_arc"]

@@ -14,7 +14,7 @@ from archsearch.nas.genotype import parse_genotype
 from archsearch.nas.model import Model
 from archsearch.nas.model_desc import ModelDesc
 from archsearch.nas.model_desc_builder import desc_genotype
-from archsearch.spaces.enas_spaces import MacroSpace, MicroSpace, loose_ends, space_from_conf
+from archsearch.spaces.enas_spaces import MacroSpace, MicroSpace, loose_ends
 from archsearch.spaces.token_space import ModelSpace, Operation, check_arc
 
 CONF_MICRO = dict(n_cells=5, init_channels=8, n_nodes=5, stem_multiplier=3, n_reductions=2, aux_weight=0.4, affine=True)
@@ -221,14 +221,7 @@ def test_any_macro_arc_runs(combine):
         model(torch.randn(2, 3, 8, 8)).sum().backward()
 
 
-def test_space_from_conf():
-    assert space_from_conf({"type": "micro", "n_nodes": 4}) == MicroSpace(n_nodes=4)
-    macro = {"type": "macro", "n_layers": 6, "pool_layers": [1, 3], "skip_combine": "sum", "double_channels": False}
-    assert space_from_conf(macro) == MacroSpace(6, pool_layers=(1, 3), double_channels=False)
-    with pytest.raises(ConfigError, match="space.type='rnn'"):
-        space_from_conf({"type": "rnn"})
-    with pytest.raises(ConfigError, match="missing key\\(s\\) skip_combine"):
-        space_from_conf({"type": "macro", "n_layers": 6, "pool_layers": None, "double_channels": True})
+def test_macro_pool_layers_must_leave_the_last_layer():
     with pytest.raises(ConfigError, match="pool_layers: 5 must be in 0..4"):
         MacroSpace(n_layers=6, pool_layers=(5,))
 

@@ -50,10 +50,14 @@ class ControllerConfig:
             raise ConfigError(f"controller preset {kind!r}: use micro or macro")
         return replace(ENAS_PRESETS[kind], **overrides)
 
+    @staticmethod
+    def preset_for(spec: Sequence[Token]) -> str:
+        """The ENAS preset that fits a spec: micro when it chooses inputs, macro otherwise."""
+        return "micro" if any(t.kind == "input" for t in spec) else "macro"
+
     @classmethod
     def for_spec(cls, spec: Sequence[Token], **overrides: Any) -> ControllerConfig:
-        """The ENAS preset that fits a spec: micro when it chooses inputs, macro otherwise."""
-        return cls.enas("micro" if any(t.kind == "input" for t in spec) else "macro", **overrides)
+        return cls.enas(cls.preset_for(spec), **overrides)
 
     @classmethod
     def from_conf(cls, conf: Mapping, kind: str) -> ControllerConfig:

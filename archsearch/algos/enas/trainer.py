@@ -1,4 +1,7 @@
-"""EnasTrainer: ENAS' alternating search as hooks on the shared loop.
+"""EnasTrainer: ENAS' alternating search as hooks on the shared loop, on any space's sampled supernet.
+
+The controller samples token sequences laid out by `space.token_spec()`; `space.arch_from_tokens` turns
+one into the architecture the supernet's `set_arch` runs (the arc_seq itself for the ENAS spaces).
 
 - pre_step: every minibatch of shared-weight training runs a fresh child sampled by the controller
   (micro_child / general_child: one arc per step).
@@ -11,23 +14,29 @@ Controller reward, entropy, baseline and skip rate go into the epoch's metrics (
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from archsearch.algos.enas.controller import Controller, ControllerConfig
 from archsearch.algos.enas.reinforce import ReinforceTrainer
-from archsearch.algos.enas.supernet import MacroSupernet, MicroSupernet
 from archsearch.common.errors import ConfigError
 from archsearch.nas.arch_trainer import ArchTrainer
 from archsearch.nas.choice_ops import batch_statistics
+from archsearch.nas.model import Model
+from archsearch.spaces.base import SearchSpace
 
 
 class EnasTrainer(ArchTrainer):
+    def __init__(self, *args: Any, space: SearchSpace, **kwargs: Any) -> None:
+        self.space = space  # before Trainer.__init__, whose configure() builds the controller from it
+        super().__init__(*args, **kwargs)
+
     def configure(self) -> None:
         # the controller is built before any restore: its initial weights draw from the RNG, which a
         # restore then sets to the checkpoint's state, so a resumed search samples what the straight one does
-        if self.drop_path_prob > 0 and isinstance(self.model, (MicroSupernet, MacroSupernet)):
+        if self.drop_path_prob > 0 and isinstance(self.model, Model):
             # Cell.forward would drop the supernet's identity choices and loose-end gates, which the child
             # it stands for never drops
             raise ConfigError(
@@ -35,9 +44,8 @@ class EnasTrainer(ArchTrainer):
                 "(neither does the original's search child); set it to 0"
             )
         conf = self.conf["controller"]
-        space = self.model.space
-        kind = "micro" if type(space).__name__ == "MicroSpace" else "macro"
-        self.controller = Controller(space.token_spec(), ControllerConfig.from_conf(conf, kind))
+        spec = self.space.token_spec()
+        self.controller = Controller(spec, ControllerConfig.from_conf(conf, ControllerConfig.preset_for(spec)))
         self.reinforce = ReinforceTrainer(
             self.controller,
             lr=conf["lr"],
@@ -47,13 +55,16 @@ class EnasTrainer(ArchTrainer):
             skip_weight=conf["skip_weight"],
         )
 
+    def set_child(self, tokens: Sequence[int]) -> None:
+        self.model.set_arch(self.space.arch_from_tokens(tokens))
+
     def pre_step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.model.set_arc(self.controller.sample_arc())
+        self.set_child(self.controller.sample_arc())
 
     @torch.no_grad()
-    def child_accuracy(self, arc: list[int], batches: int = 1) -> float:
+    def child_accuracy(self, tokens: list[int], batches: int = 1) -> float:
         """A child's accuracy on `batches` batches of the arch split with the shared weights."""
-        self.model.set_arc(arc)
+        self.set_child(tokens)
         self.model.train()  # ENAS rewards use batch statistics: candidates' running stats are stale
         correct = total = 0
         for _ in range(batches):
@@ -68,7 +79,7 @@ class EnasTrainer(ArchTrainer):
     def evaluate(self, loader) -> dict[str, float]:
         """The epoch's val figure: a sampled child on batch statistics, as the original validates its search
         child (running statistics of rarely chosen candidates are stale)."""
-        self.model.set_arc(self.controller.sample_arc())
+        self.set_child(self.controller.sample_arc())
         with batch_statistics(self.model):
             return super().evaluate(loader)
 

@@ -62,8 +62,8 @@ def test_macro_search_then_eval_rebuilds_the_chain(cli, tiny):
         "synthetic",
         "--config",
         tiny,
-        "--nas.search.space.type",
-        "macro",
+        "--nas.search.space",
+        "enas_macro",
         "--nas.search.trainer.controller.temperature",
         "null",
         "--nas.search.trainer.controller.skip_weight",
@@ -76,9 +76,14 @@ def test_macro_search_then_eval_rebuilds_the_chain(cli, tiny):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = cli.logdir / "archsearch_synthetic_toy" / "enas"
     found = yaml.safe_load((out / "search" / "final_model_desc.yaml").read_text())
-    assert found["meta"]["space"]["type"] == "macro" and len(found["meta"]["arc_seq"]) == 4 + 6
+    assert found["meta"]["space"]["name"] == "enas_macro" and len(found["meta"]["arc_seq"]) == 4 + 6
     evaluated = yaml.safe_load((out / "eval" / "model_desc.yaml").read_text())
     assert evaluated["meta"]["arc_seq"] == found["meta"]["arc_seq"]
+
+
+def test_the_old_space_type_key_names_its_new_name(cli, tiny):
+    proc = cli("--algos", "enas", "--datasets", "synthetic", "--config", tiny, "--nas.search.space.type", "macro")
+    assert_user_error(proc, "nas.search.space.type was renamed", "nas.search.space.name (enas_micro | enas_macro)")
 
 
 def test_full_dry_run_prints_paper_sizes(cli):

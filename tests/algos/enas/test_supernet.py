@@ -7,12 +7,12 @@ import random
 import pytest
 import torch
 
-from archsearch.algos.enas.supernet import build_supernet, extract_child
 from archsearch.common.errors import ArchitectureError
 from archsearch.nas.choice_ops import EnasChoice, EnasGate, batch_statistics
 from archsearch.nas.model import Model
 from archsearch.nas.model_desc_builder import templates_from_desc
 from archsearch.spaces.enas_spaces import MacroSpace, MicroSpace
+from archsearch.spaces.enas_supernet import build_supernet, extract_child
 
 CONF_MICRO = dict(n_cells=5, init_channels=8, n_nodes=4, stem_multiplier=3, n_reductions=2, aux_weight=0.4, affine=True)
 CONF_MACRO = dict(init_channels=8, affine=True)

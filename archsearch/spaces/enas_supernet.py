@@ -1,4 +1,5 @@
-"""ENAS weight sharing: one supernet holds every candidate's weights; `set_arc` picks a child.
+"""ENAS weight sharing: one supernet holds every candidate's weights; `set_arc(arc_seq)` picks a child
+(`set_arch`, the SampledSupernet protocol, is the same: an ENAS space's architecture is its arc_seq).
 
 The supernet is an ordinary `Model` compiled from a ModelDesc whose searchable edges are the framework's
 choice ops (archsearch.nas.choice_ops): `enas_choice` per micro input slot or macro layer, `enas_gate`
@@ -131,6 +132,8 @@ class MicroSupernet(Model):
                     cell.nodes[n + j][0].active = CELL_INPUTS + j in loose
         self.arc = tokens
 
+    set_arch = set_arc  # the SampledSupernet protocol: an ENAS space's architecture is its arc_seq
+
     def child_desc(self, arc_seq: Sequence[Any]) -> ModelDesc:
         return self.space.to_desc(arc_seq, self.conf_model_desc, self.conf_dataset)
 
@@ -209,6 +212,8 @@ class MacroSupernet(Model):
                 for i, bit in enumerate(skips[j - 1]):
                     cell.nodes[1][1 + i].active = bool(bit)  # edge 1 + i reads source i
         self.arc = tokens
+
+    set_arch = set_arc  # the SampledSupernet protocol: an ENAS space's architecture is its arc_seq
 
     def child_desc(self, arc_seq: Sequence[Any]) -> ModelDesc:
         return self.space.to_desc(arc_seq, self.conf_model_desc, self.conf_dataset)
