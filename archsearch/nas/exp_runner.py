@@ -35,8 +35,6 @@ from archsearch.nas.searcher import Searcher, SearchResult, SearchSetup
 from archsearch.nas.trainer import Trainer
 
 RUNNERS: Registry[type[ExperimentRunner]] = Registry("algorithm")
-# runners that search a user's own nn.Module with LayerChoice/InputChoice (nas.search.space.model set)
-USER_MODEL_RUNNERS: Registry[type[ExperimentRunner]] = Registry("strategy for a user model")
 SEARCH_RESULT = "result.yaml"  # written last by a finished search: its presence means "search done"
 
 
@@ -186,15 +184,13 @@ def from_experiment(out_dir: Path, stored: str) -> Path:
 
 
 def select_runner(algo: str, conf) -> type[ExperimentRunner]:
-    """The runner for `algo`: its cell-space runner, or its user-model strategy when
-    `nas.search.space.model` names a model (`--nas.search.space.model examples.mnist_space:Net`)."""
-    if algo in RUNNERS and RUNNERS.get(algo).chooses_space:
-        return RUNNERS.get(algo)
-    if conf["nas"]["search"]["space"]["model"]:
-        if algo not in USER_MODEL_RUNNERS:
-            raise ArchitectureError(
-                f"--algos {algo} cannot search a user model (nas.search.space.model); "
-                f"use one of {', '.join(USER_MODEL_RUNNERS.names()) or 'none registered'}"
-            )
-        return USER_MODEL_RUNNERS.get(algo)
-    return RUNNERS.get(algo)
+    """The runner for `algo`; a user model (`nas.search.space.model`) is a search space, so only the runners
+    that choose their space (strategies) search one."""
+    runner = RUNNERS.get(algo)
+    if conf["nas"]["search"]["space"]["model"] and not runner.chooses_space:
+        strategies = [n for n in RUNNERS.names() if RUNNERS.get(n).chooses_space]
+        raise ArchitectureError(
+            f"--algos {algo} cannot search a user model (nas.search.space.model); "
+            f"use one of {', '.join(strategies) or 'none registered'}"
+        )
+    return runner

@@ -1,4 +1,6 @@
-"""Which user model a search is about, and the file its result is: `search/final_arch.json`.
+"""A user's own PyTorch model as a search space: its LayerChoice/InputChoice mutables (archsearch.spaces.mutables),
+searched by any strategy (random and REA sample and mutate choice JSONs, DARTS trains `DartsSupernet`, ENAS
+samples `EnasChildren`), and the file its result is: `search/final_arch.json`.
 
 A model is named by import path, `package.module:Attribute` (or `package.module.Attribute`), and built with
 keyword arguments: `nas.search.space.model` and `nas.search.space.model_kwargs`. The import looks in the
@@ -22,9 +24,10 @@ import difflib
 import importlib
 import json
 import os
+import random
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +36,12 @@ from torch import nn
 
 from archsearch.common.errors import ArchitectureError, UserError
 from archsearch.common.io import atomic_write_text
+from archsearch.nas.evaluater import BuiltModel
 from archsearch.nas.load import ARCH_FORMATS, CodeAllowed
+from archsearch.spaces.base import SPACES, SearchSpace
 from archsearch.spaces.mutables import MutableSpace, apply_fixed_arch
+from archsearch.spaces.token_space import Token, mutate_arc
+from archsearch.spaces.user_model_supernets import DartsSupernet, EnasChildren, EnasMutableSpace
 
 ARCH_FORMAT = "user_model_json"
 FINAL_ARCH = "final_arch.json"
@@ -176,3 +183,88 @@ class UserModelArch:
 
 
 ARCH_FORMATS.add(ARCH_FORMAT, UserModelArch.build_from_text)
+
+
+# ---- the SearchSpace ---------------------------------------------------------------------------------
+
+
+@SPACES.register("user_model")
+class UserModelSpace(SearchSpace):
+    """The LayerChoice/InputChoice mutables of the model `nas.search.space.model` names. An architecture is
+    the choice JSON `{key: candidate name | [input indices]}`, exactly as final_arch.json stores it."""
+
+    name = "user_model"
+    summary = "your own nn.Module with LayerChoice/InputChoice (nas.search.space.model)"
+    final_file = FINAL_ARCH
+    cell_based = False  # no cell model_desc to show in --dry-run
+
+    def __init__(self, conf_space: Mapping, conf_model_desc: Mapping, conf_dataset: Mapping) -> None:
+        super().__init__(conf_space, conf_model_desc, conf_dataset)
+        if not conf_space["model"]:
+            raise UserError(f"the user_model space needs a model: set --{CONF_KEY} package.module:Class")
+        self.ref = UserModelRef.from_conf(conf_space)
+        self._tokens: EnasMutableSpace | None = None
+
+    def mutables(self) -> EnasMutableSpace:
+        """The choices of one instance of the model (built once: what every instance shares)."""
+        if self._tokens is None:
+            model = self.ref.build()
+            self._tokens = EnasMutableSpace(model, f"model {self.ref.path}")
+        return self._tokens
+
+    def describe(self) -> str:
+        return f"user_model {self.ref.path}: {self.mutables().describe()}"
+
+    def size(self) -> int:
+        return self.mutables().size()
+
+    def sample(self, rng: random.Random) -> dict[str, Any]:
+        space = self.mutables()
+        return space.to_json(space.random_choices(rng))
+
+    def mutate(self, arch: Mapping[str, Any], rng: random.Random) -> dict[str, Any]:
+        """One token of the ENAS layout changed: one LayerChoice candidate, one input subset, or one input
+        of an any-number InputChoice dropped or kept."""
+        return self.arch_from_tokens(mutate_arc(self.mutables().encode_arc(self.parse(arch)), self.token_spec(), rng))
+
+    def parse(self, arch: Any, where: str = "choice JSON") -> dict:
+        return self.mutables().parse(arch, where)
+
+    def to_json(self, arch: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(arch)
+
+    def from_json(self, data: Any, where: str = "architecture") -> dict[str, Any]:
+        return self.mutables().to_json(self.parse(data, where))
+
+    def build(self, arch: Mapping[str, Any]) -> nn.Module:
+        return apply_fixed_arch(self.ref.build(), arch)
+
+    def save_arch(self, arch: Mapping[str, Any], folder: Path, meta: Mapping[str, Any]) -> Path:
+        return UserModelArch(self.ref, dict(arch), dict(meta)).save(Path(folder) / FINAL_ARCH)
+
+    def load_arch(self, path: Path) -> dict[str, Any]:
+        return self.from_json(UserModelArch.load(path, self.ref).choices, str(path))
+
+    def eval_model(self, path: Path, conf_model_desc: Mapping, eval_dir: Path | None) -> BuiltModel:
+        """The user's model with the chosen candidates; the class comes from the config alone: a file naming
+        another one is refused, never imported. A bare choice JSON is taken for the configured model."""
+        arch = UserModelArch.load(path, self.ref)
+        model = arch.build_fixed(CodeAllowed(self.ref.path, named_by=CONF_KEY), str(path))
+        if eval_dir is not None:
+            arch.save(Path(eval_dir) / FINAL_ARCH)
+        return BuiltModel(model, ARCH_FORMAT, arch.to_json())
+
+    def differentiable_supernet(self) -> nn.Module:
+        model = self.ref.build()
+        return DartsSupernet(model, MutableSpace(model, f"model {self.ref.path}"))
+
+    def sampled_supernet(self) -> nn.Module:
+        model = self.ref.build()
+        return EnasChildren(model, MutableSpace(model, f"model {self.ref.path}"))
+
+    def token_spec(self) -> list[Token]:
+        return self.mutables().token_spec()
+
+    def arch_from_tokens(self, tokens: Sequence[int]) -> dict[str, Any]:
+        space = self.mutables()
+        return space.to_json(space.decode_arc(tokens))

@@ -1,5 +1,6 @@
-"""User-model strategies without the CLI: DARTS mixtures and alphas, ENAS tokens and controller, random
-sampling, the model reference and final_arch.json."""
+"""A user's model as a search space: the SearchSpace protocol (choice JSON round trips, seeded samples,
+one-decision mutations, build, final_arch.json save/load/eval), its DARTS and ENAS supernets, the model
+reference, and the MNIST example searched by each strategy through the real CLI."""
 
 from __future__ import annotations
 
@@ -11,15 +12,19 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
+import archsearch
 from archsearch.algos.enas.controller import Controller
-from archsearch.algos.user_model import DartsSupernet, EnasChildren, UserModelArch, UserModelRef
-from archsearch.algos.user_model.random import sample_new
 from archsearch.common.errors import ArchitectureError, UserError
 from archsearch.nas.load import CodeAllowed
-from archsearch.spaces.mutables import InputChoice, LayerChoice, MutableSpace
+from archsearch.spaces.base import SPACES
+from archsearch.spaces.mutables import InputChoice, LayerChoice, Mutable, MutableSpace
+from archsearch.spaces.user_model import UserModelArch, UserModelRef
+from archsearch.spaces.user_model_supernets import DartsSupernet, EnasChildren
 from examples.mnist_space import Net
+from tests.conftest import REPO, assert_user_error
 
 
 class Toy(nn.Module):
@@ -122,8 +127,8 @@ def test_enas_tokens_round_trip_every_architecture_and_drive_the_model():
     controller = Controller(spec, generator=torch.Generator().manual_seed(0))
     for _ in range(5):
         arc = controller.sample_arc()
-        supernet.set_arc(arc)
         choices = space.decode_arc(arc)
+        supernet.set_arch(space.to_json(choices))
         assert model.linear.decision == model.again.decision == choices["linear"]
         assert model.pick.decision == choices["pick"] and len(choices["pick"]) == 2
     with pytest.raises(ArchitectureError, match="out of range"):
@@ -136,15 +141,56 @@ def test_enas_needs_something_to_search():
         EnasChildren(model, MutableSpace(model))
 
 
-def test_random_candidates_are_seeded_and_do_not_repeat_while_the_space_has_untried_ones():
-    _, space = UserModelRef("examples.mnist_space:Net").build_space()
-    tried: list[dict] = []
-    for i in range(space.size()):
-        tried.append(sample_new(space, seed=2, index=i, tried=tried))
-    assert len({json.dumps(c, sort_keys=True) for c in tried}) == space.size() == 8
-    assert sample_new(space, 2, 3, tried[:3]) == tried[3]
-    space.parse(sample_new(space, 2, 8, tried))  # a full space may repeat, but stays valid
-    assert all(space.parse(c) for c in (space.to_json(space.random_choices(random.Random(s))) for s in range(5)))
+MNIST = {"model": "examples.mnist_space:Net", "model_kwargs": {"in_channels": 1, "n_classes": 10, "width": 4}}
+
+
+def mnist_space():
+    return SPACES.get("user_model")(MNIST, {}, {"channels": 1, "n_classes": 10})
+
+
+def test_the_space_round_trips_samples_reproducibly_and_mutates_one_decision():
+    space = mnist_space()
+    assert space.capabilities() >= {"sample", "mutate", "differentiable", "sampled"} and space.size() == 8
+    arch = space.sample(random.Random(2))
+    assert arch == space.sample(random.Random(2)) and space.from_json(space.to_json(arch)) == arch
+    assert len({json.dumps(space.sample(random.Random(s)), sort_keys=True) for s in range(40)}) == 8
+    rng = random.Random(0)
+    for _ in range(10):
+        neighbour = space.mutate(arch, rng)
+        changed = [k for k in arch if arch[k] != neighbour[k]]
+        assert len(changed) == 1 and space.from_json(neighbour) == neighbour
+    with pytest.raises(ArchitectureError, match="trial 3: key 'conv1': 'conv7x7' is not a candidate"):
+        space.from_json({**arch, "conv1": "conv7x7"}, "trial 3")
+
+
+def test_the_space_builds_saves_loads_and_evaluates_the_fixed_model(tmp_path):
+    space = mnist_space()
+    arch = {"conv1": "conv5x5", "conv2": "conv3x3", "skip": [0]}
+    model = space.build(arch)
+    assert not any(isinstance(m, Mutable) for m in model.modules()) and model.conv1.kernel_size == (5, 5)
+    path = space.save_arch(arch, tmp_path, {"algo": "random"})
+    assert path.name == space.final_file == "final_arch.json" and space.load_arch(path) == arch
+    built = space.eval_model(path, {}, tmp_path / "eval")
+    assert built.arch_format == "user_model_json" and built.model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    assert json.loads((tmp_path / "eval" / "final_arch.json").read_text())["choices"] == arch
+
+
+def test_the_supernets_run_and_speak_choice_json():
+    space = mnist_space()
+    darts = space.differentiable_supernet()
+    assert set(darts.derive_arch()) == {"conv1", "conv2", "skip"} and darts.log_view() == {
+        "choices": darts.derive_arch()
+    }
+    sampled = space.sampled_supernet()
+    tokens = [t.n_choices - 1 for t in space.token_spec()]
+    arch = space.arch_from_tokens(tokens)
+    sampled.set_arch(arch)
+    assert sampled.model.conv1.decision == 1 and sampled(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_the_space_needs_a_model():
+    with pytest.raises(UserError, match="set --nas.search.space.model"):
+        SPACES.get("user_model")({"model": None, "model_kwargs": {}}, {}, {})
 
 
 @pytest.mark.parametrize(
@@ -192,3 +238,78 @@ def test_the_example_trains_under_darts_with_a_bilevel_step():
     before = [a.detach().clone() for a in supernet.arch_params()]
     bilevel.step(lambda a, b: F.cross_entropy(supernet(a), b), x, y, x, y, lr=0.1)
     assert all(not torch.equal(a, b) for a, b in zip(supernet.arch_params(), before))
+
+
+# ---- through the CLI ----------------------------------------------------------------------------
+
+EXAMPLE = str(REPO / "examples" / "mnist_space.yaml")
+TINY = {
+    "nas": {
+        "search": {
+            "loader": {"limit_batches": 3},
+            "trainer": {"epochs": 2, "controller": {"train_steps": 2, "n_samples": 2}},
+            "final": {"n_samples": 2, "eval_batches": 1},
+            "random": {"n_candidates": 2},
+        },
+        "eval": {"loader": {"limit_batches": 3}, "trainer": {"epochs": 1}},
+    }
+}
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return str(path)
+
+
+@pytest.mark.parametrize("algo", ["darts", "enas", "random"])
+def test_each_strategy_searches_the_example_exports_its_choices_and_trains_the_fixed_model(cli, tiny, algo):
+    proc = cli("--algos", algo, "--config", EXAMPLE, "--config", tiny)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = cli.logdir / "archsearch_digits_toy" / algo
+    final = json.loads((out / "search" / "final_arch.json").read_text())
+    assert final["model"] == "examples.mnist_space:Net" and final["model_kwargs"] == {"in_channels": 1, "n_classes": 10}
+    choices = MutableSpace(Net()).parse(final["choices"])  # a complete, valid choice JSON
+    assert yaml.safe_load((out / "search" / "metrics.yaml").read_text())
+    model = archsearch.load_model(out / "eval" / "model.pt", model=final["model"])  # the class, named by us
+    assert not any(isinstance(m, Mutable) for m in model.modules())
+    assert model.conv1.kernel_size == ((3, 3), (5, 5))[choices["conv1"]]
+    assert list(model.skipconnect.indices) == list(choices["skip"])
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    summary = yaml.safe_load((out / "summary.yaml").read_text())
+    assert summary["eval"]["params"] == sum(p.numel() for p in model.parameters())
+    if algo == "darts":
+        records = yaml.safe_load((out / "log.yaml").read_text())
+        tables = [r["softmax"] for r in records if r["event"] == "arch_weights"]
+        assert len(tables) == 2 and set(tables[0]) == {"conv1", "conv2", "skip"}
+        assert [r["choices"] for r in records if r["event"] == "choices"][-1] == final["choices"]
+
+
+def test_eval_only_of_a_bad_choice_json_is_a_user_error(cli, tiny, tmp_path):
+    bad = tmp_path / "choices.json"
+    bad.write_text(json.dumps({"conv1": "conv7x7", "conv2": "conv3x3", "skip": []}))
+    proc = cli(
+        "--algos", "darts", "--config", EXAMPLE, "--config", tiny, "--eval-only", "--nas.eval.final_desc", str(bad)
+    )
+    assert_user_error(proc, "choices.json: key 'conv1': 'conv7x7' is not a candidate", "conv5x5")
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("nope:Net", "cannot import module 'nope'"),
+        ("torch.nn:Identity", "has no LayerChoice or InputChoice"),
+    ],
+)
+def test_bad_user_models_are_user_errors(cli, tiny, model, message):
+    proc = cli("--algos", "enas", "--config", EXAMPLE, "--config", tiny, "--nas.search.space.model", model)
+    assert_user_error(proc, message)
+
+
+def test_dry_run_describes_the_space_and_trains_nothing(cli):
+    proc = cli("--algos", "darts", "--config", EXAMPLE, "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "3 choices" in proc.stdout and "8 architectures" in proc.stdout
+    assert "search: epochs" in proc.stdout  # no cell model_desc: a user model is not cell-based
+    assert not cli.logdir.exists()
