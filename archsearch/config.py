@@ -215,6 +215,9 @@ def apply_override(root: dict, dotted_key: str, raw_value: str) -> Any:
     node: Any = resolved
     for i, part in enumerate(parts):
         if not isinstance(node, dict) or part not in node:
+            renamed = config_schema.RENAMED.get(config_schema.schema_path(dotted_key))
+            if renamed is not None:
+                raise ConfigError(f"--{dotted_key} was renamed: use {renamed}")
             close = difflib.get_close_matches(dotted_key, _all_keys(resolved), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join('--' + c for c in close)}?" if close else ""
             where = ".".join(parts[:i]) or "the top level"

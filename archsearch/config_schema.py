@@ -152,6 +152,15 @@ ALIASES = {"nas.eval.loader": "nas.search.loader", "nas.eval.trainer": "nas.sear
            "nas.eval.model_desc": "nas.search.model_desc"}  # fmt: skip
 
 
+# keys that were renamed or dropped: old dotted key -> the text naming what replaces it
+RENAMED: dict[str, str] = {}
+
+
+def register_rename(old: str, new: str) -> None:
+    """Make `old` (a dotted key no longer declared) a one-line error pointing at `new`."""
+    RENAMED[old] = new
+
+
 def register_section(path: str, keys: Mapping[str, Value] | None = None) -> None:
     """Declare section `path` (dotted) and its keys; a section may be declared piecewise, a key once."""
     section = SECTIONS.setdefault(path, Section())
@@ -220,6 +229,8 @@ def validate(tree: Mapping[str, Any], origin: Origin = lambda _: None) -> dict:
                 if not fits:
                     raise problem(dotted, declared.keys[key].refusal(value), origin)
                 out[key] = stored
+            elif schema_path(dotted) in RENAMED:
+                raise problem(dotted, f"was renamed: use {RENAMED[schema_path(dotted)]}", origin)
             else:
                 valid = sorted([*declared.keys, *subsections])
                 close = difflib.get_close_matches(str(key), valid, n=3, cutoff=0.6)
@@ -426,21 +437,16 @@ register_section(
 register_section("nas.search.final", {"n_samples": POSITIVE_INT, "eval_batches": POSITIVE_INT})
 
 # ---- random ----
-register_section("nas.search.random", {"n_candidates": POSITIVE_INT, "primitives": PRIMITIVES})
+register_section("nas.search.random", {"n_candidates": POSITIVE_INT})
 
 # ---- naswot ----
 register_section(
     "nas.search.naswot",
     {
-        "space": Str("nasbench201", "darts"),
         "n_samples": POSITIVE_INT,
         "indices": List(Int(ge=0, lt=15625), null=True, min_length=1),
-        "darts_nodes": POSITIVE_INT,
         "proxy": Str("naswot", "naswot_relu", "synflow", "grad_norm", "snip", "jacob_cov"),
         "batch_size": POSITIVE_INT,
-        "benchmark_csv": Str(null=True, pattern=r".+", allowed="a CSV file"),
-        "arch_column": Str(pattern=r".+", allowed="a column name"),
-        "accuracy_column": Str(pattern=r".+", allowed="a column name"),
     },
 )
 register_section("nas.search.model_desc", {"n_cells_per_stage": POSITIVE_INT})

@@ -70,7 +70,7 @@ CASES = {
         [],
         "trial 2:epoch:1",
     ),
-    # between candidate 0's index record and the deletion of its checkpoint
+    # between trial 0's index record and the deletion of its checkpoint
     "random": (
         {
             "search": {
@@ -81,7 +81,7 @@ CASES = {
             }
         },
         [],
-        "random:indexed:0",
+        "trial:recorded:0",
     ),
     "naswot": (
         {
@@ -96,12 +96,12 @@ CASES = {
             },
         },
         [],
-        "naswot:scored:2",
+        "trial:recorded:2",
     ),
     "manual": ({"search": {"model_desc": CELLS}}, [], "search:before-result"),
     "user-darts": (USER_MODEL, ["--config", EXAMPLE], "search:epoch:1"),
     "user-enas": (USER_MODEL, ["--config", EXAMPLE], "search:epoch:1"),
-    "user-random": (USER_MODEL, ["--config", EXAMPLE], "candidate 2/2:epoch:1"),
+    "user-random": (USER_MODEL, ["--config", EXAMPLE], "trial 2:epoch:1"),
 }
 EVAL_KILL = "eval:epoch:1"
 KILLED = -signal.SIGKILL
@@ -194,7 +194,7 @@ def test_kill_in_search_and_in_eval_then_resume_equals_the_uninterrupted_run(tmp
     straight, out = straight_and_killed(Chain(tmp_path, case))
     assert_same_results(straight, out)
     if case == "random":  # the checkpoint left by the kill after indexing candidate 0 was cleaned up
-        assert not list((out / "search").glob("candidate_*_checkpoint.pt*"))
+        assert not list((out / "search").glob("trial_*_checkpoint.pt*"))
 
 
 def test_manual_killed_in_search_and_in_eval_equals_the_uninterrupted_run(manual):

@@ -23,6 +23,7 @@ from torch import nn
 
 from archsearch.common.errors import ConfigError
 from archsearch.data.loaders import search_loaders
+from archsearch.nas.benchmark_table import table_from_conf
 from archsearch.nas.context import RunContext
 from archsearch.nas.evaluater import BuiltModel
 from archsearch.nas.exp_runner import RUNNERS, ExperimentRunner
@@ -106,10 +107,19 @@ class StrategySearcher(Searcher):
     def search(self, ctx: RunContext, setup: SearchSetup) -> SearchResult:
         space = self.strategy.space
         ctx.log.info(f"[search] {self.strategy.name} on {space.describe()}")
+        # read before searching, so a wrong path fails at once rather than after the search
+        table = table_from_conf(setup.conf) if "benchmark" in space.capabilities() else None
         outcome = self.strategy.search()
         meta = {"algo": ctx.algo, "space": space.name, **outcome.meta}
         path = space.save_arch(outcome.arch, ctx.search_dir, meta)
-        ctx.log.info(f"[search] found {space.arch_str(outcome.arch)}")
+        found = f"[search] found {space.arch_str(outcome.arch)}"
+        if table is not None:  # ground truth for every strategy, one-shot ones included
+            accuracy = table.get(space.benchmark_key(outcome.arch))
+            _, best = table.best()
+            outcome.metrics.update(benchmark_top1=accuracy, benchmark_best_top1=best)
+            found += f"; benchmark accuracy {'not in the table' if accuracy is None else f'{accuracy:.2%}'}"
+            found += f" (the table's best: {best:.2%}, {len(table):,} architectures)"
+        ctx.log.info(found)
         return SearchResult(record_search_result(ctx, path, outcome.metrics), outcome.metrics)
 
 

@@ -125,11 +125,14 @@ class TrialLoop:
     """Runs proposals through an executor until the budget is spent, recording every finished trial.
 
     `objective` names the metric to maximize (`mode="min"` to minimize) among those `evaluate` returns.
+    `folder` None keeps the index in memory only (tabular benchmarks that run thousands of searches);
+    `on_recorded(index)` is called once trial `index` is safely in the index, also for the trials a resumed
+    search reads back, so an evaluator can delete what only an unfinished trial needs (its checkpoint).
     """
 
     def __init__(
         self,
-        folder: Path,
+        folder: Path | None,
         seed: int,
         budget: Budget,
         objective: str = "val_top1",
@@ -138,18 +141,20 @@ class TrialLoop:
         executor: Executor | None = None,
         log: Callable[[str], None] = print,
         record: Callable[..., None] | None = None,
+        on_recorded: Callable[[int], None] | None = None,
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be max or min, got {mode!r}")
-        self.folder, self.seed, self.budget = Path(folder), seed, budget
+        self.folder = Path(folder) if folder is not None else None
+        self.seed, self.budget = seed, budget
         self.objective, self.mode, self.resume = objective, mode, resume
         self.executor = executor or LocalExecutor()
-        self.log, self.record_event = log, record
-        self.index_file = self.folder / TRIALS_FILE
+        self.log, self.record_event, self.on_recorded = log, record, on_recorded
+        self.index_file = self.folder / TRIALS_FILE if self.folder is not None else None
 
     # ---- the index -------------------------------------------------------------------------------
     def read_index(self) -> list[dict[str, Any]]:
-        if not (self.resume and self.index_file.exists()):
+        if not (self.resume and self.index_file is not None and self.index_file.exists()):
             return []
         records = yaml.safe_load(self.index_file.read_text(encoding="utf-8")) or []
         if not isinstance(records, list):
@@ -176,6 +181,8 @@ class TrialLoop:
         records = self.read_index()
         if records:
             self.log(f"[search] resuming after {len(records)} finished trials ({self.index_file})")
+        for r in records:  # a kill between a trial's record and its clean-up left its leftovers
+            self._recorded(r["index"])
         best = self.best_of(records)
         next_index = max((r["index"] for r in records), default=-1) + 1
         spent = sum(r["time_s"] for r in records)
@@ -212,13 +219,19 @@ class TrialLoop:
                 best = record
             record["best_so_far"] = best["metrics"][self.objective]
             records.append(record)
-            atomic_write_yaml(self.index_file, records)
-            atomic_write_yaml(self.folder / BEST_FILE, best)
+            if self.folder is not None:
+                atomic_write_yaml(self.index_file, records)
+                atomic_write_yaml(self.folder / BEST_FILE, best)
             fault_point(f"trial:recorded:{trial.index}")
+            self._recorded(trial.index)
             if self.record_event is not None:
                 self.record_event("trial", **{k: v for k, v in record.items() if k != "arch"}, arch=trial.arch)
             self._progress(record, best)
         return TrialResults(records, best, self.objective)
+
+    def _recorded(self, index: int) -> None:
+        if self.on_recorded is not None:
+            self.on_recorded(index)
 
     def _propose(self, propose: ProposeFn, index: int, history: list[dict[str, Any]]) -> Trial | None:
         seed = trial_seed(self.seed, index)

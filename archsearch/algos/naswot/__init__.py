@@ -7,7 +7,7 @@ with a benchmark table of trained accuracies.
 """
 
 from archsearch.algos.naswot.proxies import PROXIES, get_proxy, naswot, naswot_kernel
-from archsearch.algos.naswot.runner import NaswotRunner  # noqa: F401 - registers --algos naswot
+from archsearch.algos.naswot.runner import Naswot  # noqa: F401 - registers --algos naswot and evaluate_by proxy
 from archsearch.algos.naswot.sampling import (
     Candidate,
     best_candidate,
@@ -18,6 +18,7 @@ from archsearch.algos.naswot.sampling import (
     sample_nb201,
     score_candidates,
 )
+from archsearch.config_schema import register_rename
 
 __all__ = [
     "PROXIES",
@@ -33,3 +34,13 @@ __all__ = [
     "sample_nb201",
     "score_candidates",
 ]
+
+# the keys NASWOT had before any strategy ran on any space (issue 11)
+for _old, _new in {
+    "space": "--nas.search.space.name (nasbench201, darts, ...)",
+    "benchmark_csv": "--nas.search.benchmark",
+    "arch_column": "--nas.search.benchmark_columns [KEY_COLUMN, ACCURACY_COLUMN]",
+    "accuracy_column": "--nas.search.benchmark_columns [KEY_COLUMN, ACCURACY_COLUMN]",
+    "darts_nodes": "--nas.search.model_desc.n_nodes (the darts space's nodes per cell)",
+}.items():
+    register_rename(f"nas.search.naswot.{_old}", _new)

@@ -1,7 +1,6 @@
 """How well a proxy ranks architectures: compare scores with a benchmark table of trained accuracies.
 
-The table is a CSV with one row per architecture: a column naming it (for NAS-Bench-201 the cell string,
-`architecture`) and a column with its trained accuracy (`accuracy`). The report gives Kendall's tau and
+The table is archsearch.nas.benchmark_table's (accuracies as fractions). The report gives Kendall's tau and
 Spearman's rho between score and accuracy over the sampled candidates found in the table, where the
 chosen (highest-scoring) candidate ranks among them by accuracy, and a score-vs-accuracy scatter plot.
 Without a table the report holds the scores and the chosen candidate only.
@@ -9,7 +8,6 @@ Without a table the report holds the scores and the chosen candidate only.
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from collections.abc import Sequence
@@ -21,53 +19,7 @@ from scipy import stats
 
 from archsearch.common.errors import UserError
 from archsearch.common.io import atomic_write_bytes
-
-
-@dataclass
-class BenchmarkTable:
-    path: str
-    arch_column: str
-    accuracy_column: str
-    accuracies: dict[str, float]  # architecture name -> trained accuracy
-
-    def __len__(self) -> int:
-        return len(self.accuracies)
-
-    def lookup(self, name: str) -> float | None:
-        return self.accuracies.get(name)
-
-
-def load_benchmark_table(
-    path: str | Path, arch_column: str = "architecture", accuracy_column: str = "accuracy"
-) -> BenchmarkTable:
-    """Read a CSV of architectures and accuracies; UserError naming the file or column at fault."""
-    path = Path(path).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"benchmark table {path} does not exist; set benchmark_csv to a CSV file or null") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read benchmark table {path}: {getattr(e, 'strerror', None) or e}") from None
-    reader = csv.DictReader(io.StringIO(text))
-    columns = reader.fieldnames or []
-    for key, column in (("arch_column", arch_column), ("accuracy_column", accuracy_column)):
-        if column not in columns:
-            raise UserError(
-                f"benchmark table {path} has no column {column!r} ({key}); its columns: {', '.join(columns) or 'none'}"
-            )
-    accuracies: dict[str, float] = {}
-    for line, row in enumerate(reader, start=2):
-        value = row.get(accuracy_column)
-        try:
-            accuracy = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise UserError(
-                f"benchmark table {path} line {line}: {accuracy_column} {value!r} is not a number"
-            ) from None
-        accuracies[row[arch_column]] = accuracy
-    if not accuracies:
-        raise UserError(f"benchmark table {path} has no rows")
-    return BenchmarkTable(str(path), arch_column, accuracy_column, accuracies)
+from archsearch.nas.benchmark_table import BenchmarkTable
 
 
 @dataclass
@@ -91,8 +43,8 @@ class CorrelationReport:
         text = f"chose {self.chosen} (score {self.chosen_score:.4g}) of {self.n_candidates}"
         if self.chosen_accuracy is not None:
             text += (
-                f"; accuracy {self.chosen_accuracy:.2f} (rank {self.chosen_rank} of {self.n_matched}, "
-                f"best {self.best_accuracy:.2f})"
+                f"; accuracy {self.chosen_accuracy:.2%} (rank {self.chosen_rank} of {self.n_matched}, "
+                f"best {self.best_accuracy:.2%})"
             )
         if self.kendall_tau is not None:
             text += f"; kendall tau {self.kendall_tau:.3f}, spearman rho {self.spearman_rho:.3f}"
@@ -120,12 +72,12 @@ def correlation_report(
     report = CorrelationReport(len(names), names[chosen], float(values[chosen]))
     if table is None:
         return report
-    matched = [(float(s), table.lookup(n), i) for i, (n, s) in enumerate(zip(names, values)) if not math.isnan(s)]
+    matched = [(float(s), table.get(n), i) for i, (n, s) in enumerate(zip(names, values)) if not math.isnan(s)]
     matched = [(s, a, i) for s, a, i in matched if a is not None]
     if not matched:
         raise UserError(
             f"none of the {len(names)} candidates is in benchmark table {table.path} "
-            f"(column {table.arch_column!r}); check arch_column and that the table is for this search space"
+            f"(column {table.key_column!r}); check nas.search.benchmark_columns and that the table is for this space"
         )
     m_scores = np.array([s for s, _, _ in matched])
     m_accs = np.array([a for _, a, _ in matched])
@@ -134,7 +86,7 @@ def correlation_report(
     if len(matched) >= 2:
         report.kendall_tau = float(stats.kendalltau(m_scores, m_accs).statistic)
         report.spearman_rho = float(stats.spearmanr(m_scores, m_accs).statistic)
-    chosen_acc = table.lookup(names[chosen])
+    chosen_acc = table.get(names[chosen])
     if chosen_acc is not None:
         report.chosen_accuracy = chosen_acc
         report.chosen_rank = 1 + int((m_accs > chosen_acc).sum())
@@ -178,8 +130,6 @@ def save_scatter(
 
 
 __all__ = [
-    "BenchmarkTable",
-    "load_benchmark_table",
     "CorrelationReport",
     "correlation_report",
     "save_scatter",

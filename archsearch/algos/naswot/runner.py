@@ -1,155 +1,95 @@
-"""NASWOT as `--algos naswot`: score N sampled architectures at initialization on one batch of the training
-split, keep the best, evaluate it with the standard Evaluater. With a benchmark table of trained accuracies
-(`nas.search.naswot.benchmark_csv`, e.g. NAS-Bench-201's), report Kendall's tau / Spearman's rho of score vs
-accuracy, the chosen architecture's rank among the sampled ones, and a scatter plot."""
+"""NASWOT as `--algos naswot`: score sampled architectures of any space at initialization on one batch of the
+training split, keep the best, evaluate it with the space's evaluation. It is random search whose trials are
+scored by a zero-cost proxy (`nas.search.naswot.proxy`) instead of trained, so it runs on the shared trial
+loop (index, resume, per-trial seeds) through the `proxy` evaluator registered here.
+
+With a benchmark table (`nas.search.benchmark` on a space with one, e.g. NAS-Bench-201's CSV) it reports
+Kendall's tau / Spearman's rho of score vs accuracy, the chosen architecture's rank among the scored ones
+and a scatter plot (search/correlation.png)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import random
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
-from archsearch.algos.naswot.correlation import correlation_report, load_benchmark_table
+from archsearch.algos.naswot.correlation import correlation_report
 from archsearch.algos.naswot.proxies import PROXIES
-from archsearch.algos.naswot.sampling import (
-    Candidate,
-    best_candidate,
-    darts_model_builder,
-    nb201_candidates,
-    nb201_model_builder,
-    sample_darts,
-    sample_nb201,
-    score_candidates,
-)
-from archsearch.common.checkpoint import fault_point
+from archsearch.algos.naswot.sampling import score_candidates
+from archsearch.algos.random import sample_untried
 from archsearch.common.errors import ConfigError
 from archsearch.common.io import atomic_write_yaml
 from archsearch.common.logging import plain
 from archsearch.config import choice
 from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
-from archsearch.nas.exp_runner import RUNNERS, ExperimentRunner
-from archsearch.nas.model_desc import ModelDesc
-from archsearch.nas.model_desc_builder import ModelDescBuilder
-from archsearch.nas.searcher import Searcher, SearchResult, SearchSetup, save_final_desc
-from archsearch.spaces.nasbench201 import NB201DescBuilder
-
-SPACES = ("nasbench201", "darts")
+from archsearch.nas.strategy import SearchOutcome, Strategy, register_strategy
+from archsearch.nas.trial_eval import benchmark_table, register_evaluator, run_trials
+from archsearch.nas.trial_loop import Budget, Trial
+from archsearch.spaces import nasbench201 as nb201
+from archsearch.spaces.base import SearchSpace
 
 
-def candidates_from_conf(conf_naswot, seed: int) -> list[Candidate]:
-    space = choice(conf_naswot, "space", SPACES)
-    rng = np.random.default_rng(seed)
-    if space == "nasbench201":
-        indices = conf_naswot["indices"]
-        return nb201_candidates(indices) if indices is not None else sample_nb201(conf_naswot["n_samples"], rng)
-    if conf_naswot["indices"] is not None:
-        raise ConfigError("nas.search.naswot.indices only applies to space nasbench201")
-    return sample_darts(conf_naswot["n_samples"], rng, n_nodes=conf_naswot["darts_nodes"])
+@register_evaluator("proxy")
+class ProxyEvaluator:
+    """A trial's score: the proxy of its untrained network (built right after seeding with trial.seed) on
+    the first batch of the weights split, the same batch for every trial."""
 
+    objective = "score"
 
-class NaswotSearcher(Searcher):
-    def search(self, ctx: RunContext, setup: SearchSetup) -> SearchResult:
-        conf_search = setup.conf
+    def __init__(self, ctx: RunContext, space: SearchSpace, conf_search: Mapping) -> None:
+        self.ctx, self.space = ctx, space
         conf = conf_search["naswot"]
-        proxy = choice(conf, "proxy", PROXIES.names())
-        candidates = candidates_from_conf(conf, ctx.seed)
-        # a table given by path is read before any scoring, so a wrong path fails in a second, not after N models
-        table = None
-        if conf["benchmark_csv"]:
-            table = load_benchmark_table(conf["benchmark_csv"], conf["arch_column"], conf["accuracy_column"])
+        self.proxy = choice(conf, "proxy", PROXIES.names())
         loader, _ = search_loaders(ctx.conf["dataset"], conf_search["loader"], ctx.device, ctx.seed)
         loader.batch_size = conf["batch_size"]  # the proxy's batch, independent of any training batch size
-        batch = next(iter(loader))
-        build = self.model_builder(conf["space"], conf_search["model_desc"], ctx.conf["dataset"])
-        ctx.log.info(
-            f"[search] scoring {len(candidates)} {conf['space']} architectures with {proxy} "
-            f"on a batch of {batch[0].shape[0]}"
-        )
+        self.batch = next(iter(loader))
+        ctx.log.info(f"[search] scoring with {self.proxy} on a batch of {self.batch[0].shape[0]}")
 
-        def report_progress(i: int, candidate: Candidate, score: float) -> None:
-            ctx.log.record("score", index=i, arch=candidate.name, score=score)
-            fault_point(f"naswot:scored:{i}")  # scoring restarts from the seed on resume; tests kill here
-            if (i + 1) % max(1, len(candidates) // 10) == 0:
-                ctx.log.info(f"[search] scored {i + 1}/{len(candidates)}")
+    def __call__(self, trial: Trial) -> dict[str, Any]:
+        def build(t: Trial):
+            return self.space.build(self.space.from_json(t.arch, f"trial {t.index}"))
 
-        scores = score_candidates(candidates, build, batch, proxy, ctx.device, ctx.seed, on_score=report_progress)
-        names = [c.name for c in candidates]
-        atomic_write_yaml(
-            ctx.search_dir / "scores.yaml", plain([{"arch": n, "score": s} for n, s in zip(names, scores)])
-        )
-        report = correlation_report(
-            names,
-            scores,
-            table,
-            ctx.search_dir / "correlation.png" if table else None,
-            title=f"{proxy} vs {conf['accuracy_column']}",
-        )
-        ctx.log.info(f"[search] {report.summary()}")
-        index, best = best_candidate(candidates, scores)
-        desc = self.final_desc(best, conf_search["model_desc"], ctx.conf["dataset"])
-        desc.meta.update(algo=ctx.algo, proxy=proxy, score=scores[index])
-        metrics: dict[str, Any] = {
-            "proxy": proxy,
-            "n_scored": len(candidates),
-            "best_score": scores[index],
-            "best_arch": best.name,
-            **report.to_dict(),
-        }
-        return SearchResult(save_final_desc(ctx, desc, metrics), metrics)
+        [score] = score_candidates([trial], build, self.batch, self.proxy, self.ctx.device, trial.seed)
+        return {"score": score}
 
-    @staticmethod
-    def model_builder(space: str, conf_model_desc, conf_dataset):
-        if space == "nasbench201":
-            return nb201_model_builder(
-                conf_model_desc["init_channels"],
-                conf_model_desc["n_cells_per_stage"],
-                conf_dataset["channels"],
-                conf_dataset["n_classes"],
-            )
-        return darts_model_builder(conf_model_desc, conf_dataset)
-
-    @staticmethod
-    def final_desc(candidate: Candidate, conf_model_desc, conf_dataset) -> ModelDesc:
-        if candidate.templates is None:  # NAS-Bench-201
-            return NB201DescBuilder(conf_model_desc, conf_dataset, candidate.name).build()
-        return ModelDescBuilder(conf_model_desc, conf_dataset, candidate.templates).build(
-            meta={"genotype": candidate.name}
-        )
+    def forget(self, index: int) -> None:
+        pass
 
 
-@RUNNERS.register("naswot")
-class NaswotRunner(ExperimentRunner):
+@register_strategy
+class Naswot(Strategy):
     name = "naswot"
-    summary = "NASWOT: training-free scoring (and synflow, snip, ...) on NAS-Bench-201 or DARTS cells"
+    summary = "NASWOT: training-free scoring (and synflow, snip, ...) of sampled architectures of any space"
+    requires = frozenset({"sample"})
+    default_space = "nasbench201"
 
-    @property
-    def space(self) -> str:
-        return choice(self.conf_search["naswot"], "space", SPACES)
+    def search(self) -> SearchOutcome:
+        ctx, space, conf = self.ctx, self.space, self.conf["naswot"]
+        indices = conf["indices"]
+        if indices is not None and space.name != nb201.SPACE_NAME:
+            raise ConfigError(f"nas.search.naswot.indices numbers NAS-Bench-201 cells; space {space.name} has none")
+        # a table is read before any scoring, so a wrong path fails in a second, not after N models
+        table = benchmark_table(space, self.conf, "the correlation report") if self.conf["benchmark"] else None
 
-    def model_desc_builder(self, conf_model_desc) -> ModelDescBuilder:
-        if self.space == "nasbench201":
-            return NB201DescBuilder(conf_model_desc, self.ctx.conf["dataset"])  # its scale() rebuilds the cell
-        return super().model_desc_builder(conf_model_desc)
+        def propose(index: int, rng: random.Random, history: list[dict[str, Any]]) -> Any:
+            if indices is not None:  # exhaustive: the listed cells, in order
+                return space.to_json(space.from_json(nb201.index_to_arch(indices[index])))
+            return sample_untried(space, rng, history)
 
-    def searcher(self) -> Searcher:
-        return NaswotSearcher()
-
-    def search_model(self) -> None:
-        return None  # nothing is trained in search
-
-    def example_final_arch(self, folder: Path) -> Path:
-        candidate = candidates_from_conf(self.conf_search["naswot"], self.ctx.seed)[0]
-        desc = NaswotSearcher.final_desc(candidate, self.conf_search["model_desc"], self.ctx.conf["dataset"])
-        return desc.save(folder / "example_final_model_desc.yaml")
-
-    def dry_run(self) -> dict[str, Any]:
-        report = super().dry_run()
-        conf = self.conf_search["naswot"]
-        report["cell_based"] = False
-        report["notes"] = [
-            f"naswot: {conf['n_samples']} {conf['space']} architectures scored with {conf['proxy']} "
-            f"at batch {conf['batch_size']}; benchmark table: {conf['benchmark_csv']}"
+        n = len(indices) if indices is not None else conf["n_samples"]
+        arch, metrics, records = run_trials(ctx, space, propose, Budget(n), ProxyEvaluator(ctx, space, self.conf))
+        keys = [
+            space.benchmark_key(space.from_json(r["arch"])) if table else space.arch_str(r["arch"]) for r in records
         ]
-        return report
+        scores = [r["metrics"]["score"] for r in records]
+        atomic_write_yaml(
+            ctx.search_dir / "scores.yaml", plain([{"arch": k, "score": s} for k, s in zip(keys, scores)])
+        )
+        plot = ctx.search_dir / "correlation.png" if table else None
+        proxy = conf["proxy"]
+        report = correlation_report(keys, scores, table, plot, title=f"{proxy} vs {self.conf['benchmark_columns'][1]}")
+        ctx.log.info(f"[search] {report.summary()}")
+        metrics = {"proxy": proxy, "n_scored": len(records), **metrics, "best_arch": space.arch_str(arch)}
+        metrics.update(report.to_dict())
+        return SearchOutcome(arch, metrics, {"proxy": proxy, "score": metrics["best_score"]})

@@ -4,8 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from archsearch.algos.naswot.correlation import correlation_report, load_benchmark_table, save_scatter
+from archsearch.algos.naswot.correlation import correlation_report, save_scatter
 from archsearch.common.errors import UserError
+from archsearch.nas.benchmark_table import load_benchmark_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -28,8 +29,9 @@ def synthetic(tmp_path):
     accuracy = 60 + 30 / (1 + np.exp(-(scores - 1500) / 40))  # monotone in score
     # the table lists more architectures than were sampled, in another order
     rows = [(n, a) for n, a in zip(names, accuracy)] + [("other", 99.0)]
-    table = load_benchmark_table(write_table(tmp_path / "bench.csv", rows[::-1]), "arch", "acc")
-    return names, scores, accuracy, table
+    table = load_benchmark_table(write_table(tmp_path / "bench.csv", rows[::-1]), ("arch", "acc"))
+    assert table.percent and table.best() == ("other", 0.99)  # percentages are stored as fractions
+    return names, scores, accuracy / 100, table
 
 
 def test_monotone_accuracy_gives_perfect_rank_correlation(synthetic, tmp_path):
@@ -76,20 +78,24 @@ def test_candidates_missing_from_the_table_are_a_user_error(synthetic):
         correlation_report(["x", "y"], [1.0, 2.0], table)
 
 
-def test_bad_tables_are_user_errors_naming_the_file_or_column(tmp_path):
-    path = write_table(tmp_path / "t.csv", [("a", 1.0)])
-    with pytest.raises(UserError, match="no column 'accuracy' .*accuracy_column.*uid, arch, acc"):
-        load_benchmark_table(path, "arch", "accuracy")
+def test_bad_tables_and_missing_keys_are_user_errors_naming_the_file_column_or_key(tmp_path):
+    path = write_table(tmp_path / "t.csv", [("a", 0.5)])
+    with pytest.raises(UserError, match="no column 'accuracy' .*benchmark_columns.*uid, arch, acc"):
+        load_benchmark_table(path, ("arch", "accuracy"))
     with pytest.raises(UserError, match="no column 'architecture'"):
-        load_benchmark_table(path, "architecture", "acc")
+        load_benchmark_table(path, ("architecture", "acc"))
+    table = load_benchmark_table(path, ("arch", "acc"))
+    assert not table.percent and table.lookup("a") == 0.5  # fractions stay as they are
+    with pytest.raises(UserError, match="t.csv has no row 'b' in column 'arch'.*for this search space"):
+        table.lookup("b")
     with pytest.raises(UserError, match="missing.csv does not exist"):
         load_benchmark_table(tmp_path / "missing.csv")
     bad = write_table(tmp_path / "bad.csv", [("a", "n/a")])
     with pytest.raises(UserError, match="line 2: acc 'n/a' is not a number"):
-        load_benchmark_table(bad, "arch", "acc")
+        load_benchmark_table(bad, ("arch", "acc"))
     (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(UserError, match="binary.csv"):
-        load_benchmark_table(tmp_path / "binary.csv", "arch", "acc")
+        load_benchmark_table(tmp_path / "binary.csv", ("arch", "acc"))
 
 
 def test_scatter_plot_skips_non_finite_scores(tmp_path):

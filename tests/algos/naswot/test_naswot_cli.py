@@ -1,10 +1,11 @@
-"""NASWOT through the real CLI: sampling, scoring, correlation report against a table, eval of the best."""
+"""NASWOT through the real CLI: proxy scoring on the trial loop, correlation report against a table, eval
+of the best, other spaces and proxies, and the one-line errors for the keys it had before."""
 
 import yaml
 
 from archsearch.nas.model_desc import ModelDesc
 from archsearch.spaces.nasbench201 import desc_to_arch, index_to_arch
-from tests.conftest import config_fixture
+from tests.conftest import assert_user_error, config_fixture
 
 TINY = {
     "nas": {
@@ -29,29 +30,26 @@ def test_exhaustive_scoring_with_a_benchmark_table(cli, tiny, tmp_path):
     indices = list(range(6))
     table = tmp_path / "bench.csv"
     table.write_text("uid,architecture,accuracy\n" + "".join(f"{i},{index_to_arch(i)},{50 + i}\n" for i in indices))
-    proc = cli(
-        "--algos",
-        "naswot",
-        "--datasets",
-        "synthetic",
-        "--config",
-        tiny,
-        "--nas.search.naswot.indices",
-        str(indices),
-        "--nas.search.naswot.benchmark_csv",
-        str(table),
-    )
+    args = ["--algos", "naswot", "--datasets", "synthetic", "--config", tiny, "--nas.search.benchmark", str(table)]
+    proc = cli(*args, "--nas.search.naswot.indices", str(indices))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = cli.logdir / "archsearch_synthetic_toy" / "naswot"
     scores = yaml.safe_load((out / "search" / "scores.yaml").read_text())
     assert [s["arch"] for s in scores] == [index_to_arch(i) for i in indices]
+    trials = yaml.safe_load((out / "search" / "trials.yaml").read_text())
+    assert [t["metrics"]["score"] for t in trials] == [s["score"] for s in scores]
     metrics = yaml.safe_load((out / "search" / "metrics.yaml").read_text())
     assert -1 <= metrics["kendall_tau"] <= 1 and 1 <= metrics["chosen_rank"] <= 6
     assert (out / "search" / "correlation.png").stat().st_size > 1000
     best = max(scores, key=lambda s: s["score"])["arch"]
+    assert metrics["benchmark_top1"] == metrics["chosen_accuracy"] == (50 + index_to_arch_index(best, indices)) / 100
     assert desc_to_arch(ModelDesc.load(out / "search" / "final_model_desc.yaml")) == best
     assert desc_to_arch(ModelDesc.load(out / "eval" / "model_desc.yaml")) == best
     assert (out / "eval" / "model.pt").exists()
+
+
+def index_to_arch_index(arch, indices):
+    return next(i for i in indices if index_to_arch(i) == arch)
 
 
 def test_darts_space_and_other_proxies(cli, tiny):
@@ -62,7 +60,7 @@ def test_darts_space_and_other_proxies(cli, tiny):
         "synthetic",
         "--config",
         tiny,
-        "--nas.search.naswot.space",
+        "--nas.search.space",
         "darts",
         "--nas.search.naswot.proxy",
         "synflow",
@@ -70,25 +68,17 @@ def test_darts_space_and_other_proxies(cli, tiny):
         "3",
         "--nas.search.model_desc.n_cells",
         "3",
-        "--nas.eval.model_desc.n_cells",
-        "3",
         "--search-only",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Genotype(normal=" in proc.stdout
+    assert "found" in proc.stdout and "Genotype(normal=" in proc.stdout
 
 
-def test_bad_proxy_and_missing_table_are_user_errors(cli, tiny, tmp_path):
-    proc = cli("--algos", "naswot", "--datasets", "synthetic", "--config", tiny, "--nas.search.naswot.proxy", "magic")
-    assert proc.returncode == 2 and "'magic' is not one of" in proc.stderr
-    proc = cli(
-        "--algos",
-        "naswot",
-        "--datasets",
-        "synthetic",
-        "--config",
-        tiny,
-        "--nas.search.naswot.benchmark_csv",
-        str(tmp_path / "none.csv"),
-    )
-    assert proc.returncode == 2 and "none.csv" in proc.stderr and "Traceback" not in proc.stderr
+def test_bad_proxy_and_the_old_keys_are_user_errors(cli, tiny, tmp_path):
+    base = ["--algos", "naswot", "--datasets", "synthetic", "--config", tiny]
+    assert_user_error(cli(*base, "--nas.search.naswot.proxy", "magic"), "'magic' is not one of")
+    assert_user_error(cli(*base, "--nas.search.naswot.benchmark_csv", "x.csv"), "renamed", "--nas.search.benchmark")
+    assert_user_error(cli(*base, "--nas.search.naswot.space", "darts"), "renamed", "nas.search.space.name")
+    old_file = tmp_path / "old.yaml"
+    old_file.write_text(yaml.safe_dump({"nas": {"search": {"naswot": {"arch_column": "arch"}}}}))
+    assert_user_error(cli(*base, "--config", str(old_file)), "old.yaml", "benchmark_columns")
