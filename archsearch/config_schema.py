@@ -406,7 +406,6 @@ register_section("nas.search.trainer.bilevel.optimizer", OPTIMIZER)
 
 # ---- enas ----
 ENAS_SPACE = {
-    "type": Str("micro", "macro"),
     "n_nodes": POSITIVE_INT,
     "n_layers": POSITIVE_INT,
     "pool_layers": List(COUNT, null=True),
