@@ -11,6 +11,7 @@ every test here runs in its own temporary one.
 from __future__ import annotations
 
 import json
+import types
 from copy import deepcopy
 
 import pytest
@@ -132,3 +133,12 @@ def test_rounds_of_search_grow_children_of_the_best_and_load_best_model():
     assert tuner.get_best_model_id() == best["model_id"]
     assert tuner.load_best_model().size() / 1e5 == best["metric_value"]
     assert tuner.bo.search_tree.get_dict()["name"] == 0  # the seed is the search tree's root
+
+
+def test_the_alias_fills_a_module_table_and_leaves_a_real_nni_alone():
+    modules: dict = {}
+    names = archsearch.compat.nni.install(modules)
+    assert set(names) == set(modules) and modules["nni"].algorithms.hpo.networkmorphism_tuner.graph.json_to_graph
+    assert modules["nni.algorithms.hpo.networkmorphism_tuner.utils"].Constant.MODEL_WIDTH == 64  # NNI's default
+    with pytest.raises(ImportError, match="a real nni is already imported"):
+        archsearch.compat.nni.install({"nni": types.ModuleType("nni")})
