@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from archsearch.algos.naswot.correlation import correlation_report, load_benchmark_table
+from archsearch.algos.naswot.correlation import correlation_report
 from archsearch.algos.naswot.proxies import PROXIES
 from archsearch.algos.naswot.sampling import nb201_model_builder, sample_nb201, score_candidates
+from archsearch.nas.benchmark_table import load_benchmark_table
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_subset.npz"
 DEFAULT_TABLE = DEFAULT_DATA.with_name("nasbench201_info.csv")
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     x, y, data_note = load_batch(args.data, args.batch_size, args.seed)
     table = None
     if args.table is not None and args.table.exists():
-        table = load_benchmark_table(args.table, args.arch_column, args.accuracy_column)
+        table = load_benchmark_table(args.table, (args.arch_column, args.accuracy_column))
     candidates = sample_nb201(args.n, np.random.default_rng(args.seed))
     build = nb201_model_builder(C=args.init_channels, N=args.cells_per_stage, ch_in=3, n_classes=10)
     names = [c.name for c in candidates]
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         row = [
             r["proxy"], str(args.n), str(args.batch_size), device.type, f"{r['seconds']:.1f}",
             f"{r['seconds'] / args.n:.3f}", fmt(r["kendall_tau"], ".3f"), fmt(r["spearman_rho"], ".3f"),
-            fmt(r["chosen_accuracy"], ".2f"), fmt(r["chosen_rank"], "d"), fmt(r["best_accuracy"], ".2f"),
+            fmt(r["chosen_accuracy"], ".2%"), fmt(r["chosen_rank"], "d"), fmt(r["best_accuracy"], ".2%"),
         ]  # fmt: skip
         print("| " + " | ".join(row) + " |")
     print(f"\nbuilding the {args.n} networks alone: {build_seconds:.1f} s (included above)")

@@ -17,7 +17,6 @@ from archsearch.algos.naswot.correlation import correlation_report
 from archsearch.algos.naswot.proxies import PROXIES
 from archsearch.algos.naswot.sampling import score_candidates
 from archsearch.algos.random import sample_untried
-from archsearch.common.errors import ConfigError
 from archsearch.common.io import atomic_write_yaml
 from archsearch.common.logging import plain
 from archsearch.config import choice
@@ -26,7 +25,6 @@ from archsearch.nas.context import RunContext
 from archsearch.nas.strategy import SearchOutcome, Strategy, register_strategy
 from archsearch.nas.trial_eval import benchmark_table, register_evaluator, run_trials
 from archsearch.nas.trial_loop import Budget, Trial
-from archsearch.spaces import nasbench201 as nb201
 from archsearch.spaces.base import SearchSpace
 
 
@@ -67,14 +65,12 @@ class Naswot(Strategy):
     def search(self) -> SearchOutcome:
         ctx, space, conf = self.ctx, self.space, self.conf["naswot"]
         indices = conf["indices"]
-        if indices is not None and space.name != nb201.SPACE_NAME:
-            raise ConfigError(f"nas.search.naswot.indices numbers NAS-Bench-201 cells; space {space.name} has none")
         # a table is read before any scoring, so a wrong path fails in a second, not after N models
         table = benchmark_table(space, self.conf, "the correlation report") if self.conf["benchmark"] else None
 
         def propose(index: int, rng: random.Random, history: list[dict[str, Any]]) -> Any:
-            if indices is not None:  # exhaustive: the listed cells, in order
-                return space.to_json(space.from_json(nb201.index_to_arch(indices[index])))
+            if indices is not None:  # exhaustive: the listed architectures (a space's from_json reads an index)
+                return space.to_json(space.from_json(indices[index], f"nas.search.naswot.indices[{index}]"))
             return sample_untried(space, rng, history)
 
         n = len(indices) if indices is not None else conf["n_samples"]

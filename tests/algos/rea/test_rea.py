@@ -60,11 +60,16 @@ def test_evolution_on_the_trial_loop_beats_its_initial_population(tmp_path):
     def propose(index, rng, hist):
         return evolve(space, rng, hist, "acc", 10, 3)
 
-    results = TrialLoop(tmp_path, 0, Budget(60), objective="acc", log=lambda _: None).run(
-        propose, lambda t: {"acc": t.arch / 100}
-    )
-    initial = max(r["metrics"]["acc"] for r in results.records[:10])
-    assert results.best["metrics"]["acc"] > initial and all("parent" in r for r in results.records[10:])
+    def search(folder, n, resume=False):
+        loop = TrialLoop(folder, 0, Budget(n), objective="acc", resume=resume, log=lambda _: None)
+        return loop.run(propose, lambda t: {"acc": t.arch / 100}).records
+
+    records = search(tmp_path / "straight", 60)
+    initial = max(r["metrics"]["acc"] for r in records[:10])
+    assert max(r["metrics"]["acc"] for r in records) > initial and all("parent" in r for r in records[10:])
+    search(tmp_path / "killed", 25)  # the population is rebuilt from the index: resume is exact
+    resumed = search(tmp_path / "killed", 60, resume=True)
+    assert [(r["arch"], r.get("parent")) for r in resumed] == [(r["arch"], r.get("parent")) for r in records]
 
 
 @pytest.fixture
