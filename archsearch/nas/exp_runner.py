@@ -142,7 +142,7 @@ class ExperimentRunner:
         supernet = self.search_model()
         if supernet is not None:
             report["search_model_params"] = count_params(supernet)
-            if isinstance(supernet, Model) and supernet.arch_params():
+            if hasattr(supernet, "arch_params") and supernet.arch_params():
                 report["search_arch_params"] = sum(p.numel() for p in supernet.arch_params())
                 report["search_arch_shapes"] = {k: list(t.shape) for k, t in supernet.arch_tables.items()}
         with tempfile.TemporaryDirectory() as tmp:
