@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from archsearch.algos.enas.controller import Controller, ControllerConfig
 from archsearch.algos.enas.reinforce import ReinforceTrainer
-from archsearch.spaces.enas_supernet import build_supernet
 from archsearch.spaces.enas_spaces import MicroSpace
+from archsearch.spaces.enas_supernet import build_supernet
 
 
 def main() -> None:
