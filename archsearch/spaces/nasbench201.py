@@ -14,6 +14,11 @@ The network (xautodl `TinyNetwork`): 3x3 conv + BN stem to C channels, N cells, 
 block to 2C, N cells, a block to 4C, N cells, BN-ReLU, global pooling, linear. As a ModelDesc each cell
 takes the previous state through an identity stem (`skip_connect`), and each basic block is a
 `reduction` cell whose only content is its `nb201_resblock` stem (no nodes, `concat=[0]`).
+
+`NasBench201Space` (registered as `nasbench201`) is the SearchSpace: the architecture is the cell string (its
+benchmark index reads too), `benchmark_key` is the string itself, mutation changes one edge's op, and both
+supernets keep the network above with searchable edges: a MixedOp over the 5 ops on every edge (DARTS; one
+(6 x 5) alpha table shared by all cells, `none` a column), or one choice op per edge (ENAS; 6 tokens of 5 ops).
 """
 
 from __future__ import annotations
