@@ -109,6 +109,8 @@ class StrategySearcher(Searcher):
         ctx.log.info(f"[search] {self.strategy.name} on {space.describe()}")
         # read before searching, so a wrong path fails at once rather than after the search
         table = table_from_conf(setup.conf) if "benchmark" in space.capabilities() else None
+        if setup.conf["benchmark"] and table is None:
+            ctx.log.info(f"[search] nas.search.benchmark is not used: space {space.name} has no benchmark key")
         outcome = self.strategy.search()
         meta = {"algo": ctx.algo, "space": space.name, **outcome.meta}
         path = space.save_arch(outcome.arch, ctx.search_dir, meta)
