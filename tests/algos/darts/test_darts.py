@@ -178,6 +178,7 @@ TINY = {
 tiny = config_fixture(TINY)
 
 
+# darts.yaml's fused: true, so this is also the CLI test of the fused supernet in both orders
 @pytest.mark.parametrize("order", ["first", "second"])
 def test_search_then_eval_through_the_cli(cli, tiny, order):
     proc = cli(

@@ -5,7 +5,6 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from archsearch.algos.darts import BilevelOptimizer, Darts, DartsModelDescBuilder, MixedOp
 from archsearch.algos.darts import fused as fused_module
@@ -215,36 +214,6 @@ def test_strategy_fuses_when_the_config_says_so(tmp_path):
         ctx = Ctx()
         strategy = Darts(ctx, DartsCellSpace({}, ctx.conf["nas"]["search"]["model_desc"], DATASET))
         assert all(isinstance(c, FusedDartsCell) == fused for c in strategy.search_model().cells)
-
-
-TINY = {
-    "nas": {
-        "search": {
-            "model_desc": {"n_cells": 3, "init_channels": 4, "n_nodes": 2, "fused": True},
-            "loader": {"batch_size": 16, "limit_batches": 2},
-            "trainer": {"epochs": 1},
-        },
-    },
-    "dataset": {"synthetic_train": 64, "synthetic_test": 32},
-}
-
-
-def test_search_through_the_cli_with_the_fused_supernet(cli, tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY))
-    proc = cli(
-        "--algos",
-        "darts",
-        "--datasets",
-        "synthetic",
-        "--config",
-        str(path),
-        "--search-only",
-        "--nas.search.trainer.bilevel.order",
-        "second",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (cli.logdir / "archsearch_synthetic_toy" / "darts" / "search" / "genotype.txt").exists()
 
 
 def test_higher_order_gradients_through_the_fused_cell_match():
