@@ -1,20 +1,17 @@
 """NASWOT (Mellor et al., ICML 2021): rank untrained networks by how differently their ReLUs code the
 samples of one mini-batch, then pick the best of N sampled architectures without training any.
 
-`proxies` holds the NASWOT score and the other zero-cost proxies (registry `PROXIES`), `sampling` the
-candidates of the NAS-Bench-201 and DARTS spaces and `score_candidates`, `correlation` the comparison
-with a benchmark table of trained accuracies.
+`proxies` holds the NASWOT score and the other zero-cost proxies (registry `PROXIES`), `sampling`
+`score_candidates` (and NAS-Bench-201 candidates for scripts), `runner` the strategy and the `proxy` trial
+evaluator, `correlation` the comparison with a benchmark table of trained accuracies.
 """
 
 from archsearch.algos.naswot.proxies import PROXIES, get_proxy, naswot, naswot_kernel
 from archsearch.algos.naswot.runner import Naswot  # noqa: F401 - registers --algos naswot and evaluate_by proxy
 from archsearch.algos.naswot.sampling import (
     Candidate,
-    best_candidate,
-    darts_model_builder,
     nb201_candidates,
     nb201_model_builder,
-    sample_darts,
     sample_nb201,
     score_candidates,
 )
@@ -26,11 +23,8 @@ __all__ = [
     "naswot",
     "naswot_kernel",
     "Candidate",
-    "best_candidate",
-    "darts_model_builder",
     "nb201_candidates",
     "nb201_model_builder",
-    "sample_darts",
     "sample_nb201",
     "score_candidates",
 ]

@@ -1,15 +1,15 @@
-"""Candidates for NASWOT: sample architectures, build each at initialization, score it on one batch.
+"""Scoring candidates at initialization: `score_candidates` (what the `proxy` trial evaluator calls for any
+space), and NAS-Bench-201 candidates for scripts/bench_naswot.py, which scores cells outside a search.
 
-A `Candidate` names one architecture of a space: a NAS-Bench-201 cell string (plus its benchmark index)
-or a DARTS genotype string (plus the cell templates ModelDescBuilder stamps into the network). The
-searcher samples candidates, scores them with `score_candidates` and keeps the best.
+A `Candidate` names one NAS-Bench-201 cell: its string and its benchmark index. Sampling inside a search
+is the space's own (`SearchSpace.sample`).
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,34 +18,20 @@ from torch import nn
 
 from archsearch.algos.naswot.proxies import LossFn, ProxyFn, get_proxy
 from archsearch.common.errors import ArchitectureError
-from archsearch.nas.genotype import CellTemplate, random_templates, templates_to_genotype
 from archsearch.nas.model import Model
-from archsearch.nas.ops import DARTS_PRIMITIVES
 from archsearch.spaces import nasbench201 as nb201
 
 Rng = np.random.Generator | torch.Generator
 
-# The DARTS cell space without `none`, as DARTS' own random-search baseline samples it.
-DARTS_SAMPLE_OPS: tuple[str, ...] = tuple(op for op in DARTS_PRIMITIVES if op != "none")
-DARTS_SPACE_NAME = "darts"
-
 
 @dataclass
 class Candidate:
-    space: str  # "nasbench201" or "darts"
-    name: str  # the architecture's string: how logs, results and benchmark tables name it
+    space: str  # "nasbench201"
+    name: str  # the cell string: how logs, results and benchmark tables name it
     index: int | None = None  # NAS-Bench-201 benchmark index
-    templates: dict[str, CellTemplate] | None = None  # DARTS: {"regular": ..., "reduction": ...}
 
 
 # ---- random numbers from either kind of generator -----------------------------------------------
-
-
-def _below(rng: Rng, high: int) -> int:
-    """A uniform int in 0..high-1."""
-    if isinstance(rng, torch.Generator):
-        return int(torch.randint(high, (), generator=rng))
-    return int(rng.integers(high))
 
 
 def _sample_without_replacement(rng: Rng, total: int, n: int) -> list[int]:
@@ -91,56 +77,18 @@ def nb201_model_builder(
     return build
 
 
-# ---- DARTS ---------------------------------------------------------------------------------------
-
-
-def random_darts_templates(
-    rng: Rng, n_nodes: int = 4, ops: Sequence[str] = DARTS_SAMPLE_OPS
-) -> dict[str, CellTemplate]:
-    """A random DARTS genotype (the framework's sampler, seeded from `rng`)."""
-    _check_rng(rng)
-    return random_templates(random.Random(_below(rng, 2**62)), n_nodes, ops)
-
-
-def sample_darts(n: int, rng: Rng, n_nodes: int = 4, ops: Sequence[str] = DARTS_SAMPLE_OPS) -> list[Candidate]:
-    """n distinct random DARTS genotypes (the space is ~1e18 cells; duplicates are redrawn)."""
-    if n <= 0:
-        raise ArchitectureError(f"DARTS sample size {n} must be positive")
-    candidates: dict[str, Candidate] = {}
-    for _ in range(100 * n):  # a bound for tiny custom spaces that hold fewer than n genotypes
-        templates = random_darts_templates(rng, n_nodes, ops)
-        name = str(templates_to_genotype(templates))
-        candidates.setdefault(name, Candidate(DARTS_SPACE_NAME, name, templates=templates))
-        if len(candidates) == n:
-            return list(candidates.values())
-    raise ArchitectureError(f"could not draw {n} distinct DARTS genotypes from ops {list(ops)}; lower n_samples")
-
-
-def darts_model_builder(conf_model_desc: Mapping, conf_dataset: Mapping) -> Callable[[Candidate], nn.Module]:
-    """A `build_model` for DARTS candidates through the shared ModelDescBuilder (same conf keys)."""
-    from archsearch.nas.model_desc_builder import ModelDescBuilder
-
-    def build(candidate: Candidate) -> nn.Module:
-        if candidate.templates is None:
-            raise ArchitectureError(f"candidate {candidate.name[:60]!r} has no cell templates to build")
-        builder = ModelDescBuilder(conf_model_desc, conf_dataset, templates=candidate.templates)
-        return Model(builder.build(meta={"genotype": candidate.name}))
-
-    return build
-
-
 # ---- scoring -------------------------------------------------------------------------------------
 
 
 def score_candidates(
-    candidates: Sequence[Candidate],
-    build_model: Callable[[Candidate], nn.Module],
+    candidates: Sequence[Any],
+    build_model: Callable[[Any], nn.Module],
     batch: tuple[torch.Tensor, torch.Tensor],
     proxy: str | ProxyFn,
     device: str | torch.device,
     seed: int = 0,
     loss_fn: LossFn = F.cross_entropy,
-    on_score: Callable[[int, Candidate, float], None] | None = None,
+    on_score: Callable[[int, Any, float], None] | None = None,
 ) -> list[float]:
     """Score every candidate at initialization on the same batch; one model in memory at a time.
 
@@ -167,26 +115,4 @@ def score_candidates(
     return scores
 
 
-def best_candidate(candidates: Sequence[Candidate], scores: Sequence[float]) -> tuple[int, Candidate]:
-    """The highest-scoring candidate (NaN scores ignored, as the original's np.nanargmax)."""
-    values = np.asarray(scores, dtype=float)
-    if len(values) != len(candidates):
-        raise ValueError(f"{len(candidates)} candidates but {len(values)} scores")
-    if not len(values) or np.isnan(values).all():
-        raise ArchitectureError("no candidate has a score: every proxy value was NaN (or nothing was sampled)")
-    index = int(np.nanargmax(values))
-    return index, candidates[index]
-
-
-__all__ = [
-    "Candidate",
-    "DARTS_SAMPLE_OPS",
-    "nb201_candidates",
-    "sample_nb201",
-    "nb201_model_builder",
-    "random_darts_templates",
-    "sample_darts",
-    "darts_model_builder",
-    "score_candidates",
-    "best_candidate",
-]
+__all__ = ["Candidate", "nb201_candidates", "sample_nb201", "nb201_model_builder", "score_candidates"]
