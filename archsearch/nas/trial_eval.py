@@ -10,22 +10,26 @@
   an algorithm's (NASWOT's), and the framework never imports an algorithm, so that package registers it
   here with `register_evaluator`.
 
-`run_trials` is the rest every black-box strategy shares: budget, loop, and the SearchOutcome of the best.
+`run_trials` is the rest every black-box strategy shares: budget, loop, and the best trial; `TrialStrategy`
+the Strategy base that gives such strategies their --dry-run sizes (one sampled candidate) and notes.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from archsearch.common.checkpoint import delete_checkpoint
 from archsearch.common.errors import ConfigError
 from archsearch.data.loaders import search_loaders
 from archsearch.nas.benchmark_table import BenchmarkTable, table_from_conf
 from archsearch.nas.context import RunContext
+from archsearch.nas.strategy import Strategy
 from archsearch.nas.trainer import Trainer
 from archsearch.nas.trial_loop import Budget, ProposeFn, Trial, TrialLoop
 from archsearch.spaces.base import SearchSpace
@@ -145,3 +149,22 @@ def run_trials(
     metrics = {f"best_{evaluator.objective}": best["metrics"][evaluator.objective], "best_trial": best["index"]}
     metrics["n_trials"] = len(results.records)
     return space.from_json(best["arch"]), metrics, results.records
+
+
+class TrialStrategy(Strategy):
+    """A strategy that evaluates candidates one by one on the trial loop (random, REA, NASWOT)."""
+
+    def budget(self) -> Budget:
+        raise NotImplementedError
+
+    def evaluate_by(self) -> str:
+        return self.conf["evaluate_by"]
+
+    def search_model(self) -> nn.Module:
+        """One candidate (a sample of the run seed): the size of what each trial builds."""
+        return self.space.build(self.space.sample(random.Random(self.ctx.seed)))
+
+    def dry_run_notes(self) -> list[str]:
+        budget = self.budget()
+        limits = [f"{budget.n_trials} trials" if budget.n_trials else "", f"{budget.time_s} s" if budget.time_s else ""]
+        return [f"{self.name}: {' or '.join(x for x in limits if x)}, evaluated by {self.evaluate_by()}"]

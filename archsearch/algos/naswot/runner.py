@@ -22,8 +22,8 @@ from archsearch.common.logging import plain
 from archsearch.config import choice
 from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
-from archsearch.nas.strategy import SearchOutcome, Strategy, register_strategy
-from archsearch.nas.trial_eval import benchmark_table, register_evaluator, run_trials
+from archsearch.nas.strategy import SearchOutcome, register_strategy
+from archsearch.nas.trial_eval import TrialStrategy, benchmark_table, register_evaluator, run_trials
 from archsearch.nas.trial_loop import Budget, Trial
 from archsearch.spaces.base import SearchSpace
 
@@ -56,11 +56,18 @@ class ProxyEvaluator:
 
 
 @register_strategy
-class Naswot(Strategy):
+class Naswot(TrialStrategy):
     name = "naswot"
     summary = "NASWOT: training-free scoring (and synflow, snip, ...) of sampled architectures of any space"
     requires = frozenset({"sample"})
     default_space = "nasbench201"
+
+    def budget(self) -> Budget:
+        indices = self.conf["naswot"]["indices"]
+        return Budget(len(indices) if indices is not None else self.conf["naswot"]["n_samples"])
+
+    def evaluate_by(self) -> str:
+        return "proxy"
 
     def search(self) -> SearchOutcome:
         ctx, space, conf = self.ctx, self.space, self.conf["naswot"]
@@ -73,8 +80,7 @@ class Naswot(Strategy):
                 return space.to_json(space.from_json(indices[index], f"nas.search.naswot.indices[{index}]"))
             return sample_untried(space, rng, history)
 
-        n = len(indices) if indices is not None else conf["n_samples"]
-        arch, metrics, records = run_trials(ctx, space, propose, Budget(n), ProxyEvaluator(ctx, space, self.conf))
+        arch, metrics, records = run_trials(ctx, space, propose, self.budget(), ProxyEvaluator(ctx, space, self.conf))
         keys = [
             space.benchmark_key(space.from_json(r["arch"])) if table else space.arch_str(r["arch"]) for r in records
         ]

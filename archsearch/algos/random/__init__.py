@@ -13,8 +13,8 @@ import random
 from typing import Any
 
 from archsearch.config_schema import Float, register_rename, register_section
-from archsearch.nas.strategy import SearchOutcome, Strategy, register_strategy
-from archsearch.nas.trial_eval import run_trials
+from archsearch.nas.strategy import SearchOutcome, register_strategy
+from archsearch.nas.trial_eval import TrialStrategy, run_trials
 from archsearch.nas.trial_loop import Budget
 from archsearch.spaces.base import SearchSpace
 
@@ -38,7 +38,7 @@ def sample_untried(space: SearchSpace, rng: random.Random, history: list[dict[st
 
 
 @register_strategy
-class RandomSearch(Strategy):
+class RandomSearch(TrialStrategy):
     name = "random"
     summary = "random search: sample N architectures, evaluate each (train | table | proxy), keep the best"
     requires = frozenset({"sample"})
@@ -47,8 +47,9 @@ class RandomSearch(Strategy):
     def propose(self, index: int, rng: random.Random, history: list[dict[str, Any]]) -> Any:
         return sample_untried(self.space, rng, history)
 
+    def budget(self) -> Budget:
+        return Budget(self.conf["random"]["n_candidates"], self.conf["random"]["time_budget_s"])
+
     def search(self) -> SearchOutcome:
-        conf = self.conf["random"]
-        budget = Budget(conf["n_candidates"], conf["time_budget_s"])
-        arch, metrics, _ = run_trials(self.ctx, self.space, self.propose, budget)
+        arch, metrics, _ = run_trials(self.ctx, self.space, self.propose, self.budget())
         return SearchOutcome(arch, metrics, {"trial": metrics["best_trial"]})

@@ -18,8 +18,8 @@ import random
 from typing import Any
 
 from archsearch.config_schema import Float, Int, register_section
-from archsearch.nas.strategy import SearchOutcome, Strategy, register_strategy
-from archsearch.nas.trial_eval import make_evaluator, run_trials
+from archsearch.nas.strategy import SearchOutcome, register_strategy
+from archsearch.nas.trial_eval import TrialStrategy, make_evaluator, run_trials
 from archsearch.nas.trial_loop import Budget
 from archsearch.spaces.base import SearchSpace
 
@@ -58,11 +58,14 @@ def evolve(
 
 
 @register_strategy
-class RegularizedEvolution(Strategy):
+class RegularizedEvolution(TrialStrategy):
     name = "rea"
     summary = "regularized evolution (Real et al. 2019): tournament of S from the last P, mutate the best, oldest dies"
     requires = frozenset({"sample", "mutate"})
     default_space = "nasbench201"
+
+    def budget(self) -> Budget:
+        return Budget(self.conf["rea"]["n_trials"], self.conf["rea"]["time_budget_s"])
 
     def search(self) -> SearchOutcome:
         conf = self.conf["rea"]
@@ -74,6 +77,5 @@ class RegularizedEvolution(Strategy):
         def propose(index: int, rng: random.Random, history: list[dict[str, Any]]) -> Any:
             return evolve(self.space, rng, history, evaluator.objective, population, sample)
 
-        budget = Budget(conf["n_trials"], conf["time_budget_s"])
-        arch, metrics, _ = run_trials(self.ctx, self.space, propose, budget, evaluator)
+        arch, metrics, _ = run_trials(self.ctx, self.space, propose, self.budget(), evaluator)
         return SearchOutcome(arch, metrics, {"trial": metrics["best_trial"]})

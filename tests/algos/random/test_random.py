@@ -80,3 +80,14 @@ def test_random_trains_a_user_model(cli):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = next(cli.logdir.glob("*/random/search"))
     assert len(yaml.safe_load((out / "trials.yaml").read_text())) == 2
+
+
+def test_random_scored_by_a_proxy_and_its_dry_run(cli):
+    args = ["--algos", "random", "--nas.search.space", "nasbench201", "--datasets", "synthetic"]
+    proc = cli(*args, "--dry-run", "--nas.search.evaluate_by", "proxy")
+    assert proc.returncode == 0 and "random: 3 trials, evaluated by proxy" in proc.stdout
+    proxy = ["--nas.search.evaluate_by", "proxy", "--nas.search.naswot.batch_size", "8"]
+    proc = cli(*args, "--search-only", *proxy, "--nas.search.random.n_candidates", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = yaml.safe_load(next(cli.logdir.glob("*/random/search/trials.yaml")).read_text())
+    assert [sorted(t["metrics"]) for t in trials] == [["score"], ["score"]]
