@@ -192,6 +192,17 @@ def parse_override_value(text: str, key: str) -> Any:
     return value
 
 
+def _verbatim_string(text: str) -> bool:
+    """True when a value for a string key is meant as the text itself: YAML would not read it as a string
+    (a leading '|' or '>' starts a block scalar, 'key: v' a mapping), and it is not null."""
+    if text.strip() in ("null", "~", ""):
+        return False
+    try:
+        return not isinstance(yaml.safe_load(text), str)
+    except yaml.YAMLError:
+        return True
+
+
 def _all_keys(node: Any, prefix: str = "") -> list[str]:
     keys = []
     if isinstance(node, dict):
@@ -223,11 +234,14 @@ def apply_override(root: dict, dotted_key: str, raw_value: str) -> Any:
             where = ".".join(parts[:i]) or "the top level"
             raise ConfigError(f"--{dotted_key}: no key {part!r} under {where}{hint}")
         node = node[part]
-    value = parse_override_value(raw_value, dotted_key)
+    declared = config_schema.key_schema(dotted_key)
+    if declared is not None and declared.kind == "str" and _verbatim_string(raw_value):
+        value: Any = raw_value  # e.g. an NB201 cell '|nor_conv_3x3~0|+...', which YAML reads as a block scalar
+    else:
+        value = parse_override_value(raw_value, dotted_key)
     if isinstance(node, dict) and "name" in node and isinstance(value, str):
         # a section chosen by name takes its name directly: --nas.search.space nasbench201
         return apply_override(root, f"{dotted_key}.name", raw_value)
-    declared = config_schema.key_schema(dotted_key)
     if declared is not None:
         fits, value = declared.check(value)
         if not fits:
@@ -265,6 +279,9 @@ class Config(Mapping):
         if isinstance(value, list):
             return copy.deepcopy(value)
         return value
+
+    def __contains__(self, key: object) -> bool:  # Mapping's would call __getitem__, which raises ConfigError
+        return key in self._data
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)

@@ -98,7 +98,7 @@ def test_random_search_then_eval_writes_every_output(cli, tiny):
         "summary.yaml",
         "search/final_model_desc.yaml",
         "search/genotype.txt",
-        "search/candidates.yaml",
+        "search/trials.yaml",
         "eval/model_desc.yaml",
         "eval/model.pt",
         "eval/metrics.yaml",

@@ -6,13 +6,14 @@ space lacks a capability the strategy needs, stops with the one-line error that 
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
 import archsearch
 import archsearch.algos  # noqa: F401 - the plugin bootstrap fills both registries
 from archsearch.common.errors import ConfigError
-from archsearch.experiment import RunOptions
+from archsearch.experiment import RunOptions, override_pairs, resolve_config
 from archsearch.nas.strategy import STRATEGIES
 from archsearch.spaces.base import SPACES
 from tests.conftest import assert_user_error
@@ -36,7 +37,7 @@ STRATEGY_SETTINGS: dict[str, dict] = {
     "enas": {"nas.search.trainer.controller.train_steps": 1, "nas.search.trainer.controller.n_samples": 2,
              "nas.search.final.n_samples": 2, "nas.search.final.eval_batches": 1},
     "random": {"nas.search.random.n_candidates": 2},
-    "rea": {"nas.search.rea.n_trials": 3, "nas.search.rea.population": 2, "nas.search.rea.sample_size": 2},
+    "rea": {"nas.search.rea.n_trials": 3, "nas.search.rea.population_size": 2, "nas.search.rea.sample_size": 2},
     "naswot": {"nas.search.naswot.n_samples": 2, "nas.search.naswot.batch_size": 8},
     "morphism": {"nas.search.morphism.n_trials": 2},
     "manual": {},
@@ -59,13 +60,26 @@ def fits(strategy: str, space: str) -> bool:
 
 
 def overrides(strategy: str, space: str, logdir) -> dict:
-    return {
+    settings = {
         **COMMON,
         **SPACE_SETTINGS.get(space, {}),
         **STRATEGY_SETTINGS.get(strategy, {}),
         "nas.search.space.name": space,
         "common.logdir": str(logdir),
     }
+    if strategy == "manual" and fits(strategy, space):  # manual evaluates a file of the space: one it sampled
+        settings.update({"nas.search.manual.genotype": None, "nas.search.manual.desc_file": str(
+            sampled_arch_file(space, settings, logdir))})  # fmt: skip
+    return settings
+
+
+def sampled_arch_file(space: str, settings: dict, folder) -> str:
+    """A random architecture of `space`, written by the space itself (this also tests its load_arch)."""
+    conf = resolve_config("random", "synthetic", RunOptions(), override_pairs(settings))
+    search = conf["nas"]["search"]
+    built = SPACES.get(space)(search["space"], search["model_desc"], conf["dataset"])
+    built.conf_eval = conf["nas"]["eval"]
+    return str(built.save_arch(built.sample(random.Random(0)), folder / "sampled", {"example": True}))
 
 
 def test_every_registered_strategy_and_space_has_contract_settings():

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from archsearch.common.checkpoint import delete_checkpoint
-from archsearch.common.errors import ConfigError
+from archsearch.common.errors import ConfigError, TrainingDiverged
 from archsearch.data.loaders import search_loaders
 from archsearch.nas.benchmark_table import BenchmarkTable, table_from_conf
 from archsearch.nas.context import RunContext
@@ -144,6 +144,11 @@ def run_trials(
     )
     results = loop.run(propose, evaluator)
     best = results.best
+    if best is None and results.records:
+        raise TrainingDiverged(
+            f"no trial of {len(results.records)} gave a finite {evaluator.objective} (see search/trials.yaml); "
+            "with a proxy, check the network has what it scores (naswot: nn.ReLU modules)"
+        )
     if best is None:
         raise ConfigError("the search budget ran out before a single trial finished; raise it")
     metrics = {f"best_{evaluator.objective}": best["metrics"][evaluator.objective], "best_trial": best["index"]}

@@ -172,9 +172,12 @@ class TrialLoop:
     def best_of(self, records: list[dict[str, Any]]) -> dict[str, Any] | None:
         best = None
         for r in records:
-            if best is None or self.better(r["metrics"][self.objective], best["metrics"][self.objective]):
+            if self.better(r["metrics"][self.objective], self._value(best)):
                 best = r
         return best
+
+    def _value(self, record: dict[str, Any] | None) -> float | None:
+        return record["metrics"][self.objective] if record is not None else None
 
     # ---- the loop --------------------------------------------------------------------------------
     def run(self, propose: ProposeFn, evaluate: EvaluateFn) -> TrialResults:
@@ -215,13 +218,14 @@ class TrialLoop:
                 "time_s": round(seconds, 4),
                 **plain(trial.extra),
             }
-            if self.better(record["metrics"][self.objective], best["metrics"][self.objective] if best else None):
+            if self.better(record["metrics"][self.objective], self._value(best)):
                 best = record
-            record["best_so_far"] = best["metrics"][self.objective]
+            record["best_so_far"] = self._value(best)  # None while no trial has a finite objective
             records.append(record)
             if self.folder is not None:
                 atomic_write_yaml(self.index_file, records)
-                atomic_write_yaml(self.folder / BEST_FILE, best)
+                if best is not None:
+                    atomic_write_yaml(self.folder / BEST_FILE, best)
             fault_point(f"trial:recorded:{trial.index}")
             self._recorded(trial.index)
             if self.record_event is not None:
@@ -241,11 +245,13 @@ class TrialLoop:
         arch, extra = proposal if isinstance(proposal, tuple) else (proposal, {})
         return Trial(index, arch, seed, dict(extra))
 
-    def _progress(self, record: dict[str, Any], best: dict[str, Any]) -> None:
+    def _progress(self, record: dict[str, Any], best: dict[str, Any] | None) -> None:
         n = self.budget.n_trials
         of = f"/{n}" if n is not None else ""
-        value, best_value = record["metrics"][self.objective], best["metrics"][self.objective]
+        so_far = (
+            f"best so far {_fmt(self._value(best))} (trial {best['index'] + 1})" if best else "no finite result yet"
+        )
         self.log(
-            f"[search] trial {record['index'] + 1}{of}: {self.objective} {_fmt(value)}; "
-            f"best so far {_fmt(best_value)} (trial {best['index'] + 1})"
+            f"[search] trial {record['index'] + 1}{of}: {self.objective} "
+            f"{_fmt(record['metrics'][self.objective])}; {so_far}"
         )

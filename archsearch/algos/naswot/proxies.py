@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archsearch.common.errors import ArchitectureError
 from archsearch.common.registry import Registry
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -173,6 +174,11 @@ def naswot_kernel(
     inputs = inputs.to(device)
     acc = _HammingKernel(inputs.shape[0], device)
     handles = [m.register_forward_hook(acc.hook) for _, m in _scored_modules(model) if match(m)]
+    if not handles:
+        raise ArchitectureError(
+            f"naswot codes the inputs of ReLU modules, and {type(model).__name__} has none (a functional relu "
+            "cannot be hooked): use nn.ReLU modules, or another proxy (--nas.search.naswot.proxy synflow)"
+        )
     try:
         with torch.no_grad(), scoring_mode(model):
             model(inputs)
