@@ -20,7 +20,7 @@ from typing import Any
 from archsearch.config_schema import Float, Int, register_section
 from archsearch.nas.strategy import SearchOutcome, register_strategy
 from archsearch.nas.trial_eval import TrialStrategy, make_evaluator, run_trials
-from archsearch.nas.trial_loop import Budget
+from archsearch.nas.trial_loop import Budget, finite_number
 from archsearch.spaces.base import SearchSpace
 
 register_section(
@@ -49,8 +49,8 @@ def evolve(
     tournament = rng.sample(population, sample_size)
 
     def fitness(record: dict[str, Any]) -> float:
-        value = record["metrics"][objective]
-        return -math.inf if math.isnan(value) else value  # a failed evaluation never wins a tournament
+        value = record["metrics"][objective]  # NaN, stored in the index as 'nan', never wins a tournament
+        return value if finite_number(value) else -math.inf
 
     parent = max(tournament, key=fitness)  # ties: the first drawn, as Python's max keeps it
     child = space.mutate(space.from_json(parent["arch"]), rng)
