@@ -145,3 +145,13 @@ def test_a_section_chosen_by_name_takes_the_name_directly():
     conf = load_config(config_files("darts", None, False), [("nas.search.space", "nasbench201")])
     assert conf["nas"]["search"]["space"]["name"] == "nasbench201"
     assert conf["nas"]["search"]["space"]["model"] is None  # the rest of the section stays
+
+
+def test_a_string_key_takes_a_nasbench201_cell_as_written():
+    from archsearch.experiment import config_files
+
+    cell = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+    conf = load_config(config_files("manual", None, False), [("nas.search.manual.genotype", cell)])
+    assert conf["nas"]["search"]["manual"]["genotype"] == cell  # not a YAML block scalar
+    with pytest.raises(ConfigError, match="not valid YAML"):  # an unsafe tag is still refused
+        load_config(config_files("manual", None, False), [("nas.search.manual.genotype", "!!python/object:os.system")])

@@ -97,7 +97,7 @@ def mounted_tmpfs(tmp_path):
 def test_a_read_only_logdir_is_one_line_naming_the_path(tiny, mounted_tmpfs):
     logdir = mounted_tmpfs("ro,size=1m")
     proc = run_cli(*MANUAL, "--config", tiny, logdir=logdir)
-    assert_user_error(proc, str(logdir), "read-only")
+    assert_user_error(proc, str(logdir), "Read-only file system")
 
 
 def test_a_full_disk_is_one_line_naming_the_path(tiny, mounted_tmpfs):

@@ -69,6 +69,13 @@ class Naswot(TrialStrategy):
     def evaluate_by(self) -> str:
         return "proxy"
 
+    def dry_run_notes(self) -> list[str]:
+        conf = self.conf["naswot"]
+        return [
+            f"naswot: {self.budget().n_trials} {self.space.name} architectures scored with {conf['proxy']} "
+            f"at batch {conf['batch_size']}; benchmark table: {self.conf['benchmark']}"
+        ]
+
     def search(self) -> SearchOutcome:
         ctx, space, conf = self.ctx, self.space, self.conf["naswot"]
         indices = conf["indices"]
