@@ -19,7 +19,7 @@ run: $(VENV)/.installed
 	$(PY) scripts/main.py --algos $(ALGOS)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -x -q -p no:cacheprovider tests
+	$(PY) -m pytest -x -p no:cacheprovider -n 2 tests  # two workers, one torch thread each (tests/conftest.py)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
