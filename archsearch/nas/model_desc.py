@@ -16,13 +16,16 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import yaml
 
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
 from archsearch.config import safe_yaml
+
+if TYPE_CHECKING:
+    from archsearch.nas.ops import OpTable
 
 CELL_TYPES = ("regular", "reduction")
 
@@ -139,13 +142,16 @@ class ModelDesc:
         return cls.from_yaml(text, str(path))
 
     # ---- checks --------------------------------------------------------------------------------
-    def validate(self, source: str = "model desc") -> None:
-        """Check ids and channel bookkeeping; raise ArchitectureError naming the first bad field."""
+    def validate(self, source: str = "model desc", ops: OpTable | None = None) -> None:
+        """Check ids, channel bookkeeping and ops against `ops` (default: every registered op); raise
+        ArchitectureError naming the first bad field."""
 
         def fail(where: str, message: str) -> typing.NoReturn:
             raise ArchitectureError(f"{source}: {where}: {message}")
 
-        from archsearch.nas.ops import OP_DOWNSAMPLE, OP_PARAMS, OPS  # late import: ops import this module
+        if ops is None:
+            from archsearch.nas.ops import REGISTERED_OPS as ops  # late import: ops import this module
+        OPS, OP_PARAMS, OP_DOWNSAMPLE = ops.builders, ops.params, ops.downsample  # noqa: N806 - table names
 
         def check_op(op: OpDesc, where: str) -> None:
             if op.name not in OPS:

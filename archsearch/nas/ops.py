@@ -8,6 +8,7 @@ own ops (MixedOp, NAS-Bench-201 ops) by registering into `OPS`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,19 @@ def build_op(desc: OpDesc) -> nn.Module:
 # past these two points, so a desc using them is never refused for what the framework cannot know.
 OP_PARAMS: dict[str, frozenset[str]] = {}
 OP_DOWNSAMPLE: dict[str, Callable[[OpDesc], int]] = {}
+
+
+@dataclass(frozen=True)
+class OpTable:
+    """What ModelDesc validation checks ops against: the builders, and the params and downsampling each
+    declared op has. `ModelDesc.validate(ops=...)` takes one, so validation never reaches for a global."""
+
+    builders: Registry[OpBuilder]
+    params: dict[str, frozenset[str]]
+    downsample: dict[str, Callable[[OpDesc], int]]
+
+
+REGISTERED_OPS = OpTable(OPS, OP_PARAMS, OP_DOWNSAMPLE)  # the one table every registration fills
 
 
 def declare_op(name: str, params: tuple[str, ...] = (), downsample: Callable[[OpDesc], int] | None = None) -> None:

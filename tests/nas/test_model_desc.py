@@ -138,3 +138,20 @@ def test_bad_genotypes_are_one_architecture_error(text, message):
 
     with pytest.raises(ArchitectureError, match=message.replace("(", r"\(").replace("*", r"\*")):
         parse_genotype(text)
+
+
+def test_validation_checks_ops_against_the_table_it_is_given():
+    from archsearch.common.registry import Registry
+    from archsearch.nas.genotype import genotype_to_templates, parse_genotype
+    from archsearch.nas.model_desc_builder import ModelDescBuilder
+    from archsearch.nas.ops import REGISTERED_OPS, OpTable
+
+    conf = {"n_cells": 3, "init_channels": 4, "n_nodes": 4, "stem_multiplier": 3, "n_reductions": 2,
+            "aux_weight": 0.0, "affine": True}  # fmt: skip
+    dataset = {"channels": 3, "n_classes": 10}
+    desc = ModelDescBuilder(conf, dataset, genotype_to_templates(parse_genotype("DARTS_V2"))).build()
+    desc.validate("DARTS_V2", REGISTERED_OPS)
+    only_linear = Registry("op")
+    only_linear.add("linear", REGISTERED_OPS.builders.get("linear"))
+    with pytest.raises(ArchitectureError, match="unknown op"):
+        desc.validate("DARTS_V2", OpTable(only_linear, {}, {}))
