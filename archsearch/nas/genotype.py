@@ -85,7 +85,73 @@ DARTS_V2 = Genotype(
     ],
     reduce_concat=[2, 3, 4, 5],
 )
-NAMED_GENOTYPES = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "DARTS": DARTS_V2}
+# NASNet-A (Zoph et al., 2018) and AmoebaNet-A (Real et al., 2019) as the DARTS code writes them, the
+# baselines of the DARTS paper's Table 1. Five nodes each, and the cell outputs only the loose ends (states
+# no node reads), so a cell is len(concat) * C wide: 5C for NASNet's normal cell, 3C for the others. The
+# templates carry both, so no n_nodes setting is involved in building them.
+NASNET = Genotype(
+    normal=[
+        ("sep_conv_5x5", 1),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_5x5", 0),
+        ("sep_conv_3x3", 0),
+        ("avg_pool_3x3", 1),
+        ("skip_connect", 0),
+        ("avg_pool_3x3", 0),
+        ("avg_pool_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("skip_connect", 1),
+    ],
+    normal_concat=[2, 3, 4, 5, 6],
+    reduce=[
+        ("sep_conv_5x5", 1),
+        ("sep_conv_7x7", 0),
+        ("max_pool_3x3", 1),
+        ("sep_conv_7x7", 0),
+        ("avg_pool_3x3", 1),
+        ("sep_conv_5x5", 0),
+        ("skip_connect", 3),
+        ("avg_pool_3x3", 2),
+        ("sep_conv_3x3", 2),
+        ("max_pool_3x3", 1),
+    ],
+    reduce_concat=[4, 5, 6],
+)
+AMOEBANET = Genotype(
+    normal=[
+        ("avg_pool_3x3", 0),
+        ("max_pool_3x3", 1),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_5x5", 2),
+        ("sep_conv_3x3", 0),
+        ("avg_pool_3x3", 3),
+        ("sep_conv_3x3", 1),
+        ("skip_connect", 1),
+        ("skip_connect", 0),
+        ("avg_pool_3x3", 1),
+    ],
+    normal_concat=[4, 5, 6],
+    reduce=[
+        ("avg_pool_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("max_pool_3x3", 0),
+        ("sep_conv_7x7", 2),
+        ("sep_conv_7x7", 0),
+        ("avg_pool_3x3", 1),
+        ("max_pool_3x3", 0),
+        ("max_pool_3x3", 1),
+        ("conv_7x1_1x7", 0),
+        ("sep_conv_3x3", 5),
+    ],
+    reduce_concat=[3, 4, 6],
+)
+NAMED_GENOTYPES = {
+    "DARTS_V1": DARTS_V1,
+    "DARTS_V2": DARTS_V2,
+    "DARTS": DARTS_V2,
+    "NASNet": NASNET,
+    "AmoebaNet": AMOEBANET,
+}
 
 
 def format_genotype(g: Genotype) -> str:

@@ -97,6 +97,19 @@ class SepConv(nn.Sequential):
         )
 
 
+class Conv7x1x1x7(nn.Sequential):
+    """ReLU, 1x7 conv, 7x1 conv, BN: the original's `conv_7x1_1x7` (AmoebaNet's reduction cell). Each conv
+    strides along its long axis only, so stride 2 halves both sides once."""
+
+    def __init__(self, ch_in: int, ch_out: int, stride: int, affine: bool) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(ch_in, ch_out, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
+            nn.Conv2d(ch_out, ch_out, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
+            nn.BatchNorm2d(ch_out, affine=affine),
+        )
+
+
 class FactorizedReduce(nn.Module):
     """Halve the resolution with two offset 1x1 stride-2 convs, concatenated (DARTS' reduce skip)."""
 
@@ -166,12 +179,16 @@ def _register_darts_ops() -> None:
         OPS.add(f"sep_conv_{k}x{k}", lambda d, k=k: SepConv(d.ch_in, d.ch_out, k, d.stride, k // 2, d.affine))
         OPS.add(f"dil_conv_{k}x{k}", lambda d, k=k: DilConv(d.ch_in, d.ch_out, k, d.stride, k - 1, 2, d.affine))
         OPS.add(f"conv_{k}x{k}", lambda d, k=k: ReLUConvBN(d.ch_in, d.ch_out, k, d.stride, k // 2, d.affine))
+    # The rest of the original code's op table: not DARTS search primitives, but NASNet's and AmoebaNet's
+    # cells use them, so every genotype of the original genotypes.py compiles.
+    OPS.add("sep_conv_7x7", lambda d: SepConv(d.ch_in, d.ch_out, 7, d.stride, 3, d.affine))
+    OPS.add("conv_7x1_1x7", lambda d: Conv7x1x1x7(d.ch_in, d.ch_out, d.stride, d.affine))
     OPS.add("relu_conv_bn_1x1", lambda d: ReLUConvBN(d.ch_in, d.ch_out, 1, d.stride, 0, d.affine))
     OPS.add("factorized_reduce", lambda d: FactorizedReduce(d.ch_in, d.ch_out, d.affine))
     OPS.add("stem_conv3x3", lambda d: StemConv(d.ch_in, d.ch_out, d.stride))
     OPS.add("global_avg_pool", lambda d: (_same_channels(d), GlobalAvgPool())[1])
     OPS.add("linear", lambda d: nn.Linear(d.ch_in, d.ch_out))
-    for name in OPS.names():
+    for name in OPS.names():  # no params, output smaller by the stride (the new 7x7 ops included)
         declare_op(name)
     declare_op("skip_connect", downsample=lambda d: 1 if d.stride == 1 and d.ch_in == d.ch_out else 2)
     declare_op("factorized_reduce", downsample=lambda d: 2)
