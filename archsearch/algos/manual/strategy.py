@@ -2,7 +2,7 @@
 the rest of the pipeline (and --search-only / --eval-only) is the same as for every other strategy.
 
 Exactly one of: `nas.search.manual.genotype`, the architecture in the space's encoding (on DARTS cells a
-genotype name DARTS_V1 / DARTS_V2 or the paper's notation; on NAS-Bench-201 a cell string);
+genotype name (DARTS_V1, DARTS_V2, NASNet, AmoebaNet) or the paper's notation; on NAS-Bench-201 a cell string);
 `nas.search.manual.index`, its benchmark index (NAS-Bench-201: 0..15624); `nas.search.manual.desc_file`,
 a final architecture file of the space (a ModelDesc YAML for cell spaces).
 """
@@ -24,7 +24,7 @@ KEYS = ("genotype", "index", "desc_file")
 @register_strategy
 class Manual(Strategy):
     name = "manual"
-    summary = "evaluate a given architecture: a genotype (DARTS_V1, DARTS_V2, paper notation), NB201 cell or desc file"
+    summary = "evaluate a given architecture: a genotype (DARTS_V1/V2, NASNet, AmoebaNet, notation), NB201 cell, file"
     requires = frozenset()  # any space can read its own architectures
 
     def given_arch(self) -> Arch:
