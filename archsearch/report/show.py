@@ -1,0 +1,221 @@
+"""`archsearch show PATH`: what a found architecture costs (parameters, MACs, latency, peak memory) and,
+for cell-based descs, a PNG of its normal and reduction cells."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+from torch import nn
+
+from archsearch.common.errors import UserError
+from archsearch.report.export import DEFAULT_IMAGE_SIZE, input_shape_of, parse_shape, run_click
+
+BATCHES = (1, 64)
+
+
+def _load(path: Path, model: str | None, trust_code: bool) -> tuple[nn.Module, tuple[int, int, int], Any]:
+    """(untrained or trained module, input C,H,W, the ModelDesc when there is one) for any file show reads."""
+    import archsearch
+
+    if path.suffix == ".pt":
+        from archsearch.common.checkpoint import load_checkpoint
+        from archsearch.nas.model_desc import ModelDesc
+
+        net = archsearch.load_model(path, model=model, trust_code=trust_code)
+        state = load_checkpoint(path)
+        desc = ModelDesc.from_yaml(state["arch"], str(path)) if state.get("arch_format") == "model_desc" else None
+        return net, input_shape_of(path), desc
+    if path.suffix in (".yaml", ".yml"):
+        from archsearch.nas.model import Model
+        from archsearch.nas.model_desc import ModelDesc
+
+        desc = ModelDesc.load(path)
+        return Model(desc), (desc.ch_in, DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE), desc
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "choices" in data:  # a user model's final_arch.json
+            from archsearch.nas.load import CodeAllowed
+            from archsearch.spaces.user_model import UserModelArch
+
+            net = UserModelArch.load(path).build_fixed(CodeAllowed(model, trust_code), str(path))
+            return net, (1, 28, 28), None  # the file does not say; MNIST-size, override with --input-shape
+        from archsearch.algos.morphism.ir_json import load_graph_file
+
+        graph = load_graph_file(path)
+        h, w, c = graph.input_shape
+        return graph.produce_torch_model(), (int(c), int(h), int(w)), None
+    raise UserError(f"{path}: show reads a model.pt, a desc YAML, a morphism JSON or a user-model arch JSON")
+
+
+@torch.no_grad()
+def _latency_ms(net: nn.Module, x: torch.Tensor, runs: int, warmup: int) -> float:
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    for _ in range(warmup):  # first calls allocate and pick kernels; they are not the steady state
+        net(x)
+    sync()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        net(x)
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def _peak_memory(net: nn.Module, x: torch.Tensor) -> tuple[int, str]:
+    """Bytes one forward pass allocates at its peak, and how that was measured."""
+    if x.is_cuda:
+        torch.cuda.reset_peak_memory_stats(x.device)
+        before = torch.cuda.memory_allocated(x.device)
+        net(x)
+        return torch.cuda.max_memory_allocated(x.device) - before, "torch.cuda.max_memory_allocated"
+    # CPU: the growth of the process's peak RSS (ru_maxrss, KiB on Linux) over one forward pass; a lower
+    # bound, since memory the process already peaked at earlier is not counted again
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    net(x)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (after - before) * 1024, "peak RSS increase (getrusage ru_maxrss)"
+
+
+def draw_cells(desc: Any, out: Path) -> Path:
+    """A PNG of the desc's first regular and first reduction cell, each a DAG of states with op labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and in tests
+    import matplotlib.pyplot as plt
+    import networkx as nx
+
+    kinds: dict[str, Any] = {}
+    for cell in desc.cells:
+        kinds.setdefault(cell.cell_type, cell)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(7 * len(kinds), 6), squeeze=False)
+    for ax, (kind, cell) in zip(axes[0], kinds.items(), strict=True):
+        graph = nx.DiGraph()
+        n_in = len(cell.stems) if cell.stems else 2
+        names = [f"c_{{k-{n_in - i}}}" for i in range(n_in)]
+        names += [str(i) for i in range(len(cell.nodes))]
+        for i, name in enumerate(names):
+            graph.add_node(name, layer=0 if i < n_in else i - n_in + 1)
+        labels = {}
+        for j, node in enumerate(cell.nodes):
+            for edge in node.edges:
+                u, v = names[edge.input_id], names[n_in + j]
+                graph.add_edge(u, v)
+                labels[(u, v)] = edge.op.name
+        graph.add_node("c_{k}", layer=len(cell.nodes) + 1)
+        for s in cell.concat:
+            graph.add_edge(names[s], "c_{k}")
+        # a layered layout: states in topological columns, so no two nodes share a position
+        pos = nx.multipartite_layout(graph, subset_key="layer", scale=2.0)
+        colours = ["#9ecae1" if graph.nodes[n]["layer"] == 0 else "#fdd0a2" for n in graph.nodes]
+        colours = [("#a1d99b" if n == "c_{k}" else c) for n, c in zip(graph.nodes, colours, strict=True)]
+        nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=colours, node_size=1400, edgecolors="#444")
+        nx.draw_networkx_labels(graph, pos, ax=ax, labels={n: f"${n}$" for n in graph.nodes}, font_size=11)
+        nx.draw_networkx_edges(graph, pos, ax=ax, arrows=True, node_size=1400, connectionstyle="arc3,rad=0.12")
+        nx.draw_networkx_edge_labels(
+            graph, pos, ax=ax, edge_labels=labels, font_size=8, label_pos=0.35, connectionstyle="arc3,rad=0.12"
+        )
+        ax.set_title(f"{kind} cell ({len(cell.nodes)} nodes)")
+        ax.axis("off")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def show(
+    path: Path,
+    *,
+    model: str | None = None,
+    trust_code: bool = False,
+    input_shape: tuple[int, int, int] | None = None,
+    runs: int = 10,
+    warmup: int = 3,
+    picture: Path | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Parameters, MACs, median latency at batch 1 and 64, peak memory, and the cell PNG where there is one."""
+    from archsearch.nas.model import count_params
+    from archsearch.nas.model_stats import count_macs
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    net, shape, desc = _load(path, model, trust_code)
+    shape = input_shape or shape
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    net = net.to(dev).eval()
+    info: dict[str, Any] = {
+        "path": str(path),
+        "input_shape": list(shape),
+        "device": str(dev),
+        "params": count_params(net),
+        "macs": count_macs(net, shape, dev),
+        "latency_ms": {},
+        "runs": runs,
+    }
+    for batch in BATCHES:
+        info["latency_ms"][batch] = round(_latency_ms(net, torch.randn(batch, *shape, device=dev), runs, warmup), 3)
+    peak, how = _peak_memory(net, torch.randn(BATCHES[-1], *shape, device=dev))
+    info["peak_memory_bytes"], info["peak_memory_method"] = peak, f"{how}, batch {BATCHES[-1]}"
+    if desc is not None and {c.cell_type for c in desc.cells} >= {"regular", "reduction"}:
+        info["cells_png"] = str(draw_cells(desc, picture or path.with_name(path.stem + "_cells.png")))
+    return info
+
+
+def render(info: dict[str, Any]) -> str:
+    lines = [
+        f"{info['path']}",
+        f"  parameters   {info['params']:,}",
+        f"  MACs         {info['macs'] / 1e6:.2f}M per image {tuple(info['input_shape'])}",
+    ]
+    for batch, ms in info["latency_ms"].items():
+        lines.append(f"  latency      {ms:.2f} ms at batch {batch} on {info['device']} (median of {info['runs']})")
+    lines.append(f"  peak memory  {info['peak_memory_bytes'] / 2**20:.1f} MiB ({info['peak_memory_method']})")
+    if "cells_png" in info:
+        lines.append(f"  cells        {info['cells_png']}")
+    return "\n".join(lines)
+
+
+@click.command(name="show", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--input-shape", default=None, help="C,H,W of one image (default: from the file or run config).")
+@click.option("--runs", type=int, default=10, show_default=True, help="Timed runs per batch size.")
+@click.option("--png", "picture", type=click.Path(path_type=Path), default=None, help="Where to write the cells.")
+@click.option("--model", default=None, help="The user model class (package.module:Class) the file may import.")
+@click.option("--trust-code", is_flag=True, help="Let the file import whatever user code it names.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def _show_cli(
+    path: Path,
+    input_shape: str | None,
+    runs: int,
+    picture: Path | None,
+    model: str | None,
+    trust_code: bool,
+    as_json: bool,
+) -> None:
+    """Parameters, MACs, latency, peak memory and the cell picture of PATH."""
+    info = show(
+        path, model=model, trust_code=trust_code, input_shape=parse_shape(input_shape), runs=runs, picture=picture
+    )
+    click.echo(json.dumps(info, indent=2) if as_json else render(info))
+
+
+def show_main(argv: list[str]) -> int:
+    """`archsearch show PATH`."""
+    return run_click(_show_cli, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(show_main(sys.argv[1:]))
