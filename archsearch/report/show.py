@@ -165,12 +165,15 @@ def show(
         "latency_ms": {},
         "runs": runs,
     }
-    for batch in BATCHES:
-        info["latency_ms"][batch] = round(_latency_ms(net, torch.randn(batch, *shape, device=dev), runs, warmup), 3)
+    # memory first: the RSS high-water mark only grows, so after the batch-64 timings it would read 0
     peak, how = _peak_memory(net, torch.randn(BATCHES[-1], *shape, device=dev))
     info["peak_memory_bytes"], info["peak_memory_method"] = peak, f"{how}, batch {BATCHES[-1]}"
+    for batch in BATCHES:
+        info["latency_ms"][batch] = round(_latency_ms(net, torch.randn(batch, *shape, device=dev), runs, warmup), 3)
     if desc is not None and {c.cell_type for c in desc.cells} >= {"regular", "reduction"}:
-        info["cells_png"] = str(draw_cells(desc, picture or path.with_name(path.stem + "_cells.png")))
+        info["cells_png"] = str(
+            draw_cells(desc, Path(picture) if picture else path.with_name(path.stem + "_cells.png"))
+        )
     return info
 
 
