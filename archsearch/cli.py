@@ -115,7 +115,17 @@ def command(ctx: click.Context, **opts: Any) -> None:
             click.echo("\n".join(result["lines"]) if options.dry_run else summary_text(result))
 
 
+# `archsearch export ...` and `archsearch show ...`: tools on a finished run's files, each its own command
+SUBCOMMANDS = {"export": "archsearch.report.export:export_main", "show": "archsearch.report.show:show_main"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in SUBCOMMANDS:
+        import importlib
+
+        module, _, function = SUBCOMMANDS[args[0]].partition(":")
+        return getattr(importlib.import_module(module), function)(args[1:])
     try:
         command.main(args=argv, prog_name="archsearch", standalone_mode=False)
     except click.exceptions.Exit as e:
