@@ -115,15 +115,33 @@ def draw_cells(desc: Any, out: Path) -> Path:
         graph.add_node("c_{k}", layer=len(cell.nodes) + 1)
         for s in cell.concat:
             graph.add_edge(names[s], "c_{k}")
-        # a layered layout: states in topological columns, so no two nodes share a position
+        # a layered layout: states in topological columns, so no two nodes share a position; the inner nodes
+        # then alternate above and below the middle line, so an edge between neighbours never runs along
+        # (and hides) the edges to the output, and their labels get room
         pos = nx.multipartite_layout(graph, subset_key="layer", scale=2.0)
+        for i in range(len(cell.nodes)):
+            x, _ = pos[str(i)]
+            pos[str(i)] = (x, 0.55 if i % 2 == 0 else -0.55)
         colours = ["#9ecae1" if graph.nodes[n]["layer"] == 0 else "#fdd0a2" for n in graph.nodes]
         colours = [("#a1d99b" if n == "c_{k}" else c) for n, c in zip(graph.nodes, colours, strict=True)]
         nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=colours, node_size=1400, edgecolors="#444")
         nx.draw_networkx_labels(graph, pos, ax=ax, labels={n: f"${n}$" for n in graph.nodes}, font_size=11)
-        nx.draw_networkx_edges(graph, pos, ax=ax, arrows=True, node_size=1400, connectionstyle="arc3,rad=0.12")
+        concat = [(u, v) for u, v in graph.edges if v == "c_{k}"]
+        ops = [e for e in graph.edges if e[1] != "c_{k}"]
+        style = "arc3,rad=0.1"
+        nx.draw_networkx_edges(graph, pos, edgelist=ops, ax=ax, arrows=True, node_size=1400, connectionstyle=style)
+        nx.draw_networkx_edges(  # the output concatenates: no op, so grey and unlabelled
+            graph, pos, edgelist=concat, ax=ax, arrows=True, node_size=1400, edge_color="#aaaaaa", style="dashed"
+        )
         nx.draw_networkx_edge_labels(
-            graph, pos, ax=ax, edge_labels=labels, font_size=8, label_pos=0.35, connectionstyle="arc3,rad=0.12"
+            graph,
+            pos,
+            ax=ax,
+            edge_labels=labels,
+            font_size=8,
+            label_pos=0.5,
+            connectionstyle=style,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
         )
         ax.set_title(f"{kind} cell ({len(cell.nodes)} nodes)")
         ax.axis("off")
