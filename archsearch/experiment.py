@@ -26,7 +26,7 @@ from archsearch.common.logging import RunLog, plain
 from archsearch.config import Config, load_config, load_yaml_with_includes, parse_override_value, to_yaml
 from archsearch.data.providers import DATASETS
 from archsearch.nas.context import RunContext
-from archsearch.nas.exp_runner import RUNNERS, in_experiment, select_runner
+from archsearch.nas.exp_runner import RUNNERS, in_experiment
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PHASES = ("both", "search", "eval")
@@ -215,7 +215,7 @@ def run_experiment(
                 f"output {out_dir}"
             )
             log.record("start", algo=algo, dataset=dataset_name, device=str(device), argv=options.argv)
-            return run_phases(select_runner(algo, conf)(ctx), ctx, options.phases)
+            return run_phases(RUNNERS.get(algo)(ctx), ctx, options.phases)
         finally:
             log.close()
 
@@ -276,7 +276,7 @@ def dry_run(algo: str, conf: Config, out_dir: Path, device) -> dict[str, Any]:
     ctx = RunContext(
         conf, RunLog(None, verbose=False), torch.device("cpu"), out_dir, False, conf["common"]["seed"], algo
     )
-    report = select_runner(algo, conf)(ctx).dry_run()
+    report = RUNNERS.get(algo)(ctx).dry_run()
     search, ev = conf["nas"]["search"], conf["nas"]["eval"]
     cell_based = report.pop("cell_based", True)  # graph IR algorithms have no cell model_desc to show
 

@@ -12,6 +12,7 @@ Every step is a method so an algorithm overrides only what differs (DARTS overri
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -144,11 +145,26 @@ class ScalingBuilder(Protocol):
     def scale(self, found: ModelDesc) -> ModelDesc: ...
 
 
+def refuse_foreign_architecture(path: Path) -> None:
+    """A one-line error when `path` is a JSON architecture of another kind than a ModelDesc (a user model's
+    final_arch.json, a morphism graph), instead of a ModelDesc parser's complaint about unknown fields."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # not JSON: the ModelDesc loader reports what is wrong with it
+    if isinstance(data, dict) and data.get("format") == "user_model_json" and isinstance(data.get("model"), str):
+        raise ArchitectureError(
+            f"{path} is an architecture of user model {data['model']!r}; evaluate it with "
+            f"--nas.search.space.model {data['model']} if you trust that code"
+        )
+    if isinstance(data, dict) and {"layer_id_to_input_node_ids", "operation_history"} <= set(data):
+        raise ArchitectureError(f"{path} is a network-morphism graph; evaluate it with --algos morphism")
+
+
 def scaled_eval_model(builder: ScalingBuilder, final_arch: Path, eval_dir: Path | None):
     """The evaluation network of a found desc file: `builder.scale` (a pure desc -> desc function) to the
     eval size, written to eval_dir/model_desc.yaml, compiled (an evaluater BuiltModel)."""
     from archsearch.nas.evaluater import BuiltModel  # the evaluater imports the trainer stack; builders need not
-    from archsearch.nas.exp_runner import refuse_foreign_architecture
     from archsearch.nas.model import Model
 
     refuse_foreign_architecture(final_arch)

@@ -27,7 +27,7 @@ from archsearch.nas.benchmark_table import table_from_conf
 from archsearch.nas.context import RunContext
 from archsearch.nas.evaluater import BuiltModel
 from archsearch.nas.exp_runner import RUNNERS, ExperimentRunner
-from archsearch.nas.searcher import Searcher, SearchResult, SearchSetup, record_search_result
+from archsearch.nas.searcher import SearchResult, record_search_result
 from archsearch.nas.trainer import Trainer
 from archsearch.spaces.base import SPACES, Arch, SearchSpace
 
@@ -100,16 +100,22 @@ def make_space(ctx: RunContext, strategy: type[Strategy]) -> SearchSpace:
     return space
 
 
-class StrategySearcher(Searcher):
-    def __init__(self, strategy: Strategy) -> None:
-        self.strategy = strategy
+class StrategyRunner(ExperimentRunner):
+    """The runner of every registered strategy: the strategy searches, the space evaluates."""
 
-    def search(self, ctx: RunContext, setup: SearchSetup) -> SearchResult:
-        space = self.strategy.space
+    strategy_class: ClassVar[type[Strategy]]
+
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__(ctx)
+        self.strategy = self.strategy_class(ctx, make_space(ctx, self.strategy_class))
+        self.space = self.strategy.space
+
+    def search(self) -> SearchResult:
+        ctx, space, conf_search = self.ctx, self.space, self.conf_search
         ctx.log.info(f"[search] {self.strategy.name} on {space.describe()}")
         # read before searching, so a wrong path fails at once rather than after the search
-        table = table_from_conf(setup.conf) if "benchmark" in space.capabilities() else None
-        if setup.conf["benchmark"] and table is None:
+        table = table_from_conf(conf_search) if "benchmark" in space.capabilities() else None
+        if conf_search["benchmark"] and table is None:
             ctx.log.info(f"[search] nas.search.benchmark is not used: space {space.name} has no benchmark key")
         outcome = self.strategy.search()
         meta = {"algo": ctx.algo, "space": space.name, **outcome.meta}
@@ -123,21 +129,6 @@ class StrategySearcher(Searcher):
             found += f" (the table's best: {best:.2%}, {len(table):,} architectures)"
         ctx.log.info(found)
         return SearchResult(record_search_result(ctx, path, outcome.metrics), outcome.metrics)
-
-
-class StrategyRunner(ExperimentRunner):
-    """The runner of every registered strategy: the strategy searches, the space evaluates."""
-
-    strategy_class: ClassVar[type[Strategy]]
-    chooses_space = True  # the space comes from nas.search.space, user models included
-
-    def __init__(self, ctx: RunContext) -> None:
-        super().__init__(ctx)
-        self.strategy = self.strategy_class(ctx, make_space(ctx, self.strategy_class))
-        self.space = self.strategy.space
-
-    def searcher(self) -> Searcher:
-        return StrategySearcher(self.strategy)
 
     def search_model(self) -> nn.Module | None:
         return self.strategy.search_model()
