@@ -128,15 +128,19 @@ def run_trials(
     propose: ProposeFn,
     budget: Budget,
     evaluator: Evaluator | None = None,
+    mode: str = "max",
+    best_arch: Callable[[dict[str, Any]], Any] | None = None,
 ) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
     """Run `propose` through the trial loop under `budget`: (best arch, search metrics, trial records).
-    `evaluator` None: the one nas.search.evaluate_by names."""
+    `evaluator` None: the one nas.search.evaluate_by names; `best_arch` turns the best trial's record into the
+    architecture (default: the space's decoding of its `arch`)."""
     evaluator = evaluator or make_evaluator(ctx, space)
     loop = TrialLoop(
         ctx.search_dir,
         ctx.seed,
         budget,
         objective=evaluator.objective,
+        mode=mode,
         resume=ctx.resume,
         log=ctx.log.info,
         record=ctx.log.record,
@@ -153,7 +157,8 @@ def run_trials(
         raise ConfigError("the search budget ran out before a single trial finished; raise it")
     metrics = {f"best_{evaluator.objective}": best["metrics"][evaluator.objective], "best_trial": best["index"]}
     metrics["n_trials"] = len(results.records)
-    return space.from_json(best["arch"]), metrics, results.records
+    arch = best_arch(best) if best_arch is not None else space.from_json(best["arch"])
+    return arch, metrics, results.records
 
 
 class TrialStrategy(Strategy):

@@ -31,13 +31,13 @@ from archsearch.algos.morphism.graph import Graph
 from archsearch.algos.morphism.ir_json import graph_to_json, load_graph_file
 from archsearch.algos.morphism.strategy import MorphismSearchStrategy, SearchExhausted
 from archsearch.common.checkpoint import load_checkpoint, save_checkpoint
-from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
 from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
 from archsearch.nas.strategy import SearchOutcome, Strategy, register_strategy
 from archsearch.nas.trainer import Trainer
-from archsearch.nas.trial_loop import Budget, Trial, TrialLoop, finite_number
+from archsearch.nas.trial_eval import run_trials
+from archsearch.nas.trial_loop import Budget, Trial, finite_number
 from archsearch.spaces.base import SearchSpace
 
 TRIALS_DIR = "trials"
@@ -91,6 +91,12 @@ class MorphismTrials:
         graph_to_json(graph, path, include_weights=False)
         extra = {"father_id": father_id, "n_params": graph.size(), "inherited_weights": graph.has_weights()}
         return str(path.relative_to(self.folder)), extra
+
+    def forget(self, index: int) -> None:
+        """Nothing to drop once a trial is indexed: its graph and weights files are what children inherit."""
+
+    def __call__(self, trial: Trial) -> dict[str, Any]:
+        return self.evaluate(trial)
 
     def evaluate(self, trial: Trial) -> dict[str, Any]:
         graph = self.queue.trials[trial.index].graph
@@ -159,27 +165,10 @@ class Morphism(Strategy):
         trials = MorphismTrials(
             queue_from_conf(self.conf_morphism, self.space), ctx.search_dir, train, log=ctx.log.info
         )
-        maximize = self.conf_morphism["optimize_mode"] == "maximize"
-        loop = TrialLoop(
-            ctx.search_dir,
-            ctx.seed,
-            Budget(self.conf_morphism["n_trials"], self.conf_morphism["time_budget_s"]),
-            mode="max" if maximize else "min",
-            resume=ctx.resume,
-            log=ctx.log.info,
-            record=ctx.log.record,
-        )
-        results = loop.run(trials.propose, trials.evaluate)
-        best = results.best
-        if best is None or not finite_number(best["metrics"]["val_top1"]):
-            raise ArchitectureError("no morphism trial finished; see log.log for the trials' errors")
-        arch = trials.write_best(best)
-        metrics = {
-            "best_val_top1": best["metrics"]["val_top1"],
-            "best_trial": best["index"],
-            "n_trials": len(results.records),
-        }
-        return SearchOutcome(arch, metrics, {"best_trial": best["index"]})
+        budget = Budget(self.conf_morphism["n_trials"], self.conf_morphism["time_budget_s"])
+        mode = "max" if self.conf_morphism["optimize_mode"] == "maximize" else "min"
+        arch, metrics, _ = run_trials(ctx, self.space, trials.propose, budget, trials, mode, trials.write_best)
+        return SearchOutcome(arch, metrics, {"best_trial": metrics["best_trial"]})
 
     def search_model(self) -> torch.nn.Module:
         return self.space.build(self.space.sample(random.Random(self.ctx.seed)))
