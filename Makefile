@@ -12,7 +12,7 @@ ALGOS ?= darts
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[dev,export]"
+	$(PY) -m pip install --quiet -e ".[dev,export,ray]"
 	touch $@
 
 run: $(VENV)/.installed
