@@ -480,3 +480,26 @@ register_section(
     {"genotype": Str(null=True, pattern=r"(?s).*\S.*", allowed="a genotype"),
      "desc_file": Str(null=True, pattern=r".+", allowed="a ModelDesc YAML file")},
 )  # fmt: skip
+
+# --- issue 15: the collapse monitor of differentiable searches (archsearch/algos/darts/collapse.py) ---
+# declared here, not from that module: its defaults are in confs/common.yaml, which every load_config reads
+register_section(
+    "nas.search.trainer.collapse",
+    {
+        "hessian": Bool(),
+        "hessian_iters": POSITIVE_INT,
+        "hessian_tol": Float(ge=0),
+        "hessian_batches": POSITIVE_INT,
+        "early_stop": Bool(),
+        "window": POSITIVE_INT,
+        "delta": POSITIVE_INT,
+        "factor": Float(gt=0),
+        "start_epoch": COUNT,
+    },
+)
+register_check(
+    "nas.search.trainer.collapse",
+    lambda conf: ("early_stop", "true needs the eigenvalue it stops on: also set hessian true")
+    if conf.get("early_stop") and not conf.get("hessian")
+    else None,
+)

@@ -129,6 +129,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.global_step = 0
         self.checkpoint_written = False  # a good checkpoint of this run exists (written or restored)
+        self.stop_requested = False  # set by a hook's early-stop rule: fit ends after this epoch (checkpointed)
         self.configure()
 
     # the keys every checkpoint has (a file without them is another kind of file, e.g. a model.pt)
@@ -201,7 +202,7 @@ class Trainer:
             self.restore(self.checkpoint_path)
             self.log.info(f"[{self.phase}] resumed from {self.checkpoint_path} at epoch {self.epoch}/{self.epochs}")
         self.pre_fit(train_loader, val_loader)
-        while self.epoch < self.epochs:
+        while self.epoch < self.epochs and not self.stop_requested:
             epoch = self.epoch
             start = time.time()
             if hasattr(self.model, "drop_path_prob"):
@@ -288,6 +289,7 @@ class Trainer:
             "history": self.history,
             "rng": rng_state(),
             "extra": self.extra_state(),
+            "stop_requested": self.stop_requested,
         }
 
     def restore(self, path: Path) -> None:
@@ -310,4 +312,5 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.global_step, self.history = state["epoch"], state["global_step"], state["history"]
         set_rng_state(state["rng"])
+        self.stop_requested = bool(state.get("stop_requested", False))  # absent: a checkpoint from before early stops
         self.load_extra_state(state["extra"])

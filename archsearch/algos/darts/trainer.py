@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from archsearch.algos.darts.bilevel import BilevelOptimizer
+from archsearch.algos.darts.collapse import CollapseMonitor
 from archsearch.nas.arch_trainer import ArchTrainer
 
 
@@ -29,6 +30,7 @@ class BilevelArchTrainer(ArchTrainer):
         )
         self.arch_loss_sum = torch.zeros((), device=self.device)
         self.arch_steps = 0
+        self.collapse = CollapseMonitor(self.conf["collapse"])
 
     def loss_fn(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # second order stays in float32: its finite-difference step is below bfloat16's resolution
@@ -47,6 +49,7 @@ class BilevelArchTrainer(ArchTrainer):
         self.arch_steps = 0
         super().post_epoch(epoch, metrics)  # alpha softmax tables to log.yaml and TensorBoard
         self.log_architecture(epoch)
+        self.collapse.after_epoch(self, epoch, metrics)  # parameter-free ops, entropy, eigenvalue; may stop early
 
     def log_architecture(self, epoch: int) -> None:
         """The architecture the alphas pick now, in the supernet's own terms (`log_view()`: a DARTS genotype,
@@ -59,7 +62,8 @@ class BilevelArchTrainer(ArchTrainer):
         return self.model.column_names()
 
     def extra_state(self) -> dict[str, Any]:
-        return {"bilevel": self.bilevel.state_dict()}
+        return {"bilevel": self.bilevel.state_dict(), "collapse": self.collapse.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.bilevel.load_state_dict(state["bilevel"])
+        self.collapse.load_state_dict(state["collapse"])
