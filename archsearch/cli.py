@@ -115,8 +115,12 @@ def command(ctx: click.Context, **opts: Any) -> None:
             click.echo("\n".join(result["lines"]) if options.dry_run else summary_text(result))
 
 
-# `archsearch export ...` and `archsearch show ...`: tools on a finished run's files, each its own command
-SUBCOMMANDS = {"export": "archsearch.report.export:export_main", "show": "archsearch.report.show:show_main"}
+# `archsearch export|show|report ...`: tools on a finished run's files, each its own command
+SUBCOMMANDS = {
+    "export": "archsearch.report.export:export_main",
+    "show": "archsearch.report.show:show_main",
+    "report": "archsearch.report.html:report_main",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

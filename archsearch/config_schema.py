@@ -503,3 +503,15 @@ register_check(
     if conf.get("early_stop") and not conf.get("hessian")
     else None,
 )
+
+# --- issue 14: the HTML report and framework-free export (archsearch/report/) ---
+register_section(
+    "report",
+    {
+        "auto": Bool(),  # write report.html into the experiment folder when a run ends
+        "latency": Bool(),  # time eval/model.pt for the report's summary table
+    },
+)
+# the search trainer reads it: per epoch, the architecture-weight heatmap and the derived cell as TensorBoard images
+register_section("nas.search.trainer", {"tensorboard_images": Bool()})
+register_section("export", {"onnx_opset": Int(ge=7, le=25)})  # `archsearch export --format onnx` default

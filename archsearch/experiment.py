@@ -215,7 +215,12 @@ def run_experiment(
                 f"output {out_dir}"
             )
             log.record("start", algo=algo, dataset=dataset_name, device=str(device), argv=options.argv)
-            return run_phases(RUNNERS.get(algo)(ctx), ctx, options.phases)
+            summary = run_phases(RUNNERS.get(algo)(ctx), ctx, options.phases)
+            if conf["report"]["auto"]:  # report.html (issue 14): a failure is a warning line, never a failed run
+                from archsearch.report.html import report_after_run
+
+                report_after_run(out_dir, log, latency=conf["report"]["latency"])
+            return summary
         finally:
             log.close()
 

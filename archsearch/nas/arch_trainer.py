@@ -43,12 +43,16 @@ class ArchTrainer(Trainer):
         if not weights:
             return
         rounded = {k: [[round(v, 4) for v in row] for row in table] for k, table in weights.items()}
-        self.log.record("arch_weights", epoch=epoch + 1, softmax=rounded)
         names = self.arch_column_names()
+        self.log.record("arch_weights", epoch=epoch + 1, softmax=rounded, columns=names)
         for key, table in weights.items():
             cols = names.get(key) or [str(i) for i in range(len(table[0]))]
             scalars = {f"edge{r:02d}_{cols[c]}": v for r, row in enumerate(table) for c, v in enumerate(row)}
             self.log.scalars(f"arch_{key}", scalars, epoch + 1)
+        if self.conf["tensorboard_images"]:  # the report's heatmap and cell picture, per epoch (issue 14)
+            from archsearch.report.tensorboard import log_epoch_images
+
+            log_epoch_images(self.log, self.model, weights, names, epoch + 1, self.__dict__.setdefault("_drawn", {}))
 
     def arch_column_names(self) -> dict[str, list[str]]:
         """Column names per arch table (the candidate op names), read from the ops that use it."""

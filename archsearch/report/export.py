@@ -226,11 +226,28 @@ def _export_python(model: nn.Module, example: torch.Tensor, out: Path) -> list[P
     return [out, weights]
 
 
+def configured_opset(model_pt: Path) -> int:
+    """The ONNX opset of `export.onnx_opset`: the run's config.yaml beside EXP/eval/model.pt when it has the
+    key, else the shipped default (confs/common.yaml), so a run's own choice travels with its folder."""
+    import yaml
+
+    for folder in (model_pt.parent, model_pt.parent.parent):
+        path = folder / "config.yaml"
+        if path.is_file():
+            opset = ((yaml.safe_load(path.read_text()) or {}).get("export") or {}).get("onnx_opset")
+            if opset is not None:
+                return int(opset)
+    from archsearch.config import load_yaml_with_includes
+    from archsearch.experiment import confs_dir
+
+    return int(load_yaml_with_includes(confs_dir() / "common.yaml")["export"]["onnx_opset"])
+
+
 def export_model(
     model_pt: Path,
     fmt: str,
     out: Path,
-    opset: int = 17,
+    opset: int | None = None,
     *,
     model: str | None = None,
     trust_code: bool = False,
@@ -239,7 +256,8 @@ def export_model(
     """Write eval/model.pt as `fmt` (onnx | torchscript | python) at `out`; returns the files written.
 
     `model` / `trust_code` go to archsearch.load_model unchanged: a user model's class is imported only when
-    the caller allowed it. `input_shape` (C, H, W) defaults to the run's config, then to the architecture."""
+    the caller allowed it. `input_shape` (C, H, W) defaults to the run's config, then to the architecture;
+    `opset` (ONNX) to `export.onnx_opset` of the run's config, then the shipped default."""
     import archsearch
 
     if fmt not in FORMATS:
@@ -252,7 +270,7 @@ def export_model(
     example = torch.randn(2, *shape)  # batch 2, not 1: a size-1 axis would be specialised as a constant
     with torch.no_grad():
         if fmt == "onnx":
-            return _export_onnx(net, example, out, opset)
+            return _export_onnx(net, example, out, opset if opset is not None else configured_opset(model_pt))
         if fmt == "torchscript":
             return _export_torchscript(net, example, out)
         return _export_python(net, example, out)
@@ -275,12 +293,12 @@ def parse_shape(text: str | None) -> tuple[int, int, int] | None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="What to write.")
-@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default: export.onnx_opset of the run's config).")
 @click.option("--input-shape", default=None, help="C,H,W of one image (default: the run's config).")
 @click.option("--model", default=None, help="The user model class (package.module:Class) the file may import.")
 @click.option("--trust-code", is_flag=True, help="Let the file import whatever user code it names.")
 def _export_cli(
-    path: Path, out: Path, fmt: str, opset: int, input_shape: str | None, model: str | None, trust_code: bool
+    path: Path, out: Path, fmt: str, opset: int | None, input_shape: str | None, model: str | None, trust_code: bool
 ) -> None:
     """Export eval/model.pt PATH to OUT so it runs without archsearch."""
     written = export_model(

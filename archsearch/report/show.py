@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from archsearch.common.errors import UserError
+from archsearch.report.drawing import draw_cells
 from archsearch.report.export import DEFAULT_IMAGE_SIZE, input_shape_of, parse_shape, run_click
 
 BATCHES = (1, 64)
@@ -85,71 +86,6 @@ def _peak_memory(net: nn.Module, x: torch.Tensor) -> tuple[int, str]:
     net(x)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return (after - before) * 1024, "peak RSS increase (getrusage ru_maxrss)"
-
-
-def draw_cells(desc: Any, out: Path) -> Path:
-    """A PNG of the desc's first regular and first reduction cell, each a DAG of states with op labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and in tests
-    import matplotlib.pyplot as plt
-    import networkx as nx
-
-    kinds: dict[str, Any] = {}
-    for cell in desc.cells:
-        kinds.setdefault(cell.cell_type, cell)
-    fig, axes = plt.subplots(1, len(kinds), figsize=(7 * len(kinds), 6), squeeze=False)
-    for ax, (kind, cell) in zip(axes[0], kinds.items(), strict=True):
-        graph = nx.DiGraph()
-        n_in = len(cell.stems) if cell.stems else 2
-        names = [f"c_{{k-{n_in - i}}}" for i in range(n_in)]
-        names += [str(i) for i in range(len(cell.nodes))]
-        for i, name in enumerate(names):
-            graph.add_node(name, layer=0 if i < n_in else i - n_in + 1)
-        labels = {}
-        for j, node in enumerate(cell.nodes):
-            for edge in node.edges:
-                u, v = names[edge.input_id], names[n_in + j]
-                graph.add_edge(u, v)
-                labels[(u, v)] = edge.op.name
-        graph.add_node("c_{k}", layer=len(cell.nodes) + 1)
-        for s in cell.concat:
-            graph.add_edge(names[s], "c_{k}")
-        # a layered layout: states in topological columns, so no two nodes share a position; the inner nodes
-        # then alternate above and below the middle line, so an edge between neighbours never runs along
-        # (and hides) the edges to the output, and their labels get room
-        pos = nx.multipartite_layout(graph, subset_key="layer", scale=2.0)
-        for i in range(len(cell.nodes)):
-            x, _ = pos[str(i)]
-            pos[str(i)] = (x, 0.55 if i % 2 == 0 else -0.55)
-        colours = ["#9ecae1" if graph.nodes[n]["layer"] == 0 else "#fdd0a2" for n in graph.nodes]
-        colours = [("#a1d99b" if n == "c_{k}" else c) for n, c in zip(graph.nodes, colours, strict=True)]
-        nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=colours, node_size=1400, edgecolors="#444")
-        nx.draw_networkx_labels(graph, pos, ax=ax, labels={n: f"${n}$" for n in graph.nodes}, font_size=11)
-        concat = [(u, v) for u, v in graph.edges if v == "c_{k}"]
-        ops = [e for e in graph.edges if e[1] != "c_{k}"]
-        style = "arc3,rad=0.1"
-        nx.draw_networkx_edges(graph, pos, edgelist=ops, ax=ax, arrows=True, node_size=1400, connectionstyle=style)
-        nx.draw_networkx_edges(  # the output concatenates: no op, so grey and unlabelled
-            graph, pos, edgelist=concat, ax=ax, arrows=True, node_size=1400, edge_color="#aaaaaa", style="dashed"
-        )
-        nx.draw_networkx_edge_labels(
-            graph,
-            pos,
-            ax=ax,
-            edge_labels=labels,
-            font_size=8,
-            label_pos=0.5,
-            connectionstyle=style,
-            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
-        )
-        ax.set_title(f"{kind} cell ({len(cell.nodes)} nodes)")
-        ax.axis("off")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
 
 
 def show(

@@ -1,0 +1,351 @@
+"""`archsearch report EXPDIR [EXPDIR ...]`: a self-contained report.html per experiment and, for several,
+one comparison page.
+
+A page is rendered from a jinja2 template (archsearch/report/templates/) with every picture inline as a
+data: URI, so the file opens from file:// on any machine, offline, and can be mailed as it is. What a page
+shows follows what the folder holds, not the algorithm's name: architecture weights in log.yaml mean a
+differentiable search (DARTS, PC-DARTS, GDAS, ...), controller metrics mean ENAS, search/trials.yaml means a
+trial strategy (random, REA, morphism, NASWOT).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from archsearch.common.io import atomic_write_text
+from archsearch.report import drawing, plots
+from archsearch.report.run_data import RunData, experiment_folders, load_run
+
+REPORT_NAME = "report.html"
+COMPARISON_NAME = "comparison.html"
+
+
+@dataclass
+class Figure:
+    title: str
+    uri: str  # data:image/png;base64,...
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    title: str
+    figures: list[Figure] = field(default_factory=list)
+    table: list[tuple[str, str]] | None = None  # (name, value) rows, e.g. a user model's choices
+    text: str = ""
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _figure(title: str, fig: Any, caption: str = "") -> Figure | None:
+    return None if fig is None else Figure(title, data_uri(drawing.png_bytes(fig)), caption)
+
+
+# ---- the summary table ---------------------------------------------------------------------------
+
+
+def _pct(value: Any) -> str:
+    return f"{float(value) * 100:.2f}%" if isinstance(value, (int, float)) else "-"
+
+
+def _seconds(value: Any) -> str:
+    return f"{float(value):.1f} s" if isinstance(value, (int, float)) else "-"
+
+
+def measure_latency(run: RunData, runs: int = 7, warmup: int = 2) -> str:
+    """Median forward time of eval/model.pt at batch 1 on the CPU, measured now (the run's own machine
+    may be gone; the report says where it measured)."""
+    import torch
+
+    import archsearch
+    from archsearch.report.export import input_shape_of
+    from archsearch.report.show import _latency_ms
+
+    path = run.model_path
+    if path is None:
+        return "- (no eval/model.pt)"
+    # a user model's class may be imported: the run's own config named it (the CLI's one trusted source)
+    model = run.config.get("nas", {}).get("search", {}).get("space", {}).get("model")
+    net = archsearch.load_model(path, model=model).eval()
+    example = torch.randn(1, *input_shape_of(path))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # batch 1 is latency-bound: one thread, and no fight with whatever else runs
+    try:
+        ms = _latency_ms(net, example, runs, warmup)
+    finally:
+        torch.set_num_threads(threads)
+    return f"{ms:.2f} ms (batch 1, CPU, 1 thread, median of {runs}; measured when the report was written)"
+
+
+def summary_rows(run: RunData, latency: str) -> list[tuple[str, str]]:
+    bench = run.search_metric("benchmark_top1")
+    rows = [
+        ("algorithm", run.algo),
+        ("search space", run.space),
+        ("dataset", run.dataset),
+        ("test top-1", _pct(run.eval_metric("test_top1"))),
+        ("parameters", f"{run.eval_metric('params'):,}" if run.eval_metric("params") is not None else "-"),
+        ("MACs per image", f"{run.eval_metric('macs') / 1e6:.2f}M" if run.eval_metric("macs") is not None else "-"),
+        ("latency", latency),
+        ("search time", _seconds(run.search_metric("search_time_s"))),
+        ("eval time", _seconds(run.eval_metric("train_time_s"))),
+        ("seed", str(run.seed)),
+        ("command line", run.command or "-"),
+    ]
+    for key, label in (("best_val_top1", "best search val top-1"), ("val_top1", "search val top-1")):
+        if run.search_metric(key) is not None:
+            rows.insert(4, (label, _pct(run.search_metric(key))))
+            break
+    if bench is not None:
+        best = run.search_metric("benchmark_best_top1")
+        rows.insert(
+            4,
+            (
+                "benchmark accuracy of the found architecture",
+                _pct(bench) + (f" (table best {_pct(best)})" if best is not None else ""),
+            ),
+        )
+    return rows
+
+
+# ---- the architecture ----------------------------------------------------------------------------
+
+
+def architecture_section(run: RunData) -> Section:
+    arch = run.final_arch()
+    path = run.final_arch_path
+    section = Section("Final architecture")
+    if arch is None:
+        section.text = "The run wrote no final architecture file."
+        return section
+    section.text = f"from {path.relative_to(run.path) if path and path.is_relative_to(run.path) else path}"
+    space = run.space
+    if isinstance(arch, dict) and "choices" in arch:  # a user model: its choices, one per mutable
+        section.table = [(name, _choice_text(value)) for name, value in arch["choices"].items()]
+        section.text += f" (user model {arch.get('model', '')})"
+        return section
+    if isinstance(arch, dict) and "layer_list" in arch:  # an NNI morphism graph
+        fig = drawing.figure_of([drawing.morphism_dag(arch)])
+        section.figures.append(Figure("morphism network", data_uri(drawing.png_bytes(fig))))
+        return section
+    if space == "enas_macro":
+        dags = [_macro_dag(arch)]
+    else:
+        dags = drawing.desc_cell_dags(arch, space)
+    fig = drawing.figure_of(dags)
+    section.figures.append(
+        Figure("the cells the search found" if len(dags) > 1 else dags[0].title, data_uri(drawing.png_bytes(fig)))
+    )
+    genotype = (arch.get("meta") or {}).get("genotype") or (arch.get("meta") or {}).get("arch")
+    if genotype:
+        section.text += f": {genotype}"
+    return section
+
+
+def _choice_text(value: Any) -> str:
+    if isinstance(value, list):
+        return "inputs " + ", ".join(str(v) for v in value) if value else "no input (skipped)"
+    return str(value)
+
+
+def _macro_dag(desc: dict) -> drawing.Dag:
+    """ENAS' macro network from the desc's arc: the layer ops and each layer's skip sources."""
+    from archsearch.spaces.enas_spaces import MacroSpace
+
+    meta = desc.get("meta") or {}
+    geometry = {
+        k: v
+        for k, v in (meta.get("space") or {}).items()
+        if k in ("n_layers", "pool_layers", "skip_combine", "double_channels")
+    }
+    space = MacroSpace(**geometry)
+    ops, skips = space.decode(meta["arc_seq"])
+    sources = [[]] + [[i for i, bit in enumerate(bits) if bit] for bits in skips]
+    return drawing.macro_dag([space.ops[o] for o in ops], sources)
+
+
+# ---- per-algorithm views -------------------------------------------------------------------------
+
+
+def search_sections(run: RunData) -> list[Section]:
+    sections = []
+    if run.differentiable:
+        section = Section("Architecture weights")
+        section.figures.append(
+            _figure(
+                "softmax of the architecture weights per edge, first to last epoch",
+                plots.arch_weight_heatmaps(run),
+                "rows: edges of the cell (in node order); columns: candidate ops",
+            )
+        )
+        counted = plots.param_free_counts(run)
+        if counted is not None:
+            fig, source = counted
+            section.figures.append(
+                _figure(
+                    "parameter-free ops per epoch",
+                    fig,
+                    f"{source}; a rising count is DARTS' collapse onto skip connections and pooling",
+                )
+            )
+        sections.append(section)
+    controller = plots.controller_curves(run)
+    if controller is not None:
+        sections.append(Section("ENAS controller", [_figure("reward, baseline and entropy per epoch", controller)]))
+    if run.trials:
+        section = Section("Trials")
+        scatter = plots.trial_scatter(run)
+        if scatter is not None:
+            section.figures.append(_figure(f"{len(run.trials)} trials and the best so far", scatter))
+        versus = plots.score_vs_benchmark(run)
+        if versus is not None:
+            fig, n = versus
+            section.figures.append(_figure(f"score vs benchmark accuracy ({n} architectures in the table)", fig))
+        sections.append(section)
+    return [s for s in sections if s.figures or s.table or s.text]
+
+
+# ---- pages ---------------------------------------------------------------------------------------
+
+
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("archsearch.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,  # a template naming a missing value is a bug, not an empty cell
+    )
+
+
+def run_page_data(run: RunData, latency: bool = True) -> dict[str, Any]:
+    sections = [architecture_section(run)]
+    curves = plots.learning_curves(run)
+    if curves is not None:
+        sections.append(Section("Learning curves", [_figure("loss, top-1 and learning rate per epoch", curves)]))
+    sections += search_sections(run)
+    for section in sections:
+        section.figures = [f for f in section.figures if f is not None]
+    return {
+        "run": run,
+        "rows": summary_rows(run, measure_latency(run) if latency else "- (not measured)"),
+        "sections": sections,
+    }
+
+
+def write_report(path: Path, out: Path | None = None, *, latency: bool = True) -> Path:
+    """Write the report of one experiment folder (default: EXPDIR/report.html); returns its path."""
+    run = load_run(path)
+    out = Path(out) if out else run.path / REPORT_NAME
+    html = (
+        _environment()
+        .get_template("report.html")
+        .render(
+            title=f"{run.algo} on {run.dataset}",
+            generated=time.strftime("%Y-%m-%d %H:%M"),
+            **run_page_data(run, latency),
+        )
+    )
+    atomic_write_text(out, html)
+    return out
+
+
+def write_comparison(paths: list[Path], out: Path | None = None, *, latency: bool = True) -> Path:
+    """Write a comparison page of several experiments (summary tables side by side, best-so-far curves on
+    one axis); each experiment also gets its own report.html, linked from the page."""
+    runs = [load_run(p) for p in paths]
+    out = Path(out) if out else Path(os.path.commonpath([str(r.path.resolve()) for r in runs])) / COMPARISON_NAME
+    columns = []
+    for run in runs:
+        report = write_report(run.path, latency=latency)
+        columns.append(
+            {
+                "run": run,
+                "rows": summary_rows(run, measure_latency(run) if latency else "-"),
+                "link": os.path.relpath(report, out.parent),
+            }
+        )
+    fig, left_out = plots.comparison_curves(runs)
+    labels = [label for label, _ in columns[0]["rows"]]
+    html = (
+        _environment()
+        .get_template("comparison.html")
+        .render(
+            title=f"comparison of {len(runs)} runs",
+            generated=time.strftime("%Y-%m-%d %H:%M"),
+            columns=columns,
+            labels=labels,
+            values={label: [dict(c["rows"]).get(label, "-") for c in columns] for label in _all_labels(columns)},
+            curves=Figure("best accuracy so far against search time", data_uri(drawing.png_bytes(fig))),
+            left_out=left_out,
+        )
+    )
+    atomic_write_text(out, html)
+    return out
+
+
+def _all_labels(columns: list[dict]) -> list[str]:
+    labels: list[str] = []
+    for column in columns:
+        for label, _ in column["rows"]:
+            if label not in labels:
+                labels.append(label)
+    return labels
+
+
+def report_after_run(out_dir: Path, log: Any, *, latency: bool = True) -> Path | None:
+    """The end-of-run report: the run's results are already written, so a failure here is a warning line
+    with its reason (a bug in the report must still be seen), never a failed run."""
+    try:
+        path = write_report(out_dir, latency=latency)
+    except Exception as e:  # noqa: BLE001 - any failure of the report must leave the finished run alone
+        log.warning(
+            f"the HTML report could not be written: {type(e).__name__}: {e} (rerun `archsearch report {out_dir}`)"
+        )
+        return None
+    log.info(f"report: {path}")
+    return path
+
+
+# ---- the CLI -------------------------------------------------------------------------------------
+
+
+@click.command(name="report", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("expdirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write (default: EXPDIR/report.html; several: comparison.html in their common folder).",
+)
+@click.option("--no-latency", is_flag=True, help="Do not time eval/model.pt (faster).")
+def _report_cli(expdirs: tuple[Path, ...], out: Path | None, no_latency: bool) -> None:
+    """A self-contained HTML report of each experiment folder EXPDIR; for several, a comparison page."""
+    folders = experiment_folders(list(expdirs))
+    if len(folders) == 1:
+        click.echo(str(write_report(folders[0], out, latency=not no_latency)))
+    else:
+        click.echo(str(write_comparison(folders, out, latency=not no_latency)))
+
+
+def report_main(argv: list[str]) -> int:
+    """`archsearch report EXPDIR [EXPDIR ...]`."""
+    from archsearch.report.export import run_click
+
+    if not os.environ.get("MPLBACKEND"):
+        os.environ["MPLBACKEND"] = "Agg"
+    return run_click(_report_cli, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(report_main(sys.argv[1:]))

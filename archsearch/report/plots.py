@@ -1,0 +1,328 @@
+"""The report's charts, each a function of an experiment's data returning a matplotlib figure (or None
+when the run has nothing to show for it). The same heatmap goes to TensorBoard every epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from archsearch.report.run_data import RunData
+
+PHASE_COLOURS = {"train": "#2b6cb0", "val": "#dd6b20", "test": "#2f855a"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and in tests
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curves(run: RunData) -> Any:
+    """Loss, top-1 and learning rate per epoch, one row per phase (search, eval) that logged epochs."""
+    phases = [(p, run.of(f"{p}_epoch")) for p in ("search", "eval")]
+    phases = [(p, rows) for p, rows in phases if rows]
+    if not phases:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(len(phases), 3, figsize=(12, 3.0 * len(phases)), squeeze=False)
+    for (phase, rows), row_axes in zip(phases, axes, strict=True):
+        epochs = [r["epoch"] for r in rows]
+        for ax, metric in zip(row_axes[:2], ("loss", "top1"), strict=True):
+            for split, colour in PHASE_COLOURS.items():
+                values = [r.get(f"{split}_{metric}") for r in rows]
+                if any(v is not None for v in values):
+                    ax.plot(epochs, values, marker="o", ms=3, color=colour, label=split)
+            ax.set_title(f"{phase}: {'top-1 accuracy' if metric == 'top1' else metric}")
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        lrs = [r.get("lr") for r in rows]
+        row_axes[2].plot(epochs, lrs, marker="o", ms=3, color="#4a5568")
+        row_axes[2].set_title(f"{phase}: learning rate")
+        row_axes[2].set_xlabel("epoch")
+        row_axes[2].grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def column_names(run: RunData, key: str, width: int) -> list[str]:
+    """The candidate op names of an architecture table's columns: recorded with the weights, else the
+    space's known op list of that width, else the column indices."""
+    for event in run.of("arch_weights"):
+        names = (event.get("columns") or {}).get(key)
+        if names and len(names) == width:
+            return list(names)
+    primitives = run.config.get("nas", {}).get("search", {}).get("model_desc", {}).get("primitives")
+    if run.space in ("darts", "-") and primitives and len(primitives) == width:
+        return list(primitives)
+    if run.space == "nasbench201":
+        from archsearch.spaces.nasbench201 import NB201_OPS
+
+        if len(NB201_OPS) == width:
+            return list(NB201_OPS)
+    return [str(i) for i in range(width)]
+
+
+def heatmap_axes(
+    ax: Any, table: Sequence[Sequence[float]], columns: Sequence[str], title: str, labels=True, limits=None
+) -> Any:
+    """One softmax table as a heatmap: rows are edges, columns candidate ops; returns the image. The colour
+    range is the data's own (`limits`, default this table's), so an early search's small differences from
+    uniform are visible; the colour bar gives the values."""
+    low, high = limits or (min(min(r) for r in table), max(max(r) for r in table))
+    image = ax.imshow(table, aspect="auto", cmap="viridis", vmin=low, vmax=max(high, low + 1e-6))
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels(columns if labels else [""] * len(columns), rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(table)))
+    ax.set_yticklabels([f"edge {i}" for i in range(len(table))] if labels else [], fontsize=7)
+    return image
+
+
+def arch_weight_heatmaps(run: RunData, max_epochs: int = 5) -> Any:
+    """The architecture weights (softmax) of every table at up to `max_epochs` epochs, first to last: one row
+    of heatmaps per table (DARTS: normal and reduction cell), so the drift of each edge reads left to right."""
+    records = run.of("arch_weights")
+    if not records:
+        return None
+    shown = min(max_epochs, len(records))  # evenly spread over the search, first and last always
+    picks = sorted({round(i * (len(records) - 1) / max(1, shown - 1)) for i in range(shown)})
+    keys = list(records[-1]["softmax"])
+    plt = _plt()
+    rows = max(len(records[-1]["softmax"][k]) for k in keys)
+    fig, axes = plt.subplots(
+        len(keys),
+        len(picks),
+        figsize=(2.2 * len(picks) + 1.6, (0.17 * rows + 1.7) * len(keys)),
+        squeeze=False,
+        layout="constrained",
+    )
+    for row, key in zip(axes, keys, strict=True):
+        width = len(records[-1]["softmax"][key][0])
+        columns = column_names(run, key, width)
+        shown = [records[p]["softmax"][key] for p in picks]
+        limits = (min(min(r) for t in shown for r in t), max(max(r) for t in shown for r in t))
+        for i, (ax, pick) in enumerate(zip(row, picks, strict=True)):
+            record = records[pick]
+            name = {"regular": "normal cell", "reduction": "reduction cell"}.get(key, key)
+            image = heatmap_axes(ax, record["softmax"][key], columns, f"{name}, epoch {record['epoch']}", limits=limits)
+            if i:
+                ax.set_yticklabels([])
+        fig.colorbar(image, ax=list(row), fraction=0.02, pad=0.01)
+    return fig
+
+
+def epoch_heatmap(
+    weights: Mapping[str, Sequence[Sequence[float]]], names: Mapping[str, Sequence[str]], epoch: int
+) -> Any:
+    """This epoch's architecture weights, one heatmap per table (TensorBoard's per-epoch image)."""
+    plt = _plt()
+    keys = list(weights)
+    fig, axes = plt.subplots(
+        1, len(keys), figsize=(3.2 * len(keys), 0.22 * max(len(weights[k]) for k in keys) + 1.6), squeeze=False
+    )
+    for ax, key in zip(axes[0], keys, strict=True):
+        table = weights[key]
+        heatmap_axes(ax, table, names.get(key) or [str(i) for i in range(len(table[0]))], f"{key}, epoch {epoch}")
+    fig.tight_layout()
+    return fig
+
+
+def param_free_counts(run: RunData) -> tuple[Any, str] | None:
+    """Parameter-free ops (skip, pooling, none) in the derived architecture per epoch, and where the counts
+    came from: the search's own `collapse` events when it logged them, else counted from the per-epoch
+    architecture records (genotype / cell / choices)."""
+    plt = _plt()
+    collapse = run.of("collapse")
+    if collapse:
+        epochs = [c["epoch"] for c in collapse]
+        counts = [c.get("param_free") for c in collapse]
+        totals = [c.get("n_ops") for c in collapse]
+        source = "the search's collapse events"
+        extra = {
+            k: [c.get(k) for c in collapse] for k in ("entropy", "hessian_eigenvalue") if any(k in c for c in collapse)
+        }
+    else:
+        from archsearch.algos.darts.collapse import arch_op_names, is_param_free
+
+        records = [
+            (e["epoch"], e.get("genotype", e.get("cell", e.get("choices"))))
+            for e in run.events
+            if e.get("event") in ("genotype", "cell", "choices")
+        ]
+        records = [(ep, arch) for ep, arch in records if arch is not None]
+        if not records:
+            return None
+        candidates = _candidate_names(run)
+        epochs = [ep for ep, _ in records]
+        names = [arch_op_names(arch, candidates) for _, arch in records]
+        counts = [sum(is_param_free(n) for n in ops) for ops in names]
+        totals = [len(ops) for ops in names]
+        source = "counted from the per-epoch architecture records in log.yaml"
+        extra = {}
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(epochs, counts, marker="o", color="#dd6b20", label="parameter-free ops")
+    if any(t for t in totals if t):
+        ax.plot(epochs, totals, ls="--", color="#a0aec0", label="ops in the architecture")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("ops")
+    ax.set_ylim(bottom=0)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.set_title("parameter-free ops in the derived architecture")
+    for k, (name, values) in enumerate(extra.items()):
+        twin = ax.twinx()
+        if k:
+            twin.spines["right"].set_position(("axes", 1.15))
+        twin.plot(epochs, values, color=["#2b6cb0", "#805ad5"][k % 2], marker=".", label=name)
+        twin.set_ylabel(name)
+        twin.ticklabel_format(axis="y", useOffset=False)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig, source
+
+
+def _candidate_names(run: RunData) -> set[str]:
+    from archsearch.nas.ops import OPS
+
+    names = set(OPS.names()) if hasattr(OPS, "names") else set()
+    primitives = run.config.get("nas", {}).get("search", {}).get("model_desc", {}).get("primitives") or []
+    from archsearch.spaces.nasbench201 import NB201_OPS
+
+    return names | set(primitives) | set(NB201_OPS)
+
+
+def controller_curves(run: RunData) -> Any:
+    """ENAS' controller per epoch: mean reward, its moving-average baseline, and the policy's entropy."""
+    rows = [r for r in run.of("search_epoch") if "controller_reward" in r]
+    if not rows:
+        return None
+    plt = _plt()
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.2))
+    ax.plot(epochs, [r["controller_reward"] for r in rows], marker="o", ms=3, color="#2b6cb0", label="reward")
+    if "controller_baseline" in rows[0]:
+        ax.plot(epochs, [r["controller_baseline"] for r in rows], color="#dd6b20", label="baseline")
+    ax.set_title("ENAS controller: reward and baseline")
+    ax2.plot(epochs, [r.get("controller_entropy") for r in rows], marker="o", ms=3, color="#805ad5")
+    ax2.set_title("ENAS controller: policy entropy")
+    for a in (ax, ax2):
+        a.set_xlabel("epoch")
+        a.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def objective_of(trials: Sequence[Mapping[str, Any]]) -> str | None:
+    """The metric the trial loop ranks by: the first of the known objectives every finished trial has."""
+    for key in ("val_top1", "benchmark_top1", "score"):
+        if trials and all(key in (t.get("metrics") or {}) for t in trials):
+            return key
+    return None
+
+
+def trial_scatter(run: RunData) -> Any:
+    """Every trial's objective in order, the best so far as a step line; morphism's parent links drawn."""
+    objective = objective_of(run.trials)
+    if objective is None:
+        return None
+    plt = _plt()
+    index = [t["index"] for t in run.trials]
+    values = [float(t["metrics"][objective]) for t in run.trials]
+    best = [t.get("best_so_far") for t in run.trials]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    by_index = dict(zip(index, values, strict=True))
+    for t in run.trials:  # network morphism grows each candidate from a parent: show the lineage
+        parent = t.get("father_id")
+        if parent is not None and parent in by_index:
+            ax.plot([parent, t["index"]], [by_index[parent], by_index[t["index"]]], color="#cbd5e0", lw=0.8, zorder=1)
+    ax.scatter(index, values, s=22, color="#2b6cb0", zorder=2, label="trial")
+    if all(b is not None for b in best):
+        ax.step(index, best, where="post", color="#dd6b20", lw=2, label="best so far", zorder=3)
+    ax.set_xlabel("trial")
+    ax.set_ylabel(objective)
+    ax.set_title(f"{run.algo}: {len(values)} trials")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def score_vs_benchmark(run: RunData) -> tuple[Any, int] | None:
+    """NASWOT (or another proxy) score of every scored architecture against its benchmark accuracy, when
+    the search was given a table (nas.search.benchmark); None without one."""
+    search = run.config.get("nas", {}).get("search", {})
+    scores_file = run.path / "search" / "scores.yaml"
+    if not search.get("benchmark") or not scores_file.is_file():
+        return None
+    from archsearch.nas.benchmark_table import table_from_conf
+    from archsearch.report.run_data import _yaml
+
+    table = table_from_conf(search)
+    pairs = [(s["score"], table.get(str(s["arch"]))) for s in _yaml(scores_file) or []]
+    pairs = [(s, a) for s, a in pairs if a is not None and s is not None]
+    if not pairs:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.scatter([a for _, a in pairs], [s for s, _ in pairs], s=16, color="#2b6cb0")
+    ax.set_xlabel(f"benchmark {search.get('benchmark_columns', ['', 'accuracy'])[1]}")
+    ax.set_ylabel(f"{run.search_metric('proxy') or 'proxy'} score")
+    ax.set_title("proxy score vs benchmark accuracy")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig, len(pairs)
+
+
+def best_so_far_series(run: RunData) -> tuple[list[float], list[float], str] | None:
+    """(search seconds, best accuracy so far, what was measured) of a run: trials' best_so_far against
+    their cumulative time, or a one-shot search's best validation top-1 against its epochs' time. None when
+    the search does not rank by an accuracy (a proxy score is on another scale)."""
+    if run.trials:
+        objective = objective_of(run.trials)
+        if objective not in ("val_top1", "benchmark_top1"):
+            return None
+        times, elapsed = [], 0.0
+        for t in run.trials:
+            elapsed += float(t.get("time_s") or 0.0)
+            times.append(elapsed)
+        return times, [float(t["best_so_far"]) for t in run.trials], objective
+    rows = [r for r in run.of("search_epoch") if r.get("val_top1") is not None]
+    if not rows:
+        return None
+    times, best, elapsed, top = [], [], 0.0, float("-inf")
+    for r in rows:
+        elapsed += float(r.get("epoch_time") or 0.0)
+        top = max(top, float(r["val_top1"]))
+        times.append(elapsed)
+        best.append(top)
+    return times, best, "val_top1"
+
+
+def comparison_curves(runs: Sequence[RunData]) -> tuple[Any, list[str]]:
+    """Best-so-far accuracy of every run against search time on one axis, and the runs left out (no
+    accuracy-ranked search)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    left_out = []
+    for run in runs:
+        series = best_so_far_series(run)
+        if series is None:
+            left_out.append(run.name)
+            continue
+        times, best, what = series
+        ax.step(times, best, where="post", marker="o", ms=3, label=f"{run.name} ({what})")
+    ax.set_xlabel("search time (s)")
+    ax.set_ylabel("best accuracy so far")
+    ax.set_title("best so far during the search")
+    ax.grid(alpha=0.3)
+    if len(left_out) < len(runs):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, left_out

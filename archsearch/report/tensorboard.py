@@ -1,0 +1,64 @@
+"""TensorBoard images of a differentiable search, once per epoch: the architecture-weight heatmap (the same
+chart as the report's) and the cell the weights derive now (the same drawing as `archsearch show`).
+
+Called from ArchTrainer.post_epoch. Kept cheap: small figures at a low resolution, and the cell picture is
+drawn again only when the derived architecture changed (late in a search it rarely does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+DPI = 60  # TensorBoard shows them small anyway; the cost of a figure grows with its pixels
+
+
+def tb_writer(log: Any) -> Any:
+    """The run's SummaryWriter (RunLog opens it on the first scalars, which post_epoch writes first)."""
+    return getattr(log, "_tb", None)
+
+
+def derived_arch_dags(model: Any) -> list[Any]:
+    """The DAGs of the architecture the supernet's weights pick now: a DARTS genotype or an NB201 cell;
+    none for architectures that are not cells (a user model's choices)."""
+    from archsearch.report import drawing
+
+    view = model.log_view() if hasattr(model, "log_view") else {}
+    arch = next(iter(view.values()), None)
+    if not isinstance(arch, str):
+        return []
+    if arch.startswith("Genotype("):
+        return drawing.genotype_dags(arch)
+    if arch.startswith("|"):
+        return [drawing.nb201_dag(arch)]
+    return []
+
+
+def log_epoch_images(
+    log: Any,
+    model: Any,
+    weights: Mapping[str, Sequence[Sequence[float]]],
+    names: Mapping[str, Sequence[str]],
+    epoch: int,
+    cache: dict[str, Any],
+) -> None:
+    """Add this epoch's heatmap and (when it changed) cell picture to TensorBoard at step `epoch`.
+    `cache` is the caller's dict, remembering the last architecture drawn."""
+    writer = tb_writer(log)
+    if writer is None:
+        return
+    from archsearch.report import drawing, plots
+
+    heatmap = plots.epoch_heatmap(weights, names, epoch)
+    heatmap.set_dpi(DPI)
+    writer.add_figure("arch/weights", heatmap, epoch, close=True)
+    view = model.log_view() if hasattr(model, "log_view") else {}
+    arch = str(next(iter(view.values()), ""))
+    if arch and arch != cache.get("arch"):
+        dags = derived_arch_dags(model)
+        if dags:
+            fig = drawing.figure_of(dags)
+            fig.set_dpi(DPI)
+            writer.add_figure("arch/cell", fig, epoch, close=True)
+        cache["arch"] = arch
+    writer.flush()

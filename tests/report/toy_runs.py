@@ -1,0 +1,52 @@
+"""Tiny real runs of every algorithm (search and eval, in process), whose folders the report tests read.
+
+The sizes come from the contract test's smallest settings per strategy and space, plus an eval of one
+short epoch, so every run writes what a real one does (summary.yaml, log.yaml, trials, eval/model.pt) in
+about a second or two."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import archsearch
+from archsearch.experiment import RunOptions
+from tests.test_contract import COMMON, SPACE_SETTINGS, STRATEGY_SETTINGS
+
+EVAL = {
+    "nas.eval.trainer.epochs": 1,
+    "nas.eval.loader.batch_size": 8,
+    "nas.eval.loader.limit_batches": 2,
+    "nas.eval.model_desc.n_cells": 3,
+    "nas.eval.model_desc.init_channels": 4,
+}
+
+# (name, algorithm, space or None for the algorithm's default, extra settings)
+RUNS = [
+    ("darts", "darts", "darts", {"nas.search.trainer.epochs": 2}),
+    ("darts_nb201", "darts", "nasbench201", {"nas.search.trainer.epochs": 2}),
+    ("darts_user", "darts", "user_model", {}),
+    ("enas", "enas", "enas_micro", {"nas.search.trainer.epochs": 2}),
+    ("enas_macro", "enas", "enas_macro", {}),
+    ("random", "random", "darts", {}),
+    ("rea", "rea", "nasbench201", {}),
+    ("naswot", "naswot", "nasbench201", {}),
+    ("morphism", "morphism", "morphism", {}),
+    ("manual", "manual", None, {}),
+]
+
+
+def settings(algo: str, space: str | None, extra: dict, logdir: Path) -> dict:
+    found = {**COMMON, **EVAL, **STRATEGY_SETTINGS.get(algo, {}), "common.logdir": str(logdir)}
+    if space is not None:
+        found.update(SPACE_SETTINGS.get(space, {}))
+        found["nas.search.space.name"] = space
+        if space == "nasbench201":  # its eval network is sized by cells per stage, not n_cells
+            found.pop("nas.eval.model_desc.n_cells")
+            found["nas.eval.model_desc.n_cells_per_stage"] = 1
+    return {**found, **extra}
+
+
+def toy_run(name: str, algo: str, space: str | None, extra: dict, logdir: Path) -> Path:
+    """Run one tiny search + eval; return its experiment folder (which holds the report it wrote)."""
+    summary = archsearch.run(algo, "synthetic", RunOptions(exp_prefix=name), settings(algo, space, extra, logdir))
+    return Path(summary["output_dir"])
