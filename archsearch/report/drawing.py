@@ -453,7 +453,9 @@ def figure_of(dags: Sequence[Dag]) -> Any:
     matplotlib.use("Agg")  # no display on servers and in tests
     import matplotlib.pyplot as plt
 
-    sizes = [dag_size(d) for d in dags]
+    # at least as wide as the title (a tall, narrow graph such as a morphism chain would clip it)
+    sizes = [(max(w, 0.085 * max(len(line) for line in d.title.split("\n")) + 0.3), h) for d, (w, h) in
+             zip(dags, map(dag_size, dags))]  # fmt: skip
     titles = [TITLE_INCHES + (0.2 if d.note else 0.0) for d in dags]
     width = sum(w for w, _ in sizes) + MARGIN_INCHES * (len(dags) + 1)
     height = max(h + t for (_, h), t in zip(sizes, titles)) + MARGIN_INCHES

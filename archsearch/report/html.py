@@ -210,7 +210,9 @@ def search_sections(run: RunData) -> list[Section]:
         versus = plots.score_vs_benchmark(run)
         if versus is not None:
             fig, n = versus
-            section.figures.append(_figure(f"score vs benchmark accuracy ({n} architectures in the table)", fig))
+            tau, rho = run.search_metric("kendall_tau"), run.search_metric("spearman_rho")
+            ranks = f"Kendall tau {tau:.3f}, Spearman rho {rho:.3f}" if tau is not None and rho is not None else ""
+            section.figures.append(_figure(f"score vs benchmark accuracy ({n} architectures in the table)", fig, ranks))
         sections.append(section)
     return [s for s in sections if s.figures or s.table or s.text]
 

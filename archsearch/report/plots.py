@@ -246,6 +246,9 @@ def trial_scatter(run: RunData) -> Any:
     if all(b is not None for b in best):
         ax.step(index, best, where="post", color="#dd6b20", lw=2, label="best so far", zorder=3)
     ax.set_xlabel("trial")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(objective)
     ax.set_title(f"{run.algo}: {len(values)} trials")
     ax.grid(alpha=0.3)

@@ -65,7 +65,10 @@ def summary_cell(page, label: str) -> str:
 
 def test_the_report_of_every_algorithm_opens_cleanly_in_a_browser(browser, tmp_path_factory):
     logdir = tmp_path_factory.mktemp("runs")
-    shots = tmp_path_factory.mktemp("screenshots")
+    # the screenshots are the test's artifact: $ARCHSEARCH_TEST_ARTIFACTS keeps them (CI), else pytest's tmp
+    artifacts = os.environ.get("ARCHSEARCH_TEST_ARTIFACTS")
+    shots = Path(artifacts) / "report_screenshots" if artifacts else tmp_path_factory.mktemp("screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
     for name, algo, space, extra in RUNS:
         folder = toy_run(name, algo, space, extra, logdir)
         html = folder / "report.html"
@@ -88,6 +91,10 @@ def test_the_report_of_every_algorithm_opens_cleanly_in_a_browser(browser, tmp_p
             assert "ENAS controller" in body, name
         if algo in ("random", "rea", "naswot", "morphism"):
             assert "Trials" in body and "best so far" in body, name
+        if algo == "naswot":  # it was given a table: the score-accuracy scatter and the found cell's accuracy
+            assert "score vs benchmark accuracy (6 architectures" in body, name
+            found = summary["search"]["benchmark_top1"]
+            assert summary_cell(page, "benchmark accuracy of the found architecture").startswith(f"{found * 100:.2f}%")
         if space == "user_model":
             assert page.locator("text=conv1").count() >= 1, name  # the choices table
         else:
