@@ -515,3 +515,6 @@ register_section(
 # the search trainer reads it: per epoch, the architecture-weight heatmap and the derived cell as TensorBoard images
 register_section("nas.search.trainer", {"tensorboard_images": Bool()})
 register_section("export", {"onnx_opset": Int(ge=7, le=25)})  # `archsearch export --format onnx` default
+
+# --- issue 15: the DARTS ImageNet network (archsearch/nas/model_desc_builder.py; confs/datasets/imagenet.yaml) ---
+register_section("nas.search.model_desc", {"skeleton": Str("cifar", "imagenet")})

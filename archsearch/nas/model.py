@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from archsearch.nas.model_desc import CellDesc, ModelDesc, OpDesc
-from archsearch.nas.ops import AuxTower, Identity, build_op
+from archsearch.nas.ops import AUX_TOWERS, Identity, build_op
 
 
 class ArchOp(nn.Module):
@@ -93,7 +93,7 @@ class Model(nn.Module):
         self.pool = build_op(desc.pool_op)
         self.logits = build_op(desc.logits_op)
         aux = desc.aux_tower
-        self.aux_tower = AuxTower(aux.ch_in, aux.n_classes) if aux is not None else None
+        self.aux_tower = AUX_TOWERS[aux.kind](aux.ch_in, aux.n_classes) if aux is not None else None
         self.aux_after_cell = aux.after_cell if aux is not None else -1
         self.lookback = max([2] + [-r for c in desc.cells for r in c.input_states])
         self.arch_tables = nn.ParameterDict()

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from archsearch.nas.ops import OpTable
 
 CELL_TYPES = ("regular", "reduction")
+AUX_KINDS = ("cifar", "imagenet")  # the auxiliary heads ops.AUX_TOWERS builds
 
 
 @dataclass
@@ -94,6 +95,7 @@ class AuxTowerDesc:
     n_classes: int
     weight: float  # loss weight of the auxiliary logits
     after_cell: int  # index of the cell whose output feeds the tower
+    kind: str = "cifar"  # which head: the DARTS CIFAR or ImageNet one (ops.AUX_TOWERS); older files: cifar
 
 
 @dataclass
@@ -241,6 +243,8 @@ class ModelDesc:
                 fail("aux_tower.after_cell", f"{aux.after_cell} must be in 0..{len(self.cells) - 1}")
             if aux.ch_in != self.cells[aux.after_cell].c_out:
                 fail("aux_tower.ch_in", f"is {aux.ch_in}, expected {self.cells[aux.after_cell].c_out}")
+            if aux.kind not in AUX_KINDS:
+                fail("aux_tower.kind", f"{aux.kind!r} is not one of {', '.join(AUX_KINDS)}")
 
     def cell_types(self) -> list[str]:
         return [c.cell_type for c in self.cells]

@@ -1,9 +1,16 @@
-"""ModelDescBuilder: config (+ cell templates) -> ModelDesc for the DARTS-style CIFAR skeleton.
+"""ModelDescBuilder: config (+ cell templates) -> ModelDesc for the DARTS-style network skeletons.
 
-The skeleton follows the original DARTS NetworkCIFAR: one 3x3 stem conv to stem_multiplier*C channels;
-cells that take the two previous states, preprocess them with ReLU-conv1x1-BN (or a factorized reduce
-when the state before was made by a reduction cell); reduction cells at 1/3 and 2/3 depth double the
-channels; the auxiliary tower sits after the 2/3-depth cell; then global pooling and a linear layer.
+`model_desc.skeleton: cifar` (the default) follows the original DARTS NetworkCIFAR: one 3x3 stem conv to
+stem_multiplier*C channels; cells that take the two previous states, preprocess them with ReLU-conv1x1-BN
+(or a factorized reduce when the state before was made by a reduction cell); reduction cells at 1/3 and
+2/3 depth double the channels; the auxiliary tower sits after the 2/3-depth cell; then global pooling and
+a linear layer.
+
+`skeleton: imagenet` is the original NetworkImageNet (the DARTS paper's mobile setting): stem0 = conv3x3
+stride 2 to C/2, BN, ReLU, conv3x3 stride 2 to C, BN; stem1 = ReLU, conv3x3 stride 2, BN (224 -> 28 before
+the first cell); the first cell reads stem0's and stem1's outputs and, as stem1 halved the map, reduces
+its first input (reduction_prev); the ImageNet auxiliary head; global average pooling (the original's
+AvgPool2d(7), the same at 224x224). stem_multiplier is not used.
 
 Every step is a method so an algorithm overrides only what differs (DARTS overrides `build_nodes`).
 `scale()` is the pure ModelDesc -> ModelDesc function evaluation uses to widen and deepen a found cell.
@@ -35,6 +42,12 @@ class ModelDescBuilder:
         self.affine: bool = conf_model_desc["affine"]
 
     # ---- the whole network ---------------------------------------------------------------------
+    @property
+    def skeleton(self) -> str:
+        """cifar or imagenet; cifar when the conf does not name one (a hand-built mapping of the older keys:
+        every shipped config sets it, in confs/common.yaml)."""
+        return self.conf["skeleton"] if "skeleton" in self.conf else "cifar"  # noqa: SIM401 - Config.get raises
+
     def build(self, meta: dict | None = None) -> ModelDesc:
         n_cells: int = self.conf["n_cells"]
         c: int = self.conf["init_channels"]
@@ -50,12 +63,13 @@ class ModelDescBuilder:
             reduction = index in reductions
             if reduction:
                 c_node *= 2
-            reduction_prev = bool(cells) and cells[-1].cell_type == "reduction"
+            # ImageNet's first cell: stem1 halved the map, so the cell's first input is reduced to match
+            reduction_prev = cells[-1].cell_type == "reduction" if cells else self.skeleton == "imagenet"
             cell = self.build_cell(index, "reduction" if reduction else "regular", ch_states, c_node, reduction_prev)
             cells.append(cell)
             ch_states.append(cell.c_out)
             if index == self.aux_tower_index(n_cells) and self.conf["aux_weight"] > 0:
-                aux_tower = AuxTowerDesc(cell.c_out, n_classes, float(self.conf["aux_weight"]), index)
+                aux_tower = AuxTowerDesc(cell.c_out, n_classes, float(self.conf["aux_weight"]), index, self.skeleton)
         pool_op, logits_op = self.build_head(ch_states[-1], n_classes)
         return ModelDesc(ch_in, n_classes, stems, cells, pool_op, logits_op, aux_tower, dict(meta or {}))
 
@@ -75,6 +89,10 @@ class ModelDescBuilder:
         return 2 * n_cells // 3
 
     def build_stems(self, ch_in: int, c: int) -> list[OpDesc]:
+        if self.skeleton == "imagenet":
+            return [OpDesc.of("stem_imagenet", ch_in, c), OpDesc.of("conv_3x3", c, c, stride=2)]
+        if self.skeleton != "cifar":
+            raise ArchitectureError(f"model_desc.skeleton {self.skeleton!r} is not one of cifar, imagenet")
         return [OpDesc.of("stem_conv3x3", ch_in, self.conf["stem_multiplier"] * c)]
 
     def build_cell(

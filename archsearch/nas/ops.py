@@ -154,6 +154,22 @@ class StemConv(nn.Sequential):
         super().__init__(nn.Conv2d(ch_in, ch_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(ch_out))
 
 
+class ImageNetStem(nn.Sequential):
+    """The first stem of the original NetworkImageNet (`stem0`): conv3x3 stride 2 to ch_out/2, BN, ReLU,
+    conv3x3 stride 2 to ch_out, BN; 224x224 -> 56x56."""
+
+    def __init__(self, ch_in: int, ch_out: int) -> None:
+        if ch_out % 2:
+            raise ValueError(f"the ImageNet stem needs an even ch_out, got {ch_out}")
+        super().__init__(
+            nn.Conv2d(ch_in, ch_out // 2, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(ch_out // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(ch_out // 2, ch_out, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(ch_out),
+        )
+
+
 class GlobalAvgPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
@@ -186,12 +202,14 @@ def _register_darts_ops() -> None:
     OPS.add("relu_conv_bn_1x1", lambda d: ReLUConvBN(d.ch_in, d.ch_out, 1, d.stride, 0, d.affine))
     OPS.add("factorized_reduce", lambda d: FactorizedReduce(d.ch_in, d.ch_out, d.affine))
     OPS.add("stem_conv3x3", lambda d: StemConv(d.ch_in, d.ch_out, d.stride))
+    OPS.add("stem_imagenet", lambda d: ImageNetStem(d.ch_in, d.ch_out))
     OPS.add("global_avg_pool", lambda d: (_same_channels(d), GlobalAvgPool())[1])
     OPS.add("linear", lambda d: nn.Linear(d.ch_in, d.ch_out))
     for name in OPS.names():  # no params, output smaller by the stride (the new 7x7 ops included)
         declare_op(name)
     declare_op("skip_connect", downsample=lambda d: 1 if d.stride == 1 and d.ch_in == d.ch_out else 2)
     declare_op("factorized_reduce", downsample=lambda d: 2)
+    declare_op("stem_imagenet", downsample=lambda d: 4)  # two stride-2 convs, whatever its stride field says
 
 
 def _pool(desc: OpDesc, pool: nn.Module) -> nn.Module:
@@ -225,3 +243,36 @@ class AuxTower(nn.Module):
         else:
             x = F.adaptive_avg_pool2d(x, 2)
         return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class AuxTowerImageNet(nn.Module):
+    """DARTS' auxiliary head for ImageNet (the original's AuxiliaryHeadImageNet): ReLU, 5x5 average pooling
+    with stride 2, conv1x1 to 128, BN, ReLU, conv2x2 to 768, ReLU, linear. The original attaches it after
+    cell 2n/3, the second reduction cell, whose map is 7x7 at 224x224 (its docstring's "14x14" is not what
+    its code does), so the pooling gives 2x2 and the 2x2 conv 1x1. The 768-channel conv has no BatchNorm, as
+    in the paper's experiments (the original code's note). Maps the pooling would not bring to 2x2 are
+    pooled to 2x2 adaptively."""
+
+    def __init__(self, ch_in: int, n_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(ch_in, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(x)  # not in place: its input is also the next cell's input
+        h, w = x.shape[-2:]
+        if h >= 5 and w >= 5 and ((h - 5) // 2 + 1, (w - 5) // 2 + 1) == (2, 2):
+            x = F.avg_pool2d(x, 5, stride=2, padding=0, count_include_pad=False)
+        else:
+            x = F.adaptive_avg_pool2d(x, 2)
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+# the auxiliary head of each network layout (AuxTowerDesc.kind)
+AUX_TOWERS: dict[str, type[nn.Module]] = {"cifar": AuxTower, "imagenet": AuxTowerImageNet}
