@@ -504,6 +504,10 @@ register_check(
     else None,
 )
 
+# --- issue 12: torchrun / DDP (archsearch/common/distributed.py) ---
+register_section("common", {"dist_timeout_s": Float(gt=0)})  # process-group timeout of a torchrun job
+register_section("nas.search.trainer", {"sync_bn": Bool()})  # SyncBatchNorm under torchrun (CUDA only)
+
 # --- issue 14: the HTML report and framework-free export (archsearch/report/) ---
 register_section(
     "report",

@@ -4,6 +4,10 @@ This is everything the command line does after parsing: resolve the config (ship
 dataset, the user's files, overrides), confine the output folder to the logdir, lock it against a second
 run, move an earlier run aside, seed, and run the phases. The CLI (`archsearch.cli`) only parses
 arguments and prints what this returns, so a notebook or a sweep script gets exactly the CLI's behaviour.
+
+Under torchrun every rank runs this same function (archsearch.common.distributed): rank 0 takes the lock,
+moves the earlier run aside and writes every file, the others wait for it at a barrier, then all ranks run
+the phases together. An elastic restart (torchrun --max-restarts) resumes from the last checkpoint by itself.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import yaml
 
 import archsearch.algos  # noqa: F401 - the plugin bootstrap: registers every algorithm, space and format
+from archsearch.common import distributed
 from archsearch.common.errors import ConfigError, UserError
 from archsearch.common.io import atomic_write_text, atomic_write_yaml
 from archsearch.common.lock import experiment_lock
@@ -182,7 +187,6 @@ def run_experiment(
     """
     import torch
 
-    from archsearch.common.devices import select_device
     from archsearch.common.seeding import seed_everything
 
     options = options or RunOptions()
@@ -193,20 +197,30 @@ def run_experiment(
     resume = bool(common["resume"])
     if common["num_threads"]:
         torch.set_num_threads(common["num_threads"])
-    device = select_device(common["device"])
-    if options.dry_run:
-        return dry_run(algo, conf, out_dir, device)
+    launch = distributed.launch_env()
+    check_batches(conf)  # before any process group or folder: a batch torchrun's ranks cannot split is one line
+    if options.dry_run:  # starts no process group; rank 0 describes the job, the other ranks print nothing
+        if launch is not None and launch.rank > 0:
+            return {"lines": []}
+        return dry_run(algo, conf, out_dir, distributed.select_rank_device(common["device"], launch))
+    device = distributed.setup(common["device"], common["dist_timeout_s"])
+    restarted = launch is not None and launch.restart > 0 and not resume
+    resume = resume or restarted  # torchrun --max-restarts: a restarted job continues from its checkpoint
 
-    make_output_folder(out_dir.parent)
+    if distributed.is_writer():
+        make_output_folder(out_dir.parent)
     with experiment_lock(out_dir):
         moved = None
-        if not resume:
+        if not resume and distributed.is_writer():
             moved = archive_previous(out_dir / "eval") if options.phases == "eval" else archive_previous(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+            out_dir.mkdir(parents=True, exist_ok=True)
+        distributed.barrier()  # the other ranks start once rank 0 has set the folder up
         log = RunLog(out_dir)
         try:
             if moved is not None:
                 log.info(f"an earlier run was moved to {moved}")
+            if restarted:
+                log.info(f"torchrun restart {launch.restart}: resuming from the last checkpoint")
             atomic_write_text(out_dir / "config.yaml", to_yaml(conf))
             seed_everything(common["seed"], common["deterministic"])
             ctx = RunContext(conf, log, device, out_dir, resume, common["seed"], algo)
@@ -215,14 +229,44 @@ def run_experiment(
                 f"output {out_dir}"
             )
             log.record("start", algo=algo, dataset=dataset_name, device=str(device), argv=options.argv)
-            summary = run_phases(RUNNERS.get(algo)(ctx), ctx, options.phases)
-            if conf["report"]["auto"]:  # report.html (issue 14): a failure is a warning line, never a failed run
+            log_world(log, device)
+            try:
+                summary = run_phases(RUNNERS.get(algo)(ctx), ctx, options.phases)
+            except RuntimeError as e:  # a rank died or hung: one line, not a trace per rank
+                if not distributed.lost_peer(e):
+                    raise
+                raise SystemExit(distributed.lost_rank_message(e)) from None
+            distributed.barrier()  # no rank tears the group down while another still writes its last files
+            if conf["report"]["auto"] and distributed.is_writer():  # report.html (issue 14): a failure is a warning
                 from archsearch.report.html import report_after_run
 
                 report_after_run(out_dir, log, latency=conf["report"]["latency"])
             return summary
         finally:
             log.close()
+
+
+def check_batches(conf: Config) -> None:
+    """Every loader's configured (global) batch must split evenly among torchrun's ranks."""
+    for phase in ("search", "eval"):
+        loader = conf["nas"][phase]["loader"]
+        for key in ("batch_size", "test_batch_size"):
+            distributed.per_rank_batch(loader[key], f"nas.{phase}.loader.{key}")
+
+
+def log_world(log: RunLog, device) -> None:
+    """Under torchrun: the world size and every rank's host and device, in log.log and log.yaml."""
+    if not distributed.active():
+        return
+    import socket
+
+    import torch
+
+    devices = distributed.all_gather_object(f"{socket.gethostname()}:{device}")
+    backend = torch.distributed.get_backend()
+    shown = ", ".join(f"rank {r} {d}" for r, d in enumerate(devices))
+    log.info(f"torchrun: {len(devices)} ranks ({backend}): {shown}")
+    log.record("distributed", world_size=len(devices), backend=backend, devices=devices)
 
 
 def run_phases(runner, ctx: RunContext, phases: str = "both") -> dict[str, Any]:
@@ -253,7 +297,9 @@ def run_phases(runner, ctx: RunContext, phases: str = "both") -> dict[str, Any]:
 
 
 def summary_text(summary: dict[str, Any]) -> str:
-    """The few lines a finished run prints."""
+    """The few lines a finished run prints (under torchrun rank 0 prints them, the other ranks nothing)."""
+    if not distributed.is_writer():
+        return ""
     lines = [f"== {summary['algo']} on {summary['dataset']} =="]
     if "eval" in summary:
         e = summary["eval"]
@@ -282,6 +328,7 @@ def dry_run(algo: str, conf: Config, out_dir: Path, device) -> dict[str, Any]:
         conf, RunLog(None, verbose=False), torch.device("cpu"), out_dir, False, conf["common"]["seed"], algo
     )
     report = RUNNERS.get(algo)(ctx).dry_run()
+    launch = distributed.launch_env()
     search, ev = conf["nas"]["search"], conf["nas"]["eval"]
     cell_based = report.pop("cell_based", True)  # graph IR algorithms have no cell model_desc to show
 
@@ -305,6 +352,30 @@ def dry_run(algo: str, conf: Config, out_dir: Path, device) -> dict[str, Any]:
         f"{report['eval_model_macs'] / 1e6:.1f}M MACs per image"
     )
     lines.extend(report.get("notes", []))
+    if launch is not None:
+        lines.extend(torchrun_lines(conf, launch, device))
     lines.append(f"output folder: {out_dir}")
     report["lines"] = lines
     return report
+
+
+def torchrun_lines(conf: Config, launch: distributed.Launch, device) -> list[str]:
+    """What a torchrun job would do: world size, each rank's share of every batch, the devices."""
+    search, ev = conf["nas"]["search"]["loader"], conf["nas"]["eval"]["loader"]
+    world = launch.world_size
+
+    def share(batch: int) -> str:
+        return f"{batch} = {world} x {batch // world}"
+
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    nodes = max(world // max(local, 1), 1)
+    if device.type == "cuda":
+        devices = f"cuda:0..cuda:{local - 1} on each node (rank r uses cuda:LOCAL_RANK), NCCL"
+    else:
+        devices = f"cpu, {local} process(es) per node, gloo"
+    return [
+        f"torchrun: world size {world} ({nodes} node(s) x {local} per node), this process rank {launch.rank}",
+        f"  per-rank batch: search {share(search['batch_size'])} (test {share(search['test_batch_size'])}), "
+        f"eval {share(ev['batch_size'])} (test {share(ev['test_batch_size'])})",
+        f"  devices: {devices}",
+    ]

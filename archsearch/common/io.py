@@ -31,6 +31,8 @@ def _umask() -> int:
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     path = Path(path)
+    if os.environ.get("RANK", "0") != "0" and _not_writer(path, write):
+        return path  # under torchrun only rank 0 writes (archsearch.common.distributed)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -49,6 +51,20 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
         _discard(tmp_name)
         raise
     return path
+
+
+def _not_writer(path: Path, write: Callable[[IO[bytes]], None]) -> bool:
+    """True on a torchrun rank other than 0, which keeps the digest of the bytes instead of writing them."""
+    import io
+
+    from archsearch.common import distributed
+
+    if distributed.is_writer():
+        return False
+    buffer = io.BytesIO()
+    write(buffer)
+    distributed.note_unwritten(path, buffer.getvalue())
+    return True
 
 
 def _discard(tmp_name: str) -> None:

@@ -16,6 +16,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+from archsearch.common import distributed
 from archsearch.common.errors import UserError
 
 
@@ -39,8 +40,12 @@ def _read_holder(path: Path) -> dict | None:
 
 @contextlib.contextmanager
 def experiment_lock(folder: Path, note=print) -> Iterator[Path]:
-    """Hold `<folder>.lock` for the duration of the block; a second holder gets a UserError."""
+    """Hold `<folder>.lock` for the duration of the block; a second holder gets a UserError. Under torchrun
+    rank 0 holds it for the whole job (the other ranks write nothing)."""
     lock = folder.with_name(folder.name + ".lock")
+    if not distributed.is_writer():
+        yield lock
+        return
     lock.parent.mkdir(parents=True, exist_ok=True)
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     for _ in range(2):  # the second try follows the removal of a stale lock

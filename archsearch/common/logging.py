@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from archsearch.common import distributed
+
 
 def plain(value: Any) -> Any:
     """Convert tensors/numpy scalars and containers into YAML-safe Python values."""
@@ -44,9 +46,12 @@ class _StrictFileHandler(logging.FileHandler):
 
 
 class RunLog:
-    """Writes to `<out_dir>/log.log`, `<out_dir>/log.yaml` and `<out_dir>/tb/`; quiet when out_dir is None."""
+    """Writes to `<out_dir>/log.log`, `<out_dir>/log.yaml` and `<out_dir>/tb/`; quiet when out_dir is None,
+    and on every torchrun rank but 0 (rank 0 logs for the job)."""
 
     def __init__(self, out_dir: Path | None, name: str = "archsearch", verbose: bool = True) -> None:
+        if not distributed.is_writer():
+            out_dir, verbose = None, False
         self.out_dir = out_dir
         self.start_time = time.time()
         self.logger = logging.getLogger(f"{name}.{id(self)}")

@@ -4,6 +4,12 @@ In-memory datasets use `TensorLoader`: it indexes whole batches, moves them to t
 crop/flip/cutout/normalize there, batched, so a CPU core never decodes or augments image by image.
 Every epoch's order and augmentation come from a generator seeded by (seed, epoch): a resumed run sees
 exactly the batches an uninterrupted one would.
+
+Under torchrun `batch_size` stays the global batch: every rank draws the same seeded permutation, forms the
+same global batches (augmented as one, so the numbers drawn do not depend on the world size) and keeps its
+own contiguous slice (`torch.tensor_split`: padding-free, the slices add up to the batch). A training loader
+drops a last global batch smaller than the world size (some rank would get no sample); an evaluation loader
+keeps every sample, so a metric reduced over the ranks covers the whole split exactly once.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from archsearch.common import distributed
 from archsearch.common.errors import ConfigError, DatasetError
 from archsearch.data.providers import TensorImages, get_dataset
 
@@ -60,6 +67,18 @@ def cutout(x: torch.Tensor, length: int, g: torch.Generator) -> torch.Tensor:
     return x * (~inside)[:, None].to(x.dtype)
 
 
+def n_batches(n: int, batch_size: int, drop_tiny_last: bool, world: int) -> int:
+    """Global batches of an epoch of n samples; a last batch with fewer samples than ranks is dropped in
+    training (`drop_tiny_last`), since a rank without a sample cannot take a step with the others."""
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest and not (drop_tiny_last and rest < world) else 0)
+
+
+def rank_slice(batch: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This rank's contiguous part of a global batch (all of it without torchrun)."""
+    return batch if world == 1 else torch.tensor_split(batch, world)[rank]
+
+
 class TensorLoader:
     """Batches from in-memory images with on-device augmentation and normalization."""
 
@@ -76,6 +95,7 @@ class TensorLoader:
         device: torch.device,
         seed: int,
         limit_batches: int | None = None,
+        shard: bool = True,
     ) -> None:
         on_device = device.type == "cuda"
         self.x = images.x[indices].to(device) if on_device else images.x[indices]
@@ -86,6 +106,8 @@ class TensorLoader:
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
         self.limit_batches = limit_batches
         self.epoch = 0
+        # shard=False: every rank sees whole batches (a proxy scoring one fixed batch the same everywhere)
+        self.rank, self.world = (distributed.rank(), distributed.world_size()) if shard else (0, 1)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -95,7 +117,7 @@ class TensorLoader:
         return len(self.y)
 
     def __len__(self) -> int:
-        n = -(-len(self.y) // self.batch_size)
+        n = n_batches(len(self.y), self.batch_size, self.shuffle, self.world)
         return min(n, self.limit_batches) if self.limit_batches else n
 
     def __iter__(self) -> Iterator[Batch]:
@@ -103,8 +125,11 @@ class TensorLoader:
         n = len(self.y)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         order = order.to(self.x.device)
+        sharded = self.world > 1
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            if sharded and self.augment is None:  # nothing random per image: load only this rank's slice
+                idx = rank_slice(idx, self.rank, self.world)
             x = self.x[idx].to(self.device, non_blocking=True)
             y = self.y[idx].to(self.device, non_blocking=True)
             x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
@@ -116,7 +141,10 @@ class TensorLoader:
             x = (x - self.mean) / self.std
             if aug is not None and aug.cutout:
                 x = cutout(x, aug.cutout, g)
-            yield x, y
+            if sharded and aug is not None:  # augmented as the whole global batch, then sliced
+                x, y = rank_slice(x, self.rank, self.world), rank_slice(y, self.rank, self.world)
+            if len(y):  # an evaluation rank whose slice of a tiny last batch is empty skips it
+                yield x, y
 
 
 class FolderLoader:
@@ -132,9 +160,11 @@ class FolderLoader:
         seed: int,
         device: torch.device,
         limit_batches: int | None = None,
+        shard: bool = True,
     ) -> None:
         self.dataset, self.batch_size, self.shuffle, self.workers = dataset, batch_size, shuffle, workers
         self.seed, self.device, self.limit_batches, self.epoch = seed, device, limit_batches, 0
+        self.rank, self.world = (distributed.rank(), distributed.world_size()) if shard else (0, 1)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -144,18 +174,29 @@ class FolderLoader:
         return len(self.dataset)
 
     def __len__(self) -> int:
-        n = -(-len(self.dataset) // self.batch_size)
+        n = n_batches(len(self.dataset), self.batch_size, self.shuffle, self.world)
         return min(n, self.limit_batches) if self.limit_batches else n
 
+    def rank_batches(self) -> list[list[int]]:
+        """This rank's slice of every global batch of the epoch's seeded permutation (torchrun)."""
+        n = len(self.dataset)
+        g = _epoch_generator(self.seed, self.epoch)
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        batches = [order[b * self.batch_size : (b + 1) * self.batch_size] for b in range(len(self))]
+        return [part.tolist() for part in (rank_slice(b, self.rank, self.world) for b in batches) if len(part)]
+
     def __iter__(self) -> Iterator[Batch]:
-        loader = torch.utils.data.DataLoader(
-            self.dataset,
-            self.batch_size,
-            shuffle=self.shuffle,
-            num_workers=self.workers,
-            generator=_epoch_generator(self.seed, self.epoch),
-            pin_memory=self.device.type == "cuda",
-        )
+        common = dict(num_workers=self.workers, pin_memory=self.device.type == "cuda")
+        if self.world > 1:
+            loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=self.rank_batches(), **common)
+        else:
+            loader = torch.utils.data.DataLoader(
+                self.dataset,
+                self.batch_size,
+                shuffle=self.shuffle,
+                generator=_epoch_generator(self.seed, self.epoch),
+                **common,
+            )
         for b, (x, y) in enumerate(loader):
             if b >= len(self):
                 break
@@ -204,8 +245,12 @@ def _make_loader(
     seed: int,
     norm: tuple[list[float], list[float]],
     batch_size: int | None = None,
+    shard: bool = True,
 ):
+    section = getattr(conf_loader, "path", "") or "nas.<phase>.loader"
+    key = f"{section}.{'batch_size' if batch_size is None else 'test_batch_size'}"
     batch_size = batch_size or conf_loader["batch_size"]
+    distributed.per_rank_batch(batch_size, key)  # the global batch must split evenly among torchrun's ranks
     limit = conf_loader["limit_batches"] if train else None  # always test on the whole test set
     if isinstance(data, TensorImages):
         augment = None
@@ -223,18 +268,26 @@ def _make_loader(
             device=device,
             seed=seed,
             limit_batches=limit,
+            shard=shard,
         )
     data.transform = _folder_transforms(norm, conf_dataset, train and conf_loader["augment"], conf_loader["cutout"])
     subset = torch.utils.data.Subset(data, indices.tolist()) if indices is not None else data
     return FolderLoader(
-        subset, batch_size, shuffle=train, workers=conf_loader["workers"], seed=seed, device=device, limit_batches=limit
+        subset,
+        batch_size,
+        shuffle=train,
+        workers=conf_loader["workers"],
+        seed=seed,
+        device=device,
+        limit_batches=limit,
+        shard=shard,
     )
 
 
-def search_loaders(conf_dataset: Mapping, conf_loader: Mapping, device: torch.device, seed: int):
+def search_loaders(conf_dataset: Mapping, conf_loader: Mapping, device: torch.device, seed: int, shard: bool = True):
     """(weights loader, arch loader): the training set split by `train_portion` (DARTS: 0.5).
 
-    The test set is never touched during search.
+    The test set is never touched during search. `shard=False` gives every torchrun rank whole batches.
     """
     train, _ = get_dataset(conf_dataset)
     n = len(train)
@@ -248,7 +301,7 @@ def search_loaders(conf_dataset: Mapping, conf_loader: Mapping, device: torch.de
             "into two non-empty parts"
         )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    common = dict(train=True, device=device, norm=normalization(conf_dataset, train))
+    common = dict(train=True, device=device, norm=normalization(conf_dataset, train), shard=shard)
     weights = _make_loader(train, perm[:split], conf_dataset, conf_loader, seed=seed, **common)
     arch = _make_loader(train, perm[split:], conf_dataset, conf_loader, seed=seed + 1, **common)
     return weights, arch

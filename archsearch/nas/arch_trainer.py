@@ -34,6 +34,13 @@ class ArchTrainer(Trainer):
         self._arch_iter = iter(self.arch_loader)
         return next(self._arch_iter)
 
+    def rank_checked_state(self) -> dict[str, list[torch.Tensor]]:
+        state = super().rank_checked_state()
+        arch = self.model.arch_params() if hasattr(self.model, "arch_params") else []
+        if arch:
+            state["architecture parameters"] = list(arch)
+        return state
+
     def arch_weights(self) -> dict[str, list[list[float]]]:
         tables = getattr(self.model, "arch_tables", {})
         return {key: torch.softmax(table.detach().float(), dim=-1).cpu().tolist() for key, table in tables.items()}

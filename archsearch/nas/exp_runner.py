@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import yaml
 from torch import nn
 
+from archsearch.common import distributed
 from archsearch.common.checkpoint import fault_point
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.fingerprint import check_fingerprint, phase_fingerprint
@@ -74,12 +75,21 @@ class ExperimentRunner:
         start = time.time()
         result = self.search()
         result.metrics["search_time_s"] = round(time.time() - start, 2)
+        check_ranks_same_file(ctx, "search", "final architecture file", result.final_arch)
         fault_point("search:before-result")
         final_arch = in_experiment(ctx.out_dir, result.final_arch)
         atomic_write_yaml(result_file, plain({"final_arch": final_arch, "metrics": result.metrics}))
         return result
 
     def run_eval(self, final_arch: Path) -> EvalResult:
+        distributed.barrier()  # torchrun: rank 0 has written the architecture file every rank reads now
+        seen = distributed.all_gather_object(Path(final_arch).exists())
+        if any(seen) and not all(seen):
+            lacking = ", ".join(str(r) for r, ok in enumerate(seen) if not ok)
+            raise ArchitectureError(
+                f"final architecture {final_arch} is missing on the node(s) of rank(s) {lacking}: a multi-node "
+                "torchrun job needs --common.logdir (and the data) on a file system every node shares"
+            )
         if not Path(final_arch).exists():
             raise ArchitectureError(
                 f"final architecture {final_arch} does not exist; "
@@ -111,6 +121,15 @@ class ExperimentRunner:
             report["eval_model_params"] = count_params(built.model)
             report["eval_model_macs"] = count_macs(built.model, shape)
         return report
+
+
+def check_ranks_same_file(ctx: RunContext, phase: str, what: str, path: Path) -> None:
+    """Under torchrun: prove every rank produced the same bytes for `path` (rank 0 wrote them), or stop."""
+    if distributed.world_size() == 1:
+        return
+    digests = distributed.check_same_file(what, path)
+    ctx.log.info(f"[{phase}] {what} identical on all {len(digests)} ranks: sha256 {digests[0][:16]}")
+    ctx.log.record("ranks_identical", phase=phase, what=what, digests=digests)
 
 
 def in_experiment(out_dir: Path, path: Path | str) -> str:

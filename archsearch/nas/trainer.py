@@ -7,6 +7,12 @@ optimizers before restoring), so every piece of algorithm state exists when `loa
 and nothing it builds draws from an RNG after the checkpoint's RNG state is set.
 Every epoch ends with an atomic, checksummed checkpoint; `fit` resumes from it when asked. Metrics are accumulated on
 the device and read back only at progress updates and epoch ends, so the GPU is not synchronized per step.
+
+Under torchrun (archsearch.common.distributed) every rank runs this loop on its slice of each global batch:
+`sync_gradients` averages the weight gradients over the ranks before every optimizer step (weighted by the
+ranks' sample counts: the global batch's gradient), metrics are summed over the ranks when read (top-1 over the
+whole split), BatchNorm running statistics are averaged at the end of every training epoch, and rank 0 alone
+writes the checkpoint, which every rank waits for before going on.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from archsearch.common import distributed
 from archsearch.common.checkpoint import CheckpointError, fault_point, load_checkpoint, require_keys, save_checkpoint
-from archsearch.common.errors import TrainingDiverged
+from archsearch.common.errors import ConfigError, TrainingDiverged
 from archsearch.common.logging import RunLog
 from archsearch.common.seeding import rng_state, set_rng_state
 from archsearch.config import choice
@@ -72,7 +79,7 @@ def topk_correct(logits: torch.Tensor, y: torch.Tensor, ks: tuple[int, ...] = (1
 
 
 class Metrics:
-    """Running sums on the device; `.read()` syncs once."""
+    """Running sums on the device; `.read()` syncs once (and sums over the torchrun ranks)."""
 
     def __init__(self, device: torch.device) -> None:
         self.sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss*n, top1, top5, n
@@ -90,7 +97,7 @@ class Metrics:
         )
 
     def read(self) -> dict[str, float]:
-        loss, top1, top5, n = self.sums.tolist()
+        loss, top1, top5, n = distributed.all_reduce_sum(self.sums.clone()).tolist()
         n = max(n, 1.0)
         return {"loss": loss / n, "top1": top1 / n, "top5": top5 / n}
 
@@ -117,6 +124,8 @@ class Trainer:
         cuda = device.type == "cuda"
         self.amp = bool(conf_trainer["amp"]) and cuda  # CUDA-only switches: no-ops on CPU
         self.channels_last = bool(conf_trainer["channels_last"]) and cuda
+        # every shipped config has sync_bn (common.yaml); a hand-built trainer mapping may leave it out
+        model = self.sync_batchnorm(model, "sync_bn" in conf_trainer and bool(conf_trainer["sync_bn"]), device)
         self.model = model.to(
             device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format
         )
@@ -153,6 +162,24 @@ class Trainer:
     def load_extra_state(self, state: dict[str, Any]) -> None: ...
 
     # ---- pieces subclasses may reuse -----------------------------------------------------------
+    def sync_batchnorm(self, model: nn.Module, sync_bn: bool, device: torch.device) -> nn.Module:
+        """trainer.sync_bn: BatchNorm over the global batch (SyncBatchNorm) under torchrun, before the optimizers
+        are built (the conversion keeps the parameter objects). torch's SyncBatchNorm runs on GPUs only."""
+        if not sync_bn or distributed.world_size() == 1:
+            return model
+        if device.type != "cuda":
+            section = getattr(self.conf, "path", "") or "nas.<phase>.trainer"
+            raise ConfigError(
+                f"config {section}.sync_bn: true needs CUDA devices (torch's SyncBatchNorm runs on GPUs only); "
+                "set it false on CPU (running statistics are then averaged over the ranks after every epoch)"
+            )
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+    def sync_gradients(self, n_local: int) -> None:
+        """Average the weight gradients over the torchrun ranks (a no-op without torchrun); `n_local` is this
+        rank's number of samples in the step."""
+        distributed.average_gradients([p.grad for p in self.weight_params()], n_local)
+
     def weight_params(self) -> list[nn.Parameter]:
         params = self.model.nonarch_params() if hasattr(self.model, "nonarch_params") else self.model.parameters()
         return [p for p in params if p.requires_grad]
@@ -179,6 +206,7 @@ class Trainer:
         with self.autocast():
             loss, logits = self.loss_of(self.model(self.prepare(x)), y)
         loss.backward()
+        self.sync_gradients(y.shape[0])  # before clipping: the clip sees the global batch's gradient
         if self.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.weight_params(), self.grad_clip)
         self.optimizer.step()
@@ -219,13 +247,17 @@ class Trainer:
             self.scheduler.step()
             metrics["epoch_time"] = time.time() - start
             self.post_epoch(epoch, metrics)
+            distributed.average_buffers(self.model)  # hooks may run the model in train mode (ENAS' rewards)
+            self.stop_requested = distributed.broadcast_object(self.stop_requested)  # rank 0 decides for all
             self.epoch = epoch + 1
             self.history.append(metrics)
             self._report(metrics)
             if self.checkpoint_path is not None:
-                save_checkpoint(self.state_dict(), self.checkpoint_path)
+                save_checkpoint(self.state_dict(), self.checkpoint_path)  # rank 0's; the same state on every rank
                 self.checkpoint_written = True
+                distributed.barrier()  # no rank runs ahead of the checkpoint a rerun would resume from
             fault_point(f"{self.phase}:epoch:{self.epoch}")
+        self.check_ranks_identical()
         self.post_fit(train_loader, val_loader)
         return self.history[-1] if self.history else {}
 
@@ -236,7 +268,7 @@ class Trainer:
             total=len(loader),
             desc=f"{self.phase} {epoch + 1}/{self.epochs}",
             leave=False,
-            disable=None,
+            disable=None if distributed.is_rank0() else True,
             file=sys.stderr,
             dynamic_ncols=True,
         )
@@ -250,9 +282,24 @@ class Trainer:
             if (step + 1) % PROGRESS_EVERY == 0:
                 self._check_finite(metrics.read(), epoch, bar)
         bar.close()
+        distributed.average_buffers(self.model)  # every rank evaluates and checkpoints the same model
         result = metrics.read()
         self._check_finite(result, epoch, bar)
         return result
+
+    def rank_checked_state(self) -> dict[str, list[torch.Tensor]]:
+        """What must be bit-identical on every torchrun rank after training: the weights (and buffers).
+        Search trainers add their architecture parameters or controller."""
+        return {"weights": [*self.model.parameters(), *self.model.buffers()]}
+
+    def check_ranks_identical(self) -> None:
+        """Under torchrun: compare every rank's digest of `rank_checked_state()`; RanksDiverged if one differs."""
+        if distributed.world_size() == 1:
+            return
+        for what, tensors in self.rank_checked_state().items():
+            digests = distributed.check_identical(f"[{self.phase}] {what}", distributed.tensors_digest(tensors))
+            self.log.info(f"[{self.phase}] {what} bit-identical on all {len(digests)} ranks: sha256 {digests[0][:16]}")
+            self.log.record("ranks_identical", phase=self.phase, what=what, digests=digests)
 
     def _check_finite(self, metrics: dict[str, float], epoch: int, bar) -> None:
         if not math.isfinite(metrics["loss"]):

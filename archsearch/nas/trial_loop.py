@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from archsearch.common import distributed
 from archsearch.common.checkpoint import fault_point
 from archsearch.common.errors import ConfigError
 from archsearch.common.io import atomic_write_yaml
@@ -108,7 +109,10 @@ class LocalExecutor:
         trial, evaluate = self._queue.pop(0)
         start = time.perf_counter()
         metrics = evaluate(trial)
-        return trial, metrics, time.perf_counter() - start
+        # torchrun: all ranks evaluated this trial together; rank 0's figures and time (which the budget counts)
+        # go to every rank, so every rank's index, best trial and budget stay the same
+        metrics, seconds = distributed.broadcast_object((metrics, time.perf_counter() - start))
+        return trial, metrics, seconds
 
     def pending(self) -> int:
         return len(self._queue)

@@ -10,6 +10,11 @@ Unlike the original, the unrolled model is not a deep copy: the virtual step is 
 place and undone afterwards (BatchNorm running statistics included), which saves a model's worth of
 memory and the copy's time. The second-order step runs in float32 even under AMP: the finite-difference
 perturbation is far below bfloat16's resolution.
+
+Under torchrun every gradient is averaged over the ranks where it is computed (a no-op without torchrun): the
+architecture gradient (first order); the train gradient before the virtual step, the val gradients at w'
+(dalpha and dw', so eps is the same everywhere) and both finite-difference terms (second order). Each rank
+then takes the same step as one process on the global batch.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 import torch
 from torch import nn
 
+from archsearch.common import distributed
 from archsearch.nas.trainer import build_optimizer
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, y) -> scalar loss of the model
@@ -56,6 +62,7 @@ class BilevelOptimizer:
         if self.order == "first":
             loss = loss_fn(x_val, y_val)
             grads = torch.autograd.grad(loss, self.arch_params)  # no weight gradients: cheaper than backward()
+            grads = distributed.averaged(grads, x_val.shape[0])  # torchrun: the global val batch's gradient
         else:
             loss, grads = self.second_order_grads(loss_fn, x_train, y_train, x_val, y_val, lr)
         for p, g in zip(self.arch_params, grads):
@@ -70,11 +77,12 @@ class BilevelOptimizer:
             try:
                 # the virtual weight step w' = w - xi * (weight optimizer's step direction)
                 train_grads = _grads(loss_fn(x_train, y_train), weights)
+                train_grads = distributed.averaged(train_grads, x_train.shape[0])  # torchrun: all ranks, one w'
                 with torch.no_grad():
                     for w, step in zip(weights, self.virtual_step_terms(weights, train_grads)):
                         w.sub_(lr * step)
                 val_loss = loss_fn(x_val, y_val)
-                grads = _grads(val_loss, [*alphas, *weights])
+                grads = distributed.averaged(_grads(val_loss, [*alphas, *weights]), x_val.shape[0])
                 dalpha, dw = grads[: len(alphas)], grads[len(alphas) :]
                 # Hessian-vector product by central differences around the original w
                 eps = self.fd_radius / torch.cat([g.flatten() for g in dw]).norm()
@@ -83,7 +91,8 @@ class BilevelOptimizer:
                     with torch.no_grad():
                         for w, s, d in zip(weights, saved, dw):
                             w.copy_(s + sign * eps * d)
-                    alpha_grads_at.append(_grads(loss_fn(x_train, y_train), alphas))
+                    g_at = _grads(loss_fn(x_train, y_train), alphas)
+                    alpha_grads_at.append(distributed.averaged(g_at, x_train.shape[0]))
             finally:
                 with torch.no_grad():
                     for w, s in zip(weights, saved):

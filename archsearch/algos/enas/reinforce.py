@@ -5,6 +5,10 @@ b <- b - (1 - decay) * (b - R) (the original updates it before computing the los
 -log_prob * (R - b) + skip_weight * skip_penalty. One `step` averages the loss over `n_samples` arcs
 (the original aggregates 10 micro / 20 macro replicas per update) and takes one Adam step (ENAS's Adam:
 beta1 = 0, eps = 1e-3), clipping the gradient norm when `grad_clip` is set (the original does not clip).
+
+Under torchrun every rank holds the same controller: rank 0's sample is broadcast (`shared_sample`), the
+reward function reduces over all ranks' validation shards, and the controller's gradients are averaged
+before its step, so the controller stays identical on every rank.
 """
 
 from __future__ import annotations
@@ -14,7 +18,17 @@ from typing import Any
 
 import torch
 
-from archsearch.algos.enas.controller import Controller
+from archsearch.algos.enas.controller import Controller, ControllerSample
+from archsearch.common import distributed
+
+
+def shared_sample(controller: Controller) -> ControllerSample:
+    """A controller sample that is rank 0's on every torchrun rank. Every rank samples, so all draw the same
+    numbers from the (identically seeded) global RNG and stay in step for exact resume; rank 0's arc is
+    broadcast, and a rank whose own draw differs (it should not: same weights, same RNG) scores rank 0's."""
+    sample = controller.sample()
+    arc = distributed.broadcast_ints(sample.arc)
+    return sample if arc == sample.arc else controller.sample(forced_arc=arc)
 
 
 class ReinforceTrainer:
@@ -53,7 +67,7 @@ class ReinforceTrainer:
         totals = {"reward": 0.0, "entropy": 0.0, "loss": 0.0, "skip_rate": 0.0}
         self.last_samples = []
         for _ in range(n_samples):
-            sample = self.controller.sample()
+            sample = shared_sample(self.controller)
             reward = float(reward_fn(sample.arc))
             entropy = float(sample.entropy)
             total_reward = reward + self.entropy_weight * entropy
@@ -66,6 +80,7 @@ class ReinforceTrainer:
             totals["entropy"] += entropy
             totals["loss"] += float(loss.detach())
             totals["skip_rate"] += sample.skip_rate
+        distributed.average_gradients([p.grad for p in self.controller.parameters()])  # torchrun: stay identical
         grad_norm = self._grad_norm()
         self.optimizer.step()
         self.steps += 1
@@ -86,7 +101,7 @@ class ReinforceTrainer:
         """Sample n arcs and return the one `reward_fn` rates highest (how ENAS picks its final arc)."""
         self.controller.eval()
         scored: list[tuple[list[int], float]] = [
-            (arc, float(reward_fn(arc))) for arc in (self.controller.sample().arc for _ in range(n_samples))
+            (arc, float(reward_fn(arc))) for arc in (shared_sample(self.controller).arc for _ in range(n_samples))
         ]
         return max(scored, key=lambda item: item[1])
 

@@ -10,6 +10,10 @@ one into the architecture the supernet's `set_arch` runs (the arc_seq itself for
   no gradients, as the original's reward computation). The epoch's val figure, a sampled child on the
   arch split, also uses batch statistics (`batch_statistics`, in eval mode).
 Controller reward, entropy, baseline and skip rate go into the epoch's metrics (log.yaml, TensorBoard).
+
+Under torchrun the child of every step is rank 0's sample, broadcast (`shared_sample`), and a child's reward
+is its accuracy over all ranks' shards of the arch batch (summed counts), so the controller learns from the
+global batch and stays identical on every rank.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from typing import Any
 import torch
 
 from archsearch.algos.enas.controller import Controller, ControllerConfig
-from archsearch.algos.enas.reinforce import ReinforceTrainer
+from archsearch.algos.enas.reinforce import ReinforceTrainer, shared_sample
+from archsearch.common import distributed
 from archsearch.common.errors import ConfigError
 from archsearch.nas.arch_trainer import ArchTrainer
 from archsearch.nas.choice_ops import batch_statistics
@@ -58,8 +63,12 @@ class EnasTrainer(ArchTrainer):
     def set_child(self, tokens: Sequence[int]) -> None:
         self.model.set_arch(self.space.arch_from_tokens(tokens))
 
+    def sample_child(self) -> None:
+        with torch.no_grad():
+            self.set_child(shared_sample(self.controller).arc)
+
     def pre_step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.set_child(self.controller.sample_arc())
+        self.sample_child()
 
     @torch.no_grad()
     def child_accuracy(self, tokens: list[int], batches: int = 1) -> float:
@@ -74,12 +83,16 @@ class EnasTrainer(ArchTrainer):
             logits = logits[0] if isinstance(logits, tuple) else logits
             correct += (logits.argmax(1) == y).sum()
             total += y.shape[0]
+        if distributed.world_size() > 1:  # the accuracy over every rank's shard of the batch
+            counts = torch.stack([torch.as_tensor(correct).float(), torch.tensor(float(total))]).to(y.device)
+            correct, total = distributed.all_reduce_sum(counts).tolist()
+            return correct / total
         return (correct / total).item()
 
     def evaluate(self, loader) -> dict[str, float]:
         """The epoch's val figure: a sampled child on batch statistics, as the original validates its search
         child (running statistics of rarely chosen candidates are stale)."""
-        self.set_child(self.controller.sample_arc())
+        self.sample_child()
         with batch_statistics(self.model):
             return super().evaluate(loader)
 
@@ -93,6 +106,9 @@ class EnasTrainer(ArchTrainer):
         best_arc, best_reward = max(self.reinforce.last_samples, key=lambda s: s[1], default=([], 0.0))
         self.log.record("controller", epoch=epoch + 1, best_arc=best_arc, best_reward=best_reward)
         super().post_epoch(epoch, metrics)
+
+    def rank_checked_state(self) -> dict[str, list[torch.Tensor]]:
+        return {**super().rank_checked_state(), "controller": list(self.controller.parameters())}
 
     def extra_state(self) -> dict[str, Any]:
         return {"reinforce": self.reinforce.state_dict()}
