@@ -126,7 +126,10 @@ def epoch_heatmap(
     )
     for ax, key in zip(axes[0], keys, strict=True):
         table = weights[key]
-        heatmap_axes(ax, table, names.get(key) or [str(i) for i in range(len(table[0]))], f"{key}, epoch {epoch}")
+        image = heatmap_axes(
+            ax, table, names.get(key) or [str(i) for i in range(len(table[0]))], f"{key}, epoch {epoch}"
+        )
+        fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)  # follows the image's limits as they change
     fig.tight_layout()
     return fig
 
