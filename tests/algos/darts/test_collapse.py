@@ -276,3 +276,20 @@ def test_early_stop_without_the_hessian_is_one_config_line(tmp_path):
     with pytest.raises(archsearch.common.errors.ConfigError, match="early_stop.*also set hessian true"):
         archsearch.run("darts", "synthetic", RunOptions(phases="search", dry_run=True),
                        {"common.logdir": str(tmp_path), "nas.search.trainer.collapse.early_stop": True})  # fmt: skip
+
+
+def test_a_search_that_stops_early_returns_and_records_the_earlier_architecture(tmp_path):
+    # a rule that fires as soon as it can: window 1, 1 epoch back, any growth above a millionth
+    rule = {"hessian": True, "early_stop": True, "window": 1, "delta": 1, "factor": 1e-6, "start_epoch": 0}
+    summary = archsearch.run(
+        "darts", "synthetic", RunOptions(phases="search", exp_prefix="stop"),
+        {**SEARCH, "common.logdir": str(tmp_path), "nas.search.trainer.epochs": 3,
+         **{f"nas.search.trainer.collapse.{k}": v for k, v in rule.items()}},
+    )  # fmt: skip
+    out = summary["output_dir"]
+    metrics = yaml.safe_load((out / "search" / "metrics.yaml").read_text())
+    assert (metrics["epoch"], metrics["early_stop_epoch"], metrics["early_stop_arch_epoch"]) == (2, 2, 1)
+    records = yaml.safe_load((out / "log.yaml").read_text())
+    genotypes = {r["epoch"]: r["genotype"] for r in records if r["event"] == "genotype"}
+    assert sorted(genotypes) == [1, 2] and genotypes[1] != genotypes[2]  # no third epoch; the two differ
+    assert (out / "search" / "genotype.txt").read_text().strip() == genotypes[1]
