@@ -145,12 +145,12 @@ def setup(device_name: str, timeout_s: float) -> torch.device:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(
-        backend,
-        rank=launch.rank,
-        world_size=launch.world_size,
-        timeout=datetime.timedelta(seconds=timeout_s),
-    )
+    timeout = datetime.timedelta(seconds=timeout_s)
+    # torchrun's store outlives an elastic restart: without a per-attempt prefix a restarted rank can read the
+    # dead attempt's addresses and fail to connect
+    store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
+    store = dist.PrefixStore(f"archsearch/attempt_{launch.restart}", store)
+    dist.init_process_group(backend, store=store, rank=launch.rank, world_size=launch.world_size, timeout=timeout)
     atexit.register(teardown)
     _install_sigterm()
     return device

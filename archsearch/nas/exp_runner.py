@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,7 +19,7 @@ from torch import nn
 
 from archsearch.common import distributed
 from archsearch.common.checkpoint import fault_point
-from archsearch.common.errors import ArchitectureError
+from archsearch.common.errors import ArchitectureError, UserError
 from archsearch.common.fingerprint import check_fingerprint, phase_fingerprint
 from archsearch.common.io import atomic_write_yaml
 from archsearch.common.logging import plain
@@ -66,7 +67,7 @@ class ExperimentRunner:
         ctx = self.ctx
         result_file = ctx.search_dir / SEARCH_RESULT
         # before anything is reused: a resume continues only the run its files came from
-        check_fingerprint(ctx.search_dir, phase_fingerprint(ctx.conf, "search"), ctx.resume, "search")
+        on_rank0(lambda: check_fingerprint(ctx.search_dir, phase_fingerprint(ctx.conf, "search"), ctx.resume, "search"))
         if ctx.resume and result_file.exists():
             done = yaml.safe_load(result_file.read_text())
             final_arch = from_experiment(ctx.out_dir, done["final_arch"])
@@ -96,7 +97,7 @@ class ExperimentRunner:
                 f"set --nas.eval.final_desc to a search/final_model_desc.yaml"
             )
         fingerprint = phase_fingerprint(self.ctx.conf, "eval", Path(final_arch))
-        check_fingerprint(self.ctx.eval_dir, fingerprint, self.ctx.resume, "eval")
+        on_rank0(lambda: check_fingerprint(self.ctx.eval_dir, fingerprint, self.ctx.resume, "eval"))
         if self.ctx.resume and (done := read_eval_metrics(self.ctx.eval_dir)) is not None:
             self.ctx.log.info(f"[eval] already finished; metrics in {self.ctx.eval_dir / 'metrics.yaml'}")
             return EvalResult(done, self.ctx.eval_dir / "model.pt")
@@ -121,6 +122,24 @@ class ExperimentRunner:
             report["eval_model_params"] = count_params(built.model)
             report["eval_model_macs"] = count_macs(built.model, shape)
         return report
+
+
+def on_rank0(check: Callable[[], None]) -> None:
+    """Run `check`, which reads a phase folder and may start writing into it, on rank 0 alone (a torchrun rank
+    reading the folder while rank 0 writes its first file would see a half-made phase); its UserError, if
+    any, is raised on every rank. Without torchrun: just `check()`."""
+    if distributed.world_size() == 1:
+        check()
+        return
+    error = None
+    if distributed.is_rank0():
+        try:
+            check()
+        except UserError as e:
+            error = e
+    error = distributed.broadcast_object(error)
+    if error is not None:
+        raise error
 
 
 def check_ranks_same_file(ctx: RunContext, phase: str, what: str, path: Path) -> None:

@@ -5,7 +5,8 @@
     controller) on both ranks: each rank's sha256 is in log.yaml, and a difference would stop the run.
 (3) The eval phase on 2 ranks reports the test accuracy one process computes for the same weights.
 (4) SIGKILL of rank 1 ends the job non-zero with one line from the surviving rank; the rerun with resume
-    ends with the uninterrupted 2-rank run's architecture, metrics and weights.
+    ends with the uninterrupted 2-rank run's architecture, metrics and weights; so does a job torchrun
+    restarts by itself (--max-restarts).
 Only rank 0 writes: one log, one summary, one copy of the final lines on stdout.
 The in-process exactness property (2 ranks at batch b == 1 process at 2b) is in test_sync.py.
 """
@@ -53,10 +54,12 @@ USER_MODEL = {"search": {"loader": {"batch_size": 16, "limit_batches": 2}, "trai
 EXAMPLE = str(REPO / "examples" / "mnist_space.yaml")
 
 
-def torchrun(*args: str, logdir: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def torchrun(
+    *args: str, logdir: Path, env: dict | None = None, launcher: tuple[str, ...] = (), timeout: int = 300
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", **(env or {})}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(MAIN),
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *launcher, str(MAIN),
         *args, "--common.logdir", str(logdir), "--common.num_threads", "1",
     ]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO)
@@ -162,6 +165,17 @@ def test_eval_on_two_ranks_reports_the_single_process_test_accuracy(darts_run):
     assert abs(metrics["test_loss"] - single["loss"]) < 1e-6
 
 
+def assert_same_results(a: Path, b: Path) -> None:
+    """The same final architecture bytes, eval metrics and trained weights."""
+    ra, rb = (yaml.safe_load((d / "search" / "result.yaml").read_text()) for d in (a, b))
+    assert (a / ra["final_arch"]).read_bytes() == (b / rb["final_arch"]).read_bytes()
+    ma, mb = (yaml.safe_load((d / "eval" / "metrics.yaml").read_text()) for d in (a, b))
+    ma.pop("train_time_s"), mb.pop("train_time_s")
+    assert ma == mb
+    wa, wb = (torch.load(d / "eval" / "model.pt", weights_only=True)["state_dict"] for d in (a, b))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_a_killed_rank_ends_the_job_and_resume_matches_the_uninterrupted_run(darts_run, tmp_path):
     straight, conf, _ = darts_run
     logdir = tmp_path / "logdir"
@@ -177,14 +191,20 @@ def test_a_killed_rank_ends_the_job_and_resume_matches_the_uninterrupted_run(dar
     resumed = torchrun(*args, "--common.resume", "true", logdir=logdir)
     assert_ok(resumed)
     assert "[search] resumed from" in resumed.stdout
-    a = yaml.safe_load((straight / "search" / "result.yaml").read_text())
-    b = yaml.safe_load((out / "search" / "result.yaml").read_text())
-    assert (straight / a["final_arch"]).read_bytes() == (out / b["final_arch"]).read_bytes()
-    ma, mb = (yaml.safe_load((d / "eval" / "metrics.yaml").read_text()) for d in (straight, out))
-    ma.pop("train_time_s"), mb.pop("train_time_s")
-    assert ma == mb
-    wa, wb = (torch.load(d / "eval" / "model.pt", weights_only=True)["state_dict"] for d in (straight, out))
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert_same_results(straight, out)
+
+
+def test_torchrun_elastic_restart_resumes_from_the_checkpoint_by_itself(darts_run, tmp_path):
+    """torchrun --max-restarts 1: the restarted job resumes without --common.resume and ends like the straight run."""
+    straight, conf, _ = darts_run
+    logdir = tmp_path / "logdir"
+    env = {KILL_AT_ENV: "search:epoch:1", KILL_RANK_ENV: "1"}
+    proc = torchrun("--algos", "darts", "--datasets", "synthetic", "--config", conf, logdir=logdir, env=env,
+                    launcher=("--max-restarts", "1"))  # fmt: skip
+    assert_ok(proc)
+    assert "torchrun restart 1: resuming from the last checkpoint" in proc.stdout
+    assert "[search] resumed from" in proc.stdout
+    assert_same_results(straight, out_dir(logdir, "darts"))
 
 
 @pytest.mark.parametrize("rank", [0, 1])
