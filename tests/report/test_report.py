@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import MAIN, REPO, assert_user_error
+from tests.conftest import MAIN, REPO
 from tests.report.toy_runs import RUNS, toy_run
 
 
@@ -63,6 +63,13 @@ def summary_cell(page, label: str) -> str:
     return page.locator(f'#summary td[data-key="{label}"]').inner_text()
 
 
+def test_every_registered_algorithm_has_a_toy_run():
+    from archsearch.nas.strategy import STRATEGIES
+
+    # a new strategy must add its run to tests/report/toy_runs.py, and then its report is opened too
+    assert set(STRATEGIES) <= {algo for _, algo, _, _ in RUNS}, set(STRATEGIES) - {algo for _, algo, _, _ in RUNS}
+
+
 def test_the_report_of_every_algorithm_opens_cleanly_in_a_browser(browser, tmp_path_factory):
     logdir = tmp_path_factory.mktemp("runs")
     # the screenshots are the test's artifact: $ARCHSEARCH_TEST_ARTIFACTS keeps them (CI), else pytest's tmp
@@ -85,7 +92,7 @@ def test_the_report_of_every_algorithm_opens_cleanly_in_a_browser(browser, tmp_p
         assert summary_cell(page, "latency").split()[1] == "ms", name  # measured from eval/model.pt
         body = page.locator("body").inner_text()
         # each algorithm's own view is there
-        if algo == "darts":
+        if algo in ("darts", "pcdarts", "gdas", "betadarts"):
             assert "Architecture weights" in body and "parameter-free ops" in body, name
         if algo == "enas":
             assert "ENAS controller" in body, name
@@ -138,11 +145,13 @@ def test_a_failing_report_is_a_warning_and_the_run_still_succeeds(tmp_path, monk
     assert "WARNING: the HTML report could not be written: RuntimeError: drawing exploded" in log
 
 
-def test_report_of_a_folder_that_is_no_experiment_is_one_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(MAIN), "report", str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=120
-    )
-    assert_user_error(proc, str(tmp_path), "holds no experiment")
+def test_report_of_a_folder_that_is_no_experiment_is_one_line(tmp_path, capsys):
+    from archsearch.cli import main
+
+    for argv, fragment in (([str(tmp_path)], "holds no experiment"), ([str(tmp_path / "nope")], "is not a folder")):
+        assert main(["report", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and argv[0] in err and fragment in err, err
 
 
 def test_tensorboard_gets_the_heatmap_and_the_cell_per_epoch(tmp_path):
