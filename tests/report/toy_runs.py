@@ -49,7 +49,8 @@ RUNS = [
 
 
 def settings(algo: str, space: str | None, extra: dict, logdir: Path) -> dict:
-    found = {**COMMON, **EVAL, **STRATEGY_SETTINGS.get(algo, {}), "common.logdir": str(logdir)}
+    # report.auto explicitly: the report written at the end of the run is what the tests open
+    found = {**COMMON, **EVAL, **STRATEGY_SETTINGS.get(algo, {}), "common.logdir": str(logdir), "report.auto": True}
     if space is not None:
         found.update(SPACE_SETTINGS.get(space, {}))
         found["nas.search.space.name"] = space
