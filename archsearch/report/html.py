@@ -230,7 +230,8 @@ def _environment():
     )
 
 
-def run_page_data(run: RunData, latency: bool = True) -> dict[str, Any]:
+def run_sections(run: RunData) -> list[Section]:
+    """What a run's page shows below its summary: the architecture, the curves, its algorithm's views."""
     sections = [architecture_section(run)]
     curves = plots.learning_curves(run)
     if curves is not None:
@@ -238,28 +239,33 @@ def run_page_data(run: RunData, latency: bool = True) -> dict[str, Any]:
     sections += search_sections(run)
     for section in sections:
         section.figures = [f for f in section.figures if f is not None]
-    return {
-        "run": run,
-        "rows": summary_rows(run, measure_latency(run) if latency else "- (not measured)"),
-        "sections": sections,
-    }
+    return sections
+
+
+def _latency_text(run: RunData, latency: bool) -> str:
+    return measure_latency(run) if latency else "- (not measured)"
+
+
+def _write_page(template: str, out: Path, title: str, **values: Any) -> Path:
+    html = (
+        _environment().get_template(template).render(title=title, generated=time.strftime("%Y-%m-%d %H:%M"), **values)
+    )
+    atomic_write_text(out, html)
+    return out
+
+
+def _write_run_page(run: RunData, out: Path, latency_text: str) -> tuple[Path, list[tuple[str, str]]]:
+    rows = summary_rows(run, latency_text)
+    page = _write_page(
+        "report.html", out, f"{run.algo} on {run.dataset}", run=run, rows=rows, sections=run_sections(run)
+    )
+    return page, rows
 
 
 def write_report(path: Path, out: Path | None = None, *, latency: bool = True) -> Path:
     """Write the report of one experiment folder (default: EXPDIR/report.html); returns its path."""
     run = load_run(path)
-    out = Path(out) if out else run.path / REPORT_NAME
-    html = (
-        _environment()
-        .get_template("report.html")
-        .render(
-            title=f"{run.algo} on {run.dataset}",
-            generated=time.strftime("%Y-%m-%d %H:%M"),
-            **run_page_data(run, latency),
-        )
-    )
-    atomic_write_text(out, html)
-    return out
+    return _write_run_page(run, Path(out) if out else run.path / REPORT_NAME, _latency_text(run, latency))[0]
 
 
 def write_comparison(paths: list[Path], out: Path | None = None, *, latency: bool = True) -> Path:
@@ -269,31 +275,18 @@ def write_comparison(paths: list[Path], out: Path | None = None, *, latency: boo
     out = Path(out) if out else Path(os.path.commonpath([str(r.path.resolve()) for r in runs])) / COMPARISON_NAME
     columns = []
     for run in runs:
-        report = write_report(run.path, latency=latency)
-        columns.append(
-            {
-                "run": run,
-                "rows": summary_rows(run, measure_latency(run) if latency else "-"),
-                "link": os.path.relpath(report, out.parent),
-            }
-        )
+        report, rows = _write_run_page(run, run.path / REPORT_NAME, _latency_text(run, latency))
+        columns.append({"run": run, "rows": rows, "link": os.path.relpath(report, out.parent)})
     fig, left_out = plots.comparison_curves(runs)
-    labels = [label for label, _ in columns[0]["rows"]]
-    html = (
-        _environment()
-        .get_template("comparison.html")
-        .render(
-            title=f"comparison of {len(runs)} runs",
-            generated=time.strftime("%Y-%m-%d %H:%M"),
-            columns=columns,
-            labels=labels,
-            values={label: [dict(c["rows"]).get(label, "-") for c in columns] for label in _all_labels(columns)},
-            curves=Figure("best accuracy so far against search time", data_uri(drawing.png_bytes(fig))),
-            left_out=left_out,
-        )
+    return _write_page(
+        "comparison.html",
+        out,
+        f"comparison of {len(runs)} runs",
+        columns=columns,
+        values={label: [dict(c["rows"]).get(label, "-") for c in columns] for label in _all_labels(columns)},
+        curves=Figure("best accuracy so far against search time", data_uri(drawing.png_bytes(fig))),
+        left_out=left_out,
     )
-    atomic_write_text(out, html)
-    return out
 
 
 def _all_labels(columns: list[dict]) -> list[str]:
