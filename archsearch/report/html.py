@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from archsearch.common.errors import UserError
 from archsearch.common.io import atomic_write_text
 from archsearch.report import drawing, plots
 from archsearch.report.run_data import RunData, experiment_folders, load_run
@@ -62,9 +63,10 @@ def _seconds(value: Any) -> str:
     return f"{float(value):.1f} s" if isinstance(value, (int, float)) else "-"
 
 
-def measure_latency(run: RunData, runs: int = 7, warmup: int = 2) -> str:
+def measure_latency(run: RunData, model: str | None = None, runs: int = 7, warmup: int = 2) -> str:
     """Median forward time of eval/model.pt at batch 1 on the CPU, measured now (the run's own machine
-    may be gone; the report says where it measured)."""
+    may be gone; the report says where it measured). A user model's file is loaded only with its class
+    named (`model`, as for load_model); a file that cannot be loaded says why in the table instead."""
     import torch
 
     import archsearch
@@ -74,9 +76,10 @@ def measure_latency(run: RunData, runs: int = 7, warmup: int = 2) -> str:
     path = run.model_path
     if path is None:
         return "- (no eval/model.pt)"
-    # a user model's class may be imported: the run's own config named it (the CLI's one trusted source)
-    model = run.config.get("nas", {}).get("search", {}).get("space", {}).get("model")
-    net = archsearch.load_model(path, model=model).eval()
+    try:
+        net = archsearch.load_model(path, model=model).eval()
+    except UserError as e:  # e.g. a user model whose class was not named: the rest of the report still holds
+        return f"- (not measured: {e})"
     example = torch.randn(1, *input_shape_of(path))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # batch 1 is latency-bound: one thread, and no fight with whatever else runs
@@ -242,8 +245,8 @@ def run_sections(run: RunData) -> list[Section]:
     return sections
 
 
-def _latency_text(run: RunData, latency: bool) -> str:
-    return measure_latency(run) if latency else "- (not measured)"
+def _latency_text(run: RunData, latency: bool, model: str | None) -> str:
+    return measure_latency(run, model) if latency else "- (not measured)"
 
 
 def _write_page(template: str, out: Path, title: str, **values: Any) -> Path:
@@ -262,20 +265,23 @@ def _write_run_page(run: RunData, out: Path, latency_text: str) -> tuple[Path, l
     return page, rows
 
 
-def write_report(path: Path, out: Path | None = None, *, latency: bool = True) -> Path:
-    """Write the report of one experiment folder (default: EXPDIR/report.html); returns its path."""
+def write_report(path: Path, out: Path | None = None, *, latency: bool = True, model: str | None = None) -> Path:
+    """Write the report of one experiment folder (default: EXPDIR/report.html); returns its path. `model`
+    names a user model's class for timing its eval/model.pt (imported only when named, as load_model)."""
     run = load_run(path)
-    return _write_run_page(run, Path(out) if out else run.path / REPORT_NAME, _latency_text(run, latency))[0]
+    return _write_run_page(run, Path(out) if out else run.path / REPORT_NAME, _latency_text(run, latency, model))[0]
 
 
-def write_comparison(paths: list[Path], out: Path | None = None, *, latency: bool = True) -> Path:
+def write_comparison(
+    paths: list[Path], out: Path | None = None, *, latency: bool = True, model: str | None = None
+) -> Path:
     """Write a comparison page of several experiments (summary tables side by side, best-so-far curves on
     one axis); each experiment also gets its own report.html, linked from the page."""
     runs = [load_run(p) for p in paths]
     out = Path(out) if out else Path(os.path.commonpath([str(r.path.resolve()) for r in runs])) / COMPARISON_NAME
     columns = []
     for run in runs:
-        report, rows = _write_run_page(run, run.path / REPORT_NAME, _latency_text(run, latency))
+        report, rows = _write_run_page(run, run.path / REPORT_NAME, _latency_text(run, latency, model))
         columns.append({"run": run, "rows": rows, "link": os.path.relpath(report, out.parent)})
     fig, left_out = plots.comparison_curves(runs)
     return _write_page(
@@ -302,7 +308,9 @@ def report_after_run(out_dir: Path, log: Any, *, latency: bool = True) -> Path |
     """The end-of-run report: the run's results are already written, so a failure here is a warning line
     with its reason (a bug in the report must still be seen), never a failed run."""
     try:
-        path = write_report(out_dir, latency=latency)
+        # the run itself just imported the user model its config names: timing it imports nothing new
+        model = load_run(out_dir).config.get("nas", {}).get("search", {}).get("space", {}).get("model")
+        path = write_report(out_dir, latency=latency, model=model)
     except Exception as e:  # noqa: BLE001 - any failure of the report must leave the finished run alone
         log.warning(
             f"the HTML report could not be written: {type(e).__name__}: {e} (rerun `archsearch report {out_dir}`)"
@@ -324,13 +332,14 @@ def report_after_run(out_dir: Path, log: Any, *, latency: bool = True) -> Path |
     help="Where to write (default: EXPDIR/report.html; several: comparison.html in their common folder).",
 )
 @click.option("--no-latency", is_flag=True, help="Do not time eval/model.pt (faster).")
-def _report_cli(expdirs: tuple[Path, ...], out: Path | None, no_latency: bool) -> None:
+@click.option("--model", default=None, help="A user model's class (package.module:Class), to time its model.pt.")
+def _report_cli(expdirs: tuple[Path, ...], out: Path | None, no_latency: bool, model: str | None) -> None:
     """A self-contained HTML report of each experiment folder EXPDIR; for several, a comparison page."""
     folders = experiment_folders(list(expdirs))
     if len(folders) == 1:
-        click.echo(str(write_report(folders[0], out, latency=not no_latency)))
+        click.echo(str(write_report(folders[0], out, latency=not no_latency, model=model)))
     else:
-        click.echo(str(write_comparison(folders, out, latency=not no_latency)))
+        click.echo(str(write_comparison(folders, out, latency=not no_latency, model=model)))
 
 
 def report_main(argv: list[str]) -> int:

@@ -164,3 +164,14 @@ def test_tensorboard_gets_the_heatmap_and_the_cell_per_epoch(tmp_path):
     assert [e.step for e in events.Images("arch/weights")] == [1, 2]
     first = events.Images("arch/cell")[0]
     assert first.step == 1 and first.width > 100 and first.height > 50
+
+
+def test_a_user_model_is_timed_only_when_its_class_is_named(tmp_path):
+    """`archsearch report` on a folder from elsewhere imports no class its files name, unless told to."""
+    from archsearch.report.html import write_report
+
+    folder = toy_run("user", "darts", "user_model", {"report.auto": False}, tmp_path)
+    unnamed = write_report(folder, tmp_path / "unnamed.html").read_text()
+    assert 'data-key="latency">- (not measured: ' in unnamed and "examples.mnist_space:Net" in unnamed
+    named = write_report(folder, tmp_path / "named.html", model="examples.mnist_space:Net").read_text()
+    assert 'data-key="latency">- ' not in named and " ms (batch 1, CPU" in named
