@@ -22,6 +22,7 @@ from torch import nn
 
 from archsearch.algos.darts.bilevel import BilevelOptimizer
 from archsearch.common import distributed
+from archsearch.common.errors import ConfigError
 from archsearch.common.logging import RunLog
 from archsearch.data.loaders import Augment, TensorLoader
 from archsearch.data.providers import TensorImages
@@ -129,6 +130,13 @@ def worker(rank: int, init_file: str, out_dir: str) -> None:
         except distributed.RanksDiverged as e:
             results["diverged"] = str(e)
         results["same"] = distributed.check_identical("equal", distributed.tensors_digest([torch.ones(3)]))
+        try:  # SyncBatchNorm is GPU-only in torch: asking for it on CPU ranks is one line, not a crash mid-run
+            Trainer(
+                {**TRAINER, "sync_bn": True}, nn.BatchNorm1d(3), RunLog(None, verbose=False), torch.device("cpu"), "t"
+            )
+            results["sync_bn"] = ""
+        except ConfigError as e:
+            results["sync_bn"] = str(e)
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
         dist.destroy_process_group()
     except Exception:  # the parent sees the failure in the file, not a hang
@@ -179,6 +187,11 @@ def test_diverged_ranks_are_named_and_equal_ones_pass(ranks):
         assert len(r["same"]) == WORLD and len(set(r["same"])) == 1
 
 
+def test_sync_bn_on_cpu_ranks_is_refused_in_one_line(ranks):
+    for r in ranks:
+        assert "sync_bn: true needs CUDA devices" in r["sync_bn"]
+
+
 def test_without_torchrun_everything_is_a_no_op(monkeypatch):
     for key in distributed.ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
@@ -195,8 +208,6 @@ def test_a_batch_the_ranks_cannot_split_is_one_line(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", "1")
-    from archsearch.common.errors import ConfigError
-
     with pytest.raises(ConfigError, match=r"nas.search.loader.batch_size: 64 does not divide among 3 ranks"):
         distributed.per_rank_batch(64, "nas.search.loader.batch_size")
     assert distributed.per_rank_batch(96, "k") == 32
