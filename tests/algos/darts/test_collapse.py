@@ -5,6 +5,7 @@ iteration (checked against exact Hessians), DARTS-ES' early-stop rule and its ex
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -29,25 +30,33 @@ from archsearch.nas.trainer import Trainer
 from archsearch.spaces.nasbench201 import NB201_OPS
 
 
-def largest_magnitude(matrix: torch.Tensor) -> float:
-    eigenvalues = torch.linalg.eigvalsh(matrix)
-    return eigenvalues[eigenvalues.abs().argmax()].item()
-
-
-def test_power_iteration_finds_the_dominant_eigenvalue_of_a_quadratic():
+def quadratic(eigenvalues: list[float]) -> tuple[Callable[[], torch.Tensor], list[torch.Tensor]]:
+    """0.5 x'Hx + sum(x) over two parameter tensors (6 + 1 entries), H with the given spectrum."""
     g = torch.Generator().manual_seed(0)
     q = torch.linalg.qr(torch.randn(7, 7, generator=g, dtype=torch.float64))[0]
-    hessian = q @ torch.diag(torch.tensor([5.0, 2.0, 1.5, 0.5, -0.3, -1.0, 0.1], dtype=torch.float64)) @ q.T
-    a = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)  # two parameter tensors, 6 + 1 entries
-    b = torch.randn(1, dtype=torch.float64, requires_grad=True)
+    hessian = q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
+    a = torch.randn(3, 2, generator=g, dtype=torch.float64).requires_grad_()
+    b = torch.randn(1, generator=g, dtype=torch.float64).requires_grad_()
 
     def loss() -> torch.Tensor:
         x = torch.cat([a.flatten(), b])
         return 0.5 * x @ hessian @ x + x.sum()
 
-    estimate = dominant_eigenvalue(loss, [a, b], iters=500, tol=1e-12)
-    assert estimate == pytest.approx(5.0, rel=1e-6)
-    assert a.grad is None and b.grad is None  # autograd.grad only: no gradients left behind
+    return loss, [a, b]
+
+
+@pytest.mark.parametrize(
+    "spectrum, largest",
+    [
+        ([5.0, 2.0, 1.5, 0.5, -0.3, -1.0, 0.1], 5.0),  # the largest is also the largest in magnitude
+        ([2.0, -6.0, 1.5, 0.5, -0.3, -1.0, 0.1], 2.0),  # a larger negative one: the shifted second run
+        ([-1.0, -6.0, -1.5, -0.5, -0.3, -2.0, -0.1], -0.1),  # all negative
+    ],
+)
+def test_power_iteration_finds_the_largest_eigenvalue_of_a_quadratic(spectrum, largest):
+    loss, params = quadratic(spectrum)
+    assert dominant_eigenvalue(loss, params, iters=2000, tol=1e-13) == pytest.approx(largest, rel=1e-6)
+    assert all(p.grad is None for p in params)  # autograd.grad only: no gradients left behind
 
 
 def test_power_iteration_matches_the_exact_hessian_of_a_softmax_mixture():
@@ -63,9 +72,9 @@ def test_power_iteration_matches_the_exact_hessian_of_a_softmax_mixture():
         logits = sum(x @ (weights[e, :, None, None] * candidates[e]).sum(0) for e in range(3))
         return F.cross_entropy(logits, y)
 
-    exact = torch.autograd.functional.hessian(loss_of, alpha).reshape(12, 12)
-    estimate = dominant_eigenvalue(lambda: loss_of(alpha), [alpha], iters=2000, tol=1e-12)
-    assert estimate == pytest.approx(largest_magnitude(exact), rel=1e-5)
+    exact = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, alpha).reshape(12, 12))
+    estimate = dominant_eigenvalue(lambda: loss_of(alpha), [alpha], iters=3000, tol=1e-13)
+    assert estimate == pytest.approx(exact.max().item(), rel=1e-5)
     assert abs(estimate) > 1e-3  # a real curvature, not a trivial zero
 
 
