@@ -15,8 +15,9 @@ import click
 
 from archsearch.common.errors import TrainingDiverged, UserError
 from archsearch.data.providers import DATASETS
-from archsearch.experiment import RunOptions, run_experiment, summary_text
+from archsearch.experiment import RunOptions, summary_text
 from archsearch.nas.exp_runner import RUNNERS
+from archsearch.nas.sweep import Job, SweepFailed, run_jobs, split_seeds
 
 
 def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
@@ -69,7 +70,9 @@ def _epilog() -> str:
     return (
         f"\b\nAlgorithms:\n{algos}\n\n\bDatasets: {', '.join(DATASETS.names())}\n\n"
         "\bConfig overrides: any key of the resolved config, dotted, e.g.\n"
-        "  --nas.eval.trainer.epochs 200 --common.seed 3 --nas.search.loader.batch_size 32"
+        "  --nas.eval.trainer.epochs 200 --common.seed 3 --nas.search.loader.batch_size 32\n\n"
+        "\bSweeps: --common.seeds [0,1,2] runs every algorithm and dataset once per seed\n"
+        '  (in parallel on Ray with --common.executor ray; README "Many trials")'
     )
 
 
@@ -109,10 +112,20 @@ def command(ctx: click.Context, **opts: Any) -> None:
                 raise UserError(DATASETS.unknown_message(d).replace("unknown dataset", "unknown dataset in --datasets"))
     phases = "search" if opts["search_only"] else "eval" if opts["eval_only"] else "both"
     options = RunOptions(opts["full"], opts["config"], phases, opts["exp_prefix"], opts["dry_run"], sys.argv[1:])
-    for algo in algos:
-        for dataset in datasets:
-            result = run_experiment(algo, dataset, options, overrides)
+    seeds, overrides = split_seeds(overrides)
+    jobs = [Job(algo, dataset, seed) for algo in algos for dataset in datasets for seed in (seeds or [None])]
+    failed: list[str] = []
+
+    def report(job: Job, result: dict[str, Any] | None, error: str | None) -> None:
+        if result is None:  # a run of a sweep on Ray that failed: the others go on
+            failed.append(f"{job.algo} on {job.dataset or 'the default dataset'}, seed {job.seed}: {error}")
+            click.echo(f"error: {failed[-1]}", err=True)
+        else:
             click.echo("\n".join(result["lines"]) if options.dry_run else summary_text(result))
+
+    run_jobs(jobs, options, overrides, report)
+    if failed:
+        raise SweepFailed(f"{len(failed)} of {len(jobs)} runs failed: {'; '.join(failed)}")
 
 
 # `archsearch export|show|report ...`: tools on a finished run's files, each its own command
@@ -146,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         return 2
-    except TrainingDiverged as e:
+    except (TrainingDiverged, SweepFailed) as e:
         click.echo(f"error: {e}", err=True)
         return 1
     except OSError as e:

@@ -10,14 +10,21 @@
   an algorithm's (NASWOT's), and the framework never imports an algorithm, so that package registers it
   here with `register_evaluator`.
 
-`run_trials` is the rest every black-box strategy shares: budget, loop, and the best trial; `TrialStrategy`
-the Strategy base that gives such strategies their --dry-run sizes (one sampled candidate) and notes.
+Each evaluator is also `Shippable` (archsearch/nas/trial_loop.py): its `work()` is the same evaluation as a
+picklable object holding the space, the settings and the data (or how to read it), so `--common.executor ray`
+runs trials in worker processes. A trial's result is a function of (arch, seed, data) alone, so a worker
+gives what this process would. Off-process, a trained trial keeps no mid-trial checkpoint (its worker may be
+on another machine): a trial that did not finish is rerun from its start.
+
+`run_trials` is the rest every black-box strategy shares: budget, executor, loop, and the best trial;
+`TrialStrategy` the Strategy base that gives such strategies their --dry-run sizes (one sampled candidate) and notes.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,13 +32,14 @@ import torch
 from torch import nn
 
 from archsearch.common.checkpoint import delete_checkpoint
+from archsearch.common.devices import select_device
 from archsearch.common.errors import ConfigError, TrainingDiverged
 from archsearch.data.loaders import search_loaders
 from archsearch.nas.benchmark_table import BenchmarkTable, table_from_conf
 from archsearch.nas.context import RunContext
 from archsearch.nas.strategy import Strategy
 from archsearch.nas.trainer import Trainer
-from archsearch.nas.trial_loop import Budget, ProposeFn, Trial, TrialLoop
+from archsearch.nas.trial_loop import Budget, ProposeFn, Trial, TrialLog, TrialLoop, make_executor
 from archsearch.spaces.base import SearchSpace
 
 
@@ -63,7 +71,58 @@ def make_evaluator(ctx: RunContext, space: SearchSpace, evaluate_by: str | None 
     return EVALUATORS[name](ctx, space, conf_search)
 
 
-class TrainEvaluator:
+class ShippableEvaluator:
+    """The Shippable defaults of an evaluator whose trials need nothing beyond (arch, seed) and return
+    metrics only."""
+
+    def payload(self, trial: Trial) -> Any:
+        return None
+
+    def receive(self, trial: Trial, metrics: dict[str, Any], artifacts: dict[str, Any]) -> dict[str, Any]:
+        return metrics
+
+    def forget(self, index: int) -> None:
+        pass
+
+
+def train_trial(
+    space: SearchSpace,
+    conf_trainer: Mapping,
+    loaders: tuple,
+    trial: Trial,
+    log: Any,
+    device: torch.device,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train trial's network briefly and score it on the arch split: {"val_top1": ...}."""
+    torch.manual_seed(trial.seed)  # the trial's initial weights depend on (run seed, index) alone
+    model = space.build(space.from_json(trial.arch, f"trial {trial.index}"))
+    trainer = Trainer(conf_trainer, model, log, device, f"trial {trial.index + 1}", checkpoint)
+    metrics = trainer.fit(*loaders, resume=resume)
+    return {"val_top1": metrics["val_top1"]}
+
+
+@dataclass
+class TrainWork:
+    """TrainEvaluator's trials in a worker: the loaders are built there, on the first trial, from the dataset's
+    settings (in-memory datasets are made, files read from the dataroot of the worker's machine)."""
+
+    space: SearchSpace
+    conf_dataset: Mapping
+    conf_search: Mapping
+    device: str  # common.device, resolved in the worker: its GPU, if the trial was given one
+    seed: int
+    _loaders: tuple | None = field(default=None, repr=False)
+
+    def __call__(self, trial: Trial, payload: Any, log: TrialLog) -> tuple[dict[str, Any], dict[str, Any]]:
+        device = select_device(self.device)
+        if self._loaders is None:
+            self._loaders = search_loaders(self.conf_dataset, self.conf_search["loader"], device, self.seed)
+        return train_trial(self.space, self.conf_search["trainer"], self._loaders, trial, log, device), {}
+
+
+class TrainEvaluator(ShippableEvaluator):
     objective = "val_top1"
 
     def __init__(self, ctx: RunContext, space: SearchSpace, conf_search: Mapping) -> None:
@@ -77,18 +136,20 @@ class TrainEvaluator:
         ctx = self.ctx
         if self._loaders is None:
             self._loaders = search_loaders(ctx.conf["dataset"], self.conf_search["loader"], ctx.device, ctx.seed)
-        torch.manual_seed(trial.seed)  # the trial's initial weights depend on (run seed, index) alone
-        model = self.space.build(self.space.from_json(trial.arch, f"trial {trial.index}"))
-        trainer = Trainer(
+        return train_trial(
+            self.space,
             self.conf_search["trainer"],
-            model,
+            self._loaders,
+            trial,
             ctx.log,
             ctx.device,
-            f"trial {trial.index + 1}",
             self.checkpoint(trial.index),
+            ctx.resume,
         )
-        metrics = trainer.fit(*self._loaders, resume=ctx.resume)
-        return {"val_top1": metrics["val_top1"]}
+
+    def work(self) -> TrainWork:
+        ctx = self.ctx
+        return TrainWork(self.space, ctx.conf["dataset"], self.conf_search, ctx.conf["common"]["device"], ctx.seed)
 
     def forget(self, index: int) -> None:
         delete_checkpoint(self.checkpoint(index))
@@ -104,18 +165,28 @@ def benchmark_table(space: SearchSpace, conf_search: Mapping, why: str) -> Bench
     return table
 
 
-class TableEvaluator:
+@dataclass
+class TableWork:
+    """A lookup in the table, which travels to the workers once, in the object store."""
+
+    space: SearchSpace
+    table: BenchmarkTable
+
+    def __call__(self, trial: Trial, payload: Any = None, log: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {"benchmark_top1": self.table.lookup(self.space.benchmark_key(self.space.from_json(trial.arch)))}, {}
+
+
+class TableEvaluator(ShippableEvaluator):
     objective = "benchmark_top1"
 
     def __init__(self, ctx: RunContext, space: SearchSpace, conf_search: Mapping) -> None:
-        self.space = space
-        self.table = benchmark_table(space, conf_search, "--nas.search.evaluate_by table")
+        self._work = TableWork(space, benchmark_table(space, conf_search, "--nas.search.evaluate_by table"))
 
     def __call__(self, trial: Trial) -> dict[str, Any]:
-        return {"benchmark_top1": self.table.lookup(self.space.benchmark_key(self.space.from_json(trial.arch)))}
+        return self._work(trial)[0]
 
-    def forget(self, index: int) -> None:
-        pass
+    def work(self) -> TableWork:
+        return self._work
 
 
 register_evaluator("train")(TrainEvaluator)
@@ -135,6 +206,7 @@ def run_trials(
     `evaluator` None: the one nas.search.evaluate_by names; `best_arch` turns the best trial's record into the
     architecture (default: the space's decoding of its `arch`)."""
     evaluator = evaluator or make_evaluator(ctx, space)
+    executor = make_executor(ctx.conf["common"], ctx.log)
     loop = TrialLoop(
         ctx.search_dir,
         ctx.seed,
@@ -142,11 +214,15 @@ def run_trials(
         objective=evaluator.objective,
         mode=mode,
         resume=ctx.resume,
+        executor=executor,
         log=ctx.log.info,
         record=ctx.log.record,
         on_recorded=evaluator.forget,
     )
-    results = loop.run(propose, evaluator)
+    try:
+        results = loop.run(propose, evaluator)
+    finally:
+        executor.close()
     best = results.best
     if best is None and results.records:
         raise TrainingDiverged(

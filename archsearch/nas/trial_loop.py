@@ -15,7 +15,14 @@ A strategy proposes through `propose(index, rng, history)`: the architecture (a 
 beside it (a morphism father id), or None when it has nothing left to propose (the loop then finishes the
 trials in flight and stops). Proposals depend only on (rng, history), so replaying the index rebuilds
 a strategy's state exactly: no strategy RNG needs checkpointing. An `Executor` evaluates the proposed
-trials: `LocalExecutor` one at a time in this process (the seam a parallel executor plugs into).
+trials: `LocalExecutor` one at a time in this process, `RayExecutor` (archsearch/nas/ray_executor.py,
+`--common.executor ray`) several at once as Ray tasks, on this machine or a cluster.
+
+An evaluator that can run off-process is `Shippable`: `work()` is the picklable part a worker runs (shipped
+once per search), `payload(trial)` what one trial needs beyond its arch and seed (morphism: the graph's JSON
+and inherited weights), `receive(...)` the driver's part (writing a trial's weights into the experiment
+folder). A trial the executor gave up on (it raised or lost its worker `max_retries` + 1 times) comes back
+as metrics `{"error": ..., "attempts": n}`: the loop records it with a NaN objective, warns and goes on.
 """
 
 from __future__ import annotations
@@ -30,14 +37,14 @@ from typing import Any, Protocol
 
 import yaml
 
-from archsearch.common import distributed
 from archsearch.common.checkpoint import fault_point
-from archsearch.common.errors import ConfigError
+from archsearch.common.errors import ConfigError, UserError
 from archsearch.common.io import atomic_write_yaml
 from archsearch.common.logging import plain
 
 TRIALS_FILE = "trials.yaml"
 BEST_FILE = "best_trial.yaml"
+PENDING_FILE = "trials_pending.yaml"  # the trials in flight of a parallel search
 SEED_STRIDE = 7919  # a prime: trial seeds of neighbouring run seeds do not overlap for < 7919 trials
 
 
@@ -82,16 +89,61 @@ class Budget:
 Proposal = Any  # an arch, or (arch, extra fields)
 ProposeFn = Callable[[int, random.Random, list[dict[str, Any]]], Proposal]
 EvaluateFn = Callable[[Trial], dict[str, Any]]
+ERROR_KEY = "error"  # metrics of a trial the executor gave up on: {"error": "...", "attempts": n}
+
+
+class TrialLog:
+    """A RunLog stand-in for a trial run off-process: it keeps the calls (info, warning, record, scalars) so
+    the driver replays them into the run's log.log, log.yaml and TensorBoard as if the trial ran there."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def info(self, message: str) -> None:
+        self.calls.append(("info", (message,), {}))
+
+    def warning(self, message: str) -> None:
+        self.calls.append(("warning", (message,), {}))
+
+    def record(self, event: str, **fields: Any) -> None:
+        self.calls.append(("record", (event,), plain(fields)))
+
+    def scalars(self, prefix: str, values: Any, step: int) -> None:
+        self.calls.append(("scalars", (prefix, plain(dict(values)), step), {}))
+
+    @staticmethod
+    def replay(calls: list[tuple[str, tuple, dict]], log: Any) -> None:
+        for method, args, kwargs in calls:
+            if hasattr(log, method):  # a plain print-like log takes only the lines
+                getattr(log, method)(*args, **kwargs)
+            elif method in ("info", "warning") and callable(log):
+                log(*args)
+
+
+# What a worker runs for one trial: (trial, payload, log) -> (metrics, artifacts for the driver)
+TrialWork = Callable[[Trial, Any, TrialLog], tuple[dict[str, Any], dict[str, Any]]]
+
+
+class Shippable(Protocol):
+    """An EvaluateFn that can also run in another process, maybe on another machine."""
+
+    def work(self) -> TrialWork: ...  # picklable; no live driver objects (logs, open files, the trial queue)
+    def payload(self, trial: Trial) -> Any: ...  # built on the driver at submission
+    def receive(self, trial: Trial, metrics: dict[str, Any], artifacts: dict[str, Any]) -> dict[str, Any]: ...
 
 
 class Executor(Protocol):
-    """Evaluates trials. `submit` hands one over; `next_result` blocks until some submitted trial finished."""
+    """Evaluates trials. `submit` hands one over; `next_result` blocks until some submitted trial finished.
+    `cancel` stops the trials in flight (Ctrl-C, an error in the driver); `close` releases what the
+    executor started. Neither touches the index: it holds finished trials only, so it stays resumable."""
 
     max_concurrent: int
 
     def submit(self, trial: Trial, evaluate: EvaluateFn) -> None: ...
     def next_result(self) -> tuple[Trial, dict[str, Any], float]: ...  # (trial, metrics, seconds)
     def pending(self) -> int: ...
+    def cancel(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class LocalExecutor:
@@ -108,14 +160,40 @@ class LocalExecutor:
     def next_result(self) -> tuple[Trial, dict[str, Any], float]:
         trial, evaluate = self._queue.pop(0)
         start = time.perf_counter()
+        fault_point(f"trial:run:{trial.index}")
         metrics = evaluate(trial)
-        # torchrun: all ranks evaluated this trial together; rank 0's figures and time (which the budget counts)
-        # go to every rank, so every rank's index, best trial and budget stay the same
-        metrics, seconds = distributed.broadcast_object((metrics, time.perf_counter() - start))
-        return trial, metrics, seconds
+        return trial, metrics, time.perf_counter() - start
 
     def pending(self) -> int:
         return len(self._queue)
+
+    def cancel(self) -> None:
+        self._queue.clear()
+
+    def close(self) -> None:
+        pass
+
+
+EXECUTORS = ("local", "ray")
+
+
+def make_executor(conf_common: Any, log: Any = print) -> Executor:
+    """The executor `common.executor` names, configured by `common.ray` (archsearch/confs/common.yaml)."""
+    name = conf_common["executor"]
+    if name == "local":
+        return LocalExecutor()
+    if name != "ray":
+        raise ConfigError(f"common.executor {name!r} is not one of {', '.join(EXECUTORS)}")
+    try:
+        import ray  # noqa: F401 - the optional extra
+    except ImportError:
+        raise UserError(
+            "--common.executor ray needs Ray, which is not installed: pip install 'archsearch[ray]' "
+            "(or use --common.executor local)"
+        ) from None
+    from archsearch.nas.ray_executor import RayExecutor
+
+    return RayExecutor.from_conf(conf_common["ray"], conf_common["num_threads"], log)
 
 
 @dataclass
@@ -155,6 +233,7 @@ class TrialLoop:
         self.executor = executor or LocalExecutor()
         self.log, self.record_event, self.on_recorded = log, record, on_recorded
         self.index_file = self.folder / TRIALS_FILE if self.folder is not None else None
+        self.n_failed = 0  # trials the executor gave up on, for the progress line
 
     # ---- the index -------------------------------------------------------------------------------
     def read_index(self) -> list[dict[str, Any]]:
@@ -185,6 +264,13 @@ class TrialLoop:
 
     # ---- the loop --------------------------------------------------------------------------------
     def run(self, propose: ProposeFn, evaluate: EvaluateFn) -> TrialResults:
+        try:
+            return self._run(propose, evaluate)
+        except BaseException:  # Ctrl-C or an error: stop the trials in flight; the index holds finished ones
+            self.executor.cancel()
+            raise
+
+    def _run(self, propose: ProposeFn, evaluate: EvaluateFn) -> TrialResults:
         records = self.read_index()
         if records:
             self.log(f"[search] resuming after {len(records)} finished trials ({self.index_file})")
@@ -193,24 +279,39 @@ class TrialLoop:
         best = self.best_of(records)
         next_index = max((r["index"] for r in records), default=-1) + 1
         spent = sum(r["time_s"] for r in records)
+        self.n_failed = sum(ERROR_KEY in r["metrics"] for r in records)
+        # trials a killed parallel search left running below its last index: rerun as they were proposed
+        unfinished = self._unfinished(records, next_index)
+        adopt = getattr(evaluate, "adopt", None)  # an evaluator keeping per-trial state learns of them
+        in_flight: dict[int, Trial] = {}
         proposing = True
         while True:
-            in_flight = self.executor.pending()
             while (
-                proposing
-                and in_flight < self.executor.max_concurrent
-                and not self.budget.exhausted(len(records) + in_flight, spent)
+                (unfinished or proposing)
+                and len(in_flight) < self.executor.max_concurrent
+                and not self.budget.exhausted(len(records) + len(in_flight), spent)
             ):
-                trial = self._propose(propose, next_index, records)
-                if trial is None:  # the strategy's space is exhausted
-                    proposing = False
-                    break
+                if unfinished:
+                    trial = unfinished.pop(0)
+                    if adopt is not None:
+                        adopt(trial)
+                else:
+                    trial = self._propose(propose, next_index, records)
+                    if trial is None:  # the strategy's space is exhausted
+                        proposing = False
+                        break
+                    next_index += 1
                 self.executor.submit(trial, evaluate)
-                next_index += 1
-                in_flight += 1
-            if in_flight == 0:
+                in_flight[trial.index] = trial
+            if not in_flight:
                 break
+            self._write_pending(in_flight)
             trial, metrics, seconds = self.executor.next_result()
+            in_flight.pop(trial.index)
+            if ERROR_KEY in metrics and self.objective not in metrics:  # the executor gave up on it
+                self.n_failed += 1
+                metrics = {self.objective: math.nan, **metrics}
+                self.log(f"[search] WARNING: trial {trial.index + 1} skipped: {metrics[ERROR_KEY]}")
             if self.objective not in metrics:
                 raise KeyError(f"trial {trial.index} returned no {self.objective!r} metric: {sorted(metrics)}")
             spent += seconds
@@ -234,8 +335,33 @@ class TrialLoop:
             self._recorded(trial.index)
             if self.record_event is not None:
                 self.record_event("trial", **{k: v for k, v in record.items() if k != "arch"}, arch=trial.arch)
-            self._progress(record, best)
+            self._progress(record, best, len(records))
         return TrialResults(records, best, self.objective)
+
+    def _write_pending(self, in_flight: dict[int, Trial]) -> None:
+        """The trials in flight, beside the index: a parallel search finishes trials out of order, so a
+        killed one can leave unfinished trials below its last finished one. (One at a time, the unfinished
+        trial is always the next index, which a resumed search proposes again identically: no file.)"""
+        if self.folder is None or self.executor.max_concurrent == 1:
+            return
+        pending = [{"index": i, "arch": t.arch, "seed": t.seed, "extra": plain(t.extra)} for i, t in in_flight.items()]
+        atomic_write_yaml(self.folder / PENDING_FILE, sorted(pending, key=lambda t: t["index"]))
+
+    def _unfinished(self, records: list[dict[str, Any]], next_index: int) -> list[Trial]:
+        path = self.folder / PENDING_FILE if self.folder is not None else None
+        if not (self.resume and path is not None and path.exists()):
+            return []
+        done = {r["index"] for r in records}
+        pending = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+        if not isinstance(pending, list):
+            raise ConfigError(f"{path} is not a list of trials; delete it or rerun without resume")
+        # those at or above next_index were never finished before a later one either: they are proposed anew
+        unfinished = [Trial(t["index"], t["arch"], t["seed"], t["extra"]) for t in pending
+                      if t["index"] not in done and t["index"] < next_index]  # fmt: skip
+        if unfinished:
+            self.log(f"[search] rerunning {len(unfinished)} trials the interrupted search left unfinished: "
+                     f"{', '.join(str(t.index + 1) for t in unfinished)}")  # fmt: skip
+        return unfinished
 
     def _recorded(self, index: int) -> None:
         if self.on_recorded is not None:
@@ -249,13 +375,19 @@ class TrialLoop:
         arch, extra = proposal if isinstance(proposal, tuple) else (proposal, {})
         return Trial(index, arch, seed, dict(extra))
 
-    def _progress(self, record: dict[str, Any], best: dict[str, Any] | None) -> None:
+    def _progress(self, record: dict[str, Any], best: dict[str, Any] | None, n_done: int) -> None:
         n = self.budget.n_trials
         of = f"/{n}" if n is not None else ""
         so_far = (
             f"best so far {_fmt(self._value(best))} (trial {best['index'] + 1})" if best else "no finite result yet"
         )
+        # with trials in parallel, the line also says where the whole search stands
+        counts = (
+            f"; {n_done} done, {self.executor.pending()} running, {self.n_failed} failed"
+            if self.executor.max_concurrent > 1 or self.n_failed
+            else ""
+        )
         self.log(
             f"[search] trial {record['index'] + 1}{of}: {self.objective} "
-            f"{_fmt(record['metrics'][self.objective])}; {so_far}"
+            f"{_fmt(record['metrics'][self.objective])}; {so_far}{counts}"
         )

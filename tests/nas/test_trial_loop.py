@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from archsearch.common.errors import ConfigError
-from archsearch.nas.trial_loop import BEST_FILE, TRIALS_FILE, Budget, TrialLoop, trial_seed
+from archsearch.nas.trial_loop import BEST_FILE, PENDING_FILE, TRIALS_FILE, Budget, TrialLoop, trial_seed
 
 
 def propose(index, rng, history):
@@ -64,3 +64,68 @@ def test_minimizing_and_an_in_memory_index(tmp_path):
     assert results.best["metrics"]["val_top1"] == min(r["metrics"]["val_top1"] for r in results.records)
     with pytest.raises(KeyError, match="no 'accuracy'"):
         loop(tmp_path, 1, objective="accuracy").run(propose, scored([]))
+
+
+class Shuffled:
+    """A parallel executor's behaviour without one: up to 3 trials in flight, the newest finishes first."""
+
+    max_concurrent = 3
+
+    def __init__(self, fail=()):
+        self.queue, self.fail = [], set(fail)
+
+    def submit(self, trial, evaluate):
+        self.queue.append((trial, evaluate))
+
+    def next_result(self):
+        trial, evaluate = self.queue.pop()
+        if trial.index in self.fail:  # what RayExecutor hands back once a trial's retries are spent
+            return trial, {"error": "RuntimeError: boom", "attempts": 2}, 1.0
+        return trial, evaluate(trial), 1.0
+
+    def pending(self):
+        return len(self.queue)
+
+    def cancel(self):
+        self.queue.clear()
+
+    def close(self):
+        pass
+
+
+def test_a_killed_parallel_search_reruns_exactly_the_trials_it_left_unfinished(tmp_path):
+    class Killed(Exception):
+        pass
+
+    def evaluate_until(n_recorded):
+        def evaluate(trial):
+            if len(yaml.safe_load((tmp_path / TRIALS_FILE).read_text() if (tmp_path / TRIALS_FILE).exists() else "[]")
+                   or []) >= n_recorded:  # fmt: skip
+                raise Killed  # the driver dies with trials in flight
+            return {"val_top1": trial.arch["draw"]}
+
+        return evaluate
+
+    with pytest.raises(Killed):
+        loop(tmp_path, 8, executor=Shuffled()).run(propose, evaluate_until(3))
+    killed = yaml.safe_load((tmp_path / TRIALS_FILE).read_text())
+    pending = yaml.safe_load((tmp_path / PENDING_FILE).read_text())
+    done = {r["index"] for r in killed}
+    left = sorted(t["index"] for t in pending if t["index"] not in done and t["index"] < max(done))
+    assert left, "the scenario must leave a trial unfinished below the last finished one"
+    calls = []
+    resumed = loop(tmp_path, 8, resume=True, executor=Shuffled()).run(propose, scored(calls))
+    assert sorted(r["index"] for r in resumed.records) == list(range(8)) and not set(calls) & done
+    assert sorted(calls)[: len(left)] == left  # rerun as proposed then: same arch and seed
+    proposed = {t["index"]: t["arch"] for t in pending}
+    assert all(r["arch"] == proposed[r["index"]] for r in resumed.records if r["index"] in left)
+
+
+def test_a_trial_the_executor_gave_up_on_is_recorded_and_never_best(tmp_path):
+    lines = []
+    results = TrialLoop(tmp_path, 3, Budget(5), executor=Shuffled(fail={1}), log=lines.append).run(propose, scored([]))
+    failed = next(r for r in results.records if r["index"] == 1)
+    assert failed["metrics"]["error"] == "RuntimeError: boom" and failed["metrics"]["attempts"] == 2
+    assert failed["metrics"]["val_top1"] == "nan" and results.best["index"] != 1 and len(results.records) == 5
+    assert any("trial 2 skipped: RuntimeError: boom" in line for line in lines)
+    assert any("1 failed" in line for line in lines)

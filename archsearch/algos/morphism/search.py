@@ -11,8 +11,15 @@ this module adds what only morphism needs, under search/trials/::
 and search/best_model.json/.pt/.txt for the best trial (NNI's best_model.txt line "best model: <id>").
 
 The optimizer's state is rebuilt from the history the loop hands to `propose`: finished trials are
-registered in index order (from memory, or from their files after a resume) and each proposal draws from
-its trial's own seed, so a resumed search proposes exactly what the uninterrupted one does.
+registered in the order they finished (from memory, or from their files after a resume) and each proposal
+draws from its trial's own seed, so a resumed search proposes exactly what the uninterrupted one does.
+
+With trials in parallel (`--common.executor ray`) the loop asks for a proposal whenever a trial slot is
+free, so the optimizer proposes several children before their results are in (as NNI's tuner does under
+trial concurrency: proposals differ from every trial proposed so far) and is updated as each result
+arrives. Off-process, a trial is rebuilt from its JSON document and the weights it inherits
+(`MorphismWork`, no live graph leaves this process) and sends its trained weights back, which the driver
+puts into the queue's graph (for the children) and writes as trial_NNN.pt.
 """
 
 from __future__ import annotations
@@ -28,16 +35,17 @@ import numpy as np
 import torch
 
 from archsearch.algos.morphism.graph import Graph
-from archsearch.algos.morphism.ir_json import graph_to_json, load_graph_file
+from archsearch.algos.morphism.ir_json import graph_to_json, json_to_graph, load_graph_file
 from archsearch.algos.morphism.strategy import MorphismSearchStrategy, SearchExhausted
 from archsearch.common.checkpoint import load_checkpoint, save_checkpoint
+from archsearch.common.devices import select_device
 from archsearch.common.io import atomic_write_text
 from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
 from archsearch.nas.strategy import SearchOutcome, Strategy, register_strategy
 from archsearch.nas.trainer import Trainer
 from archsearch.nas.trial_eval import run_trials
-from archsearch.nas.trial_loop import Budget, Trial, finite_number
+from archsearch.nas.trial_loop import Budget, Trial, TrialLog, finite_number
 from archsearch.spaces.base import SearchSpace
 
 TRIALS_DIR = "trials"
@@ -46,6 +54,63 @@ LOOP_KEYS = ("n_trials", "time_budget_s")  # the budget; every other key of nas.
 # trains the graph's network (children carry their father's weights), puts the trained weights back into
 # the graph (graph.set_weights_from_model) and returns the trial's metrics
 ScoreFn = Callable[[Graph, Trial], Mapping[str, float]]
+
+
+def score_graph(score: ScoreFn, graph: Graph, trial: Trial, objective: str, log: Callable[[str], Any]) -> dict:
+    """`score`'s metrics, or the failure record of a trial that raised (a bad architecture must not end the
+    search; three failures in a row will, see MorphismTrials.propose)."""
+    try:
+        return dict(score(graph, trial))
+    except Exception as err:
+        log(f"[search] morphism: trial {trial.index} failed: {type(err).__name__}: {err}")
+        graph.clear_weights()  # whatever it holds now is not trained weights: children start afresh
+        return {objective: math.nan, "error": f"{type(err).__name__}: {err}"}
+
+
+class GraphTrainer:
+    """The ScoreFn of `--algos morphism`: trains the graph's network (it carries its father's trained weights
+    when it has them) with nas.search.trainer and puts the trained weights back into the graph. Picklable:
+    the loaders are built on first use, in whichever process trains (`with_log` gives a worker its log)."""
+
+    def __init__(self, conf_search: Mapping, conf_dataset: Mapping, device: str, seed: int, log: Any) -> None:
+        self.conf_search, self.conf_dataset, self.device, self.seed, self.log = (
+            conf_search, conf_dataset, device, seed, log
+        )  # fmt: skip
+        self._loaders: tuple | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "log": None, "_loaders": None}  # the driver's log and data stay here
+
+    def with_log(self, log: Any) -> GraphTrainer:
+        self.log = log
+        return self
+
+    def __call__(self, graph: Graph, trial: Trial) -> dict[str, float]:
+        device = select_device(self.device)
+        if self._loaders is None:
+            self._loaders = search_loaders(self.conf_dataset, self.conf_search["loader"], device, self.seed)
+        torch.manual_seed(trial.seed)
+        model = graph.produce_torch_model()  # carries the father's trained weights when it has them
+        trainer = Trainer(self.conf_search["trainer"], model, self.log, device, f"trial {trial.index}")
+        metrics = trainer.fit(*self._loaders)
+        graph.set_weights_from_model(model.cpu())  # children inherit these
+        return {**metrics, "params": graph.size()}
+
+
+class MorphismWork:
+    """A morphism trial in a worker: the graph from its JSON document and inherited weights (the payload),
+    scored as in the driver; the trained weights go back as an artifact."""
+
+    def __init__(self, score: ScoreFn, objective: str) -> None:
+        self.score, self.objective = score, objective
+
+    def __call__(self, trial: Trial, payload: Mapping[str, Any], log: TrialLog) -> tuple[dict, dict]:
+        graph = json_to_graph(payload["json"])
+        if payload["weights"] is not None:
+            graph.set_weights_from_state_dict(payload["weights"])
+        score = self.score.with_log(log) if hasattr(self.score, "with_log") else self.score
+        metrics = score_graph(score, graph, trial, self.objective, log.info)
+        return metrics, {"weights": graph.weights_state_dict() if graph.has_weights() else None}
 
 
 def queue_from_conf(conf_morphism: Mapping, space: SearchSpace) -> MorphismSearchStrategy:
@@ -100,14 +165,33 @@ class MorphismTrials:
 
     def evaluate(self, trial: Trial) -> dict[str, Any]:
         graph = self.queue.trials[trial.index].graph
-        try:
-            metrics = dict(self.score(graph, trial))
-        except Exception as err:  # a bad architecture must not end the search; three in a row will
-            self.log(f"[search] morphism: trial {trial.index} failed: {type(err).__name__}: {err}")
-            graph.clear_weights()  # whatever it holds now is not trained weights: children start afresh
-            return {self.objective: math.nan, "error": f"{type(err).__name__}: {err}"}
+        metrics = score_graph(self.score, graph, trial, self.objective, self.log)
         if graph.has_weights():
             save_checkpoint(graph.weights_state_dict(), self.file(trial.index, ".pt"))
+        return metrics
+
+    def adopt(self, trial: Trial) -> None:
+        """A trial a killed parallel search left unfinished: its graph from its file, without the weights it
+        had inherited (they were not kept), so it trains from its initialization."""
+        self.queue.adopt(trial.index, load_graph_file(self.folder / trial.arch), trial.extra["father_id"])
+        trial.extra["inherited_weights"] = False
+
+    # ---- Shippable: the trial off-process (archsearch/nas/trial_loop.py) ------------------------------
+    def work(self) -> MorphismWork:
+        return MorphismWork(self.score, self.objective)
+
+    def payload(self, trial: Trial) -> dict[str, Any]:
+        graph = self.queue.trials[trial.index].graph
+        weights = graph.weights_state_dict() if graph.has_weights() else None
+        return {"json": (self.folder / trial.arch).read_text(encoding="utf-8"), "weights": weights}
+
+    def receive(self, trial: Trial, metrics: dict[str, Any], artifacts: dict[str, Any]) -> dict[str, Any]:
+        graph, weights = self.queue.trials[trial.index].graph, artifacts["weights"]
+        if weights is None:
+            graph.clear_weights()
+        else:
+            graph.set_weights_from_state_dict(weights)
+            save_checkpoint(weights, self.file(trial.index, ".pt"))
         return metrics
 
     def _replay(self, history: list[dict[str, Any]]) -> None:
@@ -150,18 +234,8 @@ class Morphism(Strategy):
         space.configure_morphism(self.conf_morphism)  # type: ignore[attr-defined]  # the morphism capability
 
     def search(self) -> SearchOutcome:
-        ctx, conf = self.ctx, self.conf
-        weights_loader, arch_loader = search_loaders(ctx.conf["dataset"], conf["loader"], ctx.device, ctx.seed)
-
-        def train(graph: Graph, trial: Trial) -> dict[str, float]:
-            torch.manual_seed(trial.seed)
-            model = graph.produce_torch_model()  # carries the father's trained weights when it has them
-            metrics = Trainer(conf["trainer"], model, ctx.log, ctx.device, f"trial {trial.index}").fit(
-                weights_loader, arch_loader
-            )
-            graph.set_weights_from_model(model.cpu())  # children inherit these
-            return {**metrics, "params": graph.size()}
-
+        ctx = self.ctx
+        train = GraphTrainer(self.conf, ctx.conf["dataset"], ctx.conf["common"]["device"], ctx.seed, ctx.log)
         trials = MorphismTrials(
             queue_from_conf(self.conf_morphism, self.space), ctx.search_dir, train, log=ctx.log.info
         )

@@ -196,6 +196,15 @@ class MorphismSearchStrategy:
         self._next_id = max(self._next_id, trial_id + 1)
         self._record(trial, metric)
 
+    def adopt(self, trial_id: int, graph: Graph, father_id: int) -> None:
+        """Re-register a trial proposed but not finished before the search was killed (a parallel search):
+        pending, as when it was proposed; `report` takes its result."""
+        if trial_id in self.trials:
+            raise ValueError(f"trial {trial_id} is already registered")
+        trial = self.trials[trial_id] = Trial(trial_id, graph, father_id)
+        self._keys.add(trial.descriptor.key)
+        self._next_id = max(self._next_id, trial_id + 1)
+
     def rng_state(self) -> dict[str, Any]:
         """The generator's state (shared with the Bayesian optimizer) as plain ints, for the trial index."""
         return _plain_ints(self.rng.bit_generator.state)

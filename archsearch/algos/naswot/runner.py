@@ -11,48 +11,72 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from archsearch.algos.naswot.correlation import correlation_report
 from archsearch.algos.naswot.proxies import PROXIES
 from archsearch.algos.naswot.sampling import score_candidates
 from archsearch.algos.random import sample_untried
+from archsearch.common.devices import select_device
 from archsearch.common.io import atomic_write_yaml
 from archsearch.common.logging import plain
 from archsearch.config import choice
 from archsearch.data.loaders import search_loaders
 from archsearch.nas.context import RunContext
 from archsearch.nas.strategy import SearchOutcome, register_strategy
-from archsearch.nas.trial_eval import TrialStrategy, benchmark_table, register_evaluator, run_trials
+from archsearch.nas.trial_eval import (
+    ShippableEvaluator,
+    TrialStrategy,
+    benchmark_table,
+    register_evaluator,
+    run_trials,
+)
 from archsearch.nas.trial_loop import Budget, Trial
 from archsearch.spaces.base import SearchSpace
 
 
+@dataclass
+class ProxyWork:
+    """Scores a trial wherever it runs: the batch travels to the workers once, in the object store, so every
+    trial is scored on the driver's batch; `device` (common.device) is resolved where the trial runs."""
+
+    space: SearchSpace
+    batch: tuple[torch.Tensor, torch.Tensor]
+    proxy: str
+    device: str
+
+    def __call__(self, trial: Trial, payload: Any = None, log: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        def build(t: Trial):
+            return self.space.build(self.space.from_json(t.arch, f"trial {t.index}"))
+
+        [score] = score_candidates([trial], build, self.batch, self.proxy, select_device(self.device), trial.seed)
+        return {"score": score}, {}
+
+
 @register_evaluator("proxy")
-class ProxyEvaluator:
+class ProxyEvaluator(ShippableEvaluator):
     """A trial's score: the proxy of its untrained network (built right after seeding with trial.seed) on
     the first batch of the weights split, the same batch for every trial."""
 
     objective = "score"
 
     def __init__(self, ctx: RunContext, space: SearchSpace, conf_search: Mapping) -> None:
-        self.ctx, self.space = ctx, space
         conf = conf_search["naswot"]
-        self.proxy = choice(conf, "proxy", PROXIES.names())
+        proxy = choice(conf, "proxy", PROXIES.names())
         loader, _ = search_loaders(ctx.conf["dataset"], conf_search["loader"], ctx.device, ctx.seed)
         loader.batch_size = conf["batch_size"]  # the proxy's batch, independent of any training batch size
-        self.batch = next(iter(loader))
-        ctx.log.info(f"[search] scoring with {self.proxy} on a batch of {self.batch[0].shape[0]}")
+        batch = tuple(t.cpu() for t in next(iter(loader)))  # shipped from the CPU; moved to each trial's device
+        self._work = ProxyWork(space, batch, proxy, ctx.conf["common"]["device"])
+        ctx.log.info(f"[search] scoring with {proxy} on a batch of {batch[0].shape[0]}")
 
     def __call__(self, trial: Trial) -> dict[str, Any]:
-        def build(t: Trial):
-            return self.space.build(self.space.from_json(t.arch, f"trial {t.index}"))
+        return self._work(trial)[0]
 
-        [score] = score_candidates([trial], build, self.batch, self.proxy, self.ctx.device, trial.seed)
-        return {"score": score}
-
-    def forget(self, index: int) -> None:
-        pass
+    def work(self) -> ProxyWork:
+        return self._work
 
 
 @register_strategy
