@@ -169,8 +169,9 @@ def _install_sigterm() -> None:
         if _reported:  # already ending with its own line about the lost rank
             os._exit(1)
         sys.stderr.write(
-            f"error: rank {rank()} stopped by torchrun because another rank of the job ended (torchrun's report "
-            "names it); the last finished epoch's checkpoint is kept: rerun with --common.resume true\n"
+            f"error: rank {rank()} stopped by SIGTERM (torchrun sends it when another rank of the job ended, and "
+            "its report names that rank); the last finished epoch's checkpoint is kept: rerun with "
+            "--common.resume true\n"
         )
         sys.stderr.flush()
         os._exit(128 + signal.SIGTERM)

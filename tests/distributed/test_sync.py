@@ -212,3 +212,18 @@ def test_a_batch_the_ranks_cannot_split_is_one_line(monkeypatch):
         distributed.per_rank_batch(64, "nas.search.loader.batch_size")
     assert distributed.per_rank_batch(96, "k") == 32
     assert not distributed.is_writer()  # rank 1 of a launched job writes nothing, even before the group exists
+
+
+def test_a_partial_torchrun_environment_is_one_line(monkeypatch):
+    from archsearch.common.errors import UserError
+
+    for key in distributed.ENV_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="LOCAL_RANK, MASTER_ADDR, MASTER_PORT not set; start the run with torchrun"):
+        distributed.launch_env()
+    for key, value in {"LOCAL_RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "1", "RANK": "2"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(UserError, match=r"RANK=2 is not in 0..WORLD_SIZE-1"):
+        distributed.launch_env()
