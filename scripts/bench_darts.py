@@ -16,6 +16,7 @@ every parallel region can slow a step down several times over, in either impleme
     python scripts/bench_darts.py --threads 1                     # paper size, batch 16 and 64, CPU
     python scripts/bench_darts.py --batch 8 --order first --impl fused --steps 5
     python scripts/bench_darts.py --device cuda --batch 64 --warmup 3 --steps 20
+    python scripts/bench_darts.py --threads 1 --order first --impl naive,fused,pcdarts --batch 64,256  # PC-DARTS
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 ORDERS = ("weight", "first", "second")
+IMPLS = ("naive", "fused", "pcdarts")  # DARTS per edge, DARTS fused, PC-DARTS (K=4, edge normalization; per edge)
 # The issue's figures for the original DARTS code (quark0/darts) on the 2-core CPU machine, batch 64,
 # paper size: median seconds per weight step and peak RSS.
 ORIGINAL_DARTS = {"weight_step_s": 18.6, "peak_rss_gb": 9.8, "batch": 64}
@@ -49,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="weight,first,second",
         help="comma-separated: weight (weight step only), first, second, or both (= first,second)",
     )
-    parser.add_argument("--impl", default="naive,fused", help="comma-separated: naive, fused")
+    parser.add_argument("--impl", default="naive,fused", help="comma-separated: naive, fused, pcdarts")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration (the median is reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--device", default="cpu")
@@ -81,20 +83,29 @@ def build_trainer(setup: dict[str, Any]):
     from archsearch.algos.darts.fused import fuse_cells
     from archsearch.common.logging import RunLog
     from archsearch.config import load_config
+    from archsearch.nas.mixed_op import MixedOpOptions
     from archsearch.spaces.darts_cells import DartsCellSpace
 
     order = "first" if setup["order"] == "weight" else setup["order"]
+    pcdarts = setup["impl"] == "pcdarts"
     conf = load_config(
-        [REPO / "archsearch" / "confs" / "algos" / "darts.yaml"],
+        [REPO / "archsearch" / "confs" / "algos" / ("pcdarts.yaml" if pcdarts else "darts.yaml")],
         [
             ("nas.search.model_desc.n_cells", str(setup["cells"])),
             ("nas.search.model_desc.init_channels", str(setup["init_channels"])),
             ("nas.search.model_desc.n_nodes", str(setup["nodes"])),
             ("nas.search.trainer.bilevel.order", order),
+            ("nas.search.trainer.bilevel.arch_start_epoch", "0"),  # every timed step takes its architecture step
         ],
     )
     torch.manual_seed(setup["seed"])
-    model = DartsCellSpace({}, conf["nas"]["search"]["model_desc"], conf["dataset"]).differentiable_supernet()
+    conf_model_desc = conf["nas"]["search"]["model_desc"]
+    space = DartsCellSpace({}, conf_model_desc, conf["dataset"])
+    if pcdarts:  # PC-DARTS' supernet: K=4 partial channels and edge normalization (confs/algos/pcdarts.yaml)
+        options = MixedOpOptions(conf_model_desc["partial_channels"], conf_model_desc["edge_normalization"])
+        model = space.mixed_op_supernet(options)
+    else:
+        model = space.differentiable_supernet()
     if setup["impl"] == "fused":
         fuse_cells(model)
     device = torch.device(setup["device"])
@@ -201,6 +212,15 @@ def comparisons(results: list[dict[str, Any]]) -> list[str]:
             f"peak memory {fused['memory_peak_gb']:.2f} vs {naive['memory_peak_gb']:.2f} GB "
             f"({fused['memory_peak_gb'] / naive['memory_peak_gb']:.0%})"
         )
+    for (impl, order, batch), pc in by_key.items():
+        darts = by_key.get(("naive", order, 64)) or by_key.get(("fused", order, 64))
+        if impl != "pcdarts" or darts is None:
+            continue
+        lines.append(
+            f"- PC-DARTS {order}, batch {batch}: peak {pc['memory_peak_gb']:.2f} GB vs DARTS ({darts['impl']}) at "
+            f"batch 64 {darts['memory_peak_gb']:.2f} GB ({pc['memory_peak_gb'] / darts['memory_peak_gb']:.0%}); "
+            f"step {pc['step_s']:.2f} s vs {darts['step_s']:.2f} s"
+        )
     original = ORIGINAL_DARTS
     for r in results:
         if r["order"] == "weight" and r["batch"] == original["batch"] and r["device"] == "cpu":
@@ -232,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for batch in [int(b) for b in split_list(args.batch)]:
         for order in split_list(args.order, ORDERS):
-            for impl in split_list(args.impl, ("naive", "fused")):
+            for impl in split_list(args.impl, IMPLS):
                 setup = {**base, "impl": impl, "order": order, "batch": batch}
                 result = run_config(setup)
                 results.append(result)

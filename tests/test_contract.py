@@ -35,6 +35,9 @@ SPACE_SETTINGS: dict[str, dict] = {
 # the shortest search of each strategy
 STRATEGY_SETTINGS: dict[str, dict] = {
     "darts": {"nas.search.trainer.bilevel.order": "first"},
+    "betadarts": {},
+    "pcdarts": {"nas.search.trainer.bilevel.arch_start_epoch": 0},  # the one epoch takes architecture steps
+    "gdas": {},
     "enas": {"nas.search.trainer.controller.train_steps": 1, "nas.search.trainer.controller.n_samples": 2,
              "nas.search.final.n_samples": 2, "nas.search.final.eval_batches": 1},
     "random": {"nas.search.random.n_candidates": 2},

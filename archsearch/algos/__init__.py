@@ -5,4 +5,4 @@ import archsearch.spaces.darts_cells
 import archsearch.spaces.enas_spaces
 import archsearch.spaces.nasbench201
 import archsearch.spaces.user_model  # noqa: F401 - the spaces, before the strategies that run on them
-from archsearch.algos import darts, enas, manual, morphism, naswot, random, rea  # noqa: F401
+from archsearch.algos import darts, enas, gdas, manual, morphism, naswot, pcdarts, random, rea  # noqa: F401

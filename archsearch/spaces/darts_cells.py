@@ -11,7 +11,9 @@ Supernets:
 - differentiable: every edge from every earlier state is a `mixed_op` over all primitives (`none` kept as
   an alpha column), alphas shared per cell type; `derive_arch` is DARTS' discretization: per node the two
   incoming edges whose strongest non-`none` op weighs most, each with that op (sec. 2.4, `genotype()` in
-  model_search.py).
+  model_search.py); with PC-DARTS' edge normalization an edge's weight is softmax(alpha) times its beta
+  weight, as PC-DARTS' `genotype()` ranks them. `mixed_op_supernet(options)` builds it with the DARTS-family
+  options of `MixedOpOptions` (partial channels, edge normalization, Gumbel sampling).
 - sampled (ENAS on DARTS cells): the ENAS micro supernet over the DARTS primitives minus `none`, with the
   DARTS space's node count. Its tokens choose per node two inputs and two ops, as ENAS does; the cell
   output is ENAS' (the loose ends), and the genotype's concat field records it, so the found genotype
@@ -35,7 +37,7 @@ from archsearch.nas.genotype import (
     random_templates,
     templates_to_genotype,
 )
-from archsearch.nas.mixed_op import MixedOpSupernet
+from archsearch.nas.mixed_op import MixedOpOptions, MixedOpSupernet
 from archsearch.nas.model import Model
 from archsearch.nas.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archsearch.nas.model_desc_builder import ModelDescBuilder, scaled_eval_model, templates_from_desc
@@ -51,7 +53,12 @@ CELL_TYPES = ("regular", "reduction")  # the genotype's normal and reduce fields
 
 class DartsModelDescBuilder(ModelDescBuilder):
     """The DARTS supernet desc. Only node building differs from the framework builder: node i receives a
-    MixedOp edge from every earlier state (2 cell inputs + nodes before it)."""
+    MixedOp edge from every earlier state (2 cell inputs + nodes before it), mixed as `options` say (DARTS by
+    default; PC-DARTS' partial channels and edge normalization, GDAS' sampling)."""
+
+    def __init__(self, *args: Any, options: MixedOpOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.options = options or MixedOpOptions()
 
     def build_nodes(self, index: int, cell_type: str, c_node: int) -> tuple[list[NodeDesc], list[int]]:
         if self.templates:  # scaling a found architecture: plain ops from its template
@@ -74,6 +81,7 @@ class DartsModelDescBuilder(ModelDescBuilder):
                     candidates=primitives,
                     arch_key=cell_type,
                     arch_row=row,
+                    **self.options.op_params(f"{cell_type}_edges{i}", j, i + n_inputs),
                 )
                 edges.append(EdgeDesc(op, j))
                 row += 1
@@ -182,9 +190,12 @@ class DartsCellSpace(SearchSpace):
 
     # ---- supernets ---------------------------------------------------------------------------------
     def differentiable_supernet(self) -> DartsCellSupernet:
+        return self.mixed_op_supernet(MixedOpOptions())
+
+    def mixed_op_supernet(self, options: MixedOpOptions) -> DartsCellSupernet:
         conf = {**self.conf_model_desc, "primitives": self.primitives}
-        desc = DartsModelDescBuilder(conf, self.conf_dataset).build(meta={"space": SPACE_NAME, "supernet": True})
-        return DartsCellSupernet(desc)
+        builder = DartsModelDescBuilder(conf, self.conf_dataset, options=options)
+        return DartsCellSupernet(builder.build(meta={"space": SPACE_NAME, "supernet": True}))
 
     def micro_space(self) -> MicroSpace:
         return MicroSpace(n_nodes=self.n_nodes, ops=tuple(self.ops), final_conv=True)

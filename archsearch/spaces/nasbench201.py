@@ -34,7 +34,7 @@ from typing import Any
 
 from archsearch.common.errors import ArchitectureError
 from archsearch.nas.choice_ops import choice_op
-from archsearch.nas.mixed_op import MixedOpSupernet
+from archsearch.nas.mixed_op import MixedOpOptions, MixedOpSupernet
 from archsearch.nas.model import Model
 from archsearch.nas.model_desc import CellDesc, EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archsearch.nas.model_desc_builder import scaled_eval_model
@@ -320,7 +320,8 @@ class NB201DartsSupernet(MixedOpSupernet):
     arch_label = "cell"
 
     def derive_arch(self) -> str:
-        """The argmax op of each edge, `none` included (xautodl's `genotype()`: how DARTS collapses there)."""
+        """The argmax op of each edge, `none` included (xautodl's `genotype()`: how DARTS collapses there).
+        PC-DARTS' edge betas scale a whole edge, so they never change its argmax: the alphas decide."""
         table = self.arch_tables[ARCH_KEY].detach()
         return format_arch([NB201_OPS[int(row.argmax())] for row in table])
 
@@ -393,10 +394,18 @@ class NasBench201Space(SearchSpace):
         return network_desc(edge_op, conf["init_channels"], conf["n_cells_per_stage"], ch_in, n_classes, meta)
 
     def differentiable_supernet(self) -> NB201DartsSupernet:
+        return self.mixed_op_supernet(MixedOpOptions())
+
+    def mixed_op_supernet(self, options: MixedOpOptions) -> NB201DartsSupernet:
+        """Edge k is EDGES[k] = (node j, input i): with edge normalization its beta is entry i of node j's
+        table `cell_edges<j>` (node 1's single edge has weight 1)."""
         affine = self.conf_model_desc["affine"]
 
         def mixed(k: int, c: int) -> OpDesc:
-            return OpDesc.of("mixed_op", c, c, 1, affine, candidates=list(NB201_OPS), arch_key=ARCH_KEY, arch_row=k)
+            j, i = EDGES[k]
+            extra = options.op_params(f"{ARCH_KEY}_edges{j}", i, j)
+            candidates = list(NB201_OPS)
+            return OpDesc.of("mixed_op", c, c, 1, affine, candidates=candidates, arch_key=ARCH_KEY, arch_row=k, **extra)
 
         return NB201DartsSupernet(self.supernet_desc(mixed, "differentiable"))
 

@@ -56,15 +56,21 @@ class BilevelOptimizer:
         x_val: torch.Tensor,
         y_val: torch.Tensor,
         lr: float,
+        penalty: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One architecture update; returns the validation loss it used (detached)."""
+        """One architecture update; returns the validation loss it used (detached). `penalty`, a scalar of the
+        architecture parameters alone (beta-DARTS' weighted beta-decay loss), is added to the objective."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.order == "first":
             loss = loss_fn(x_val, y_val)
-            grads = torch.autograd.grad(loss, self.arch_params)  # no weight gradients: cheaper than backward()
+            objective = loss if penalty is None else loss + penalty
+            # no weight gradients: cheaper than backward(); an alpha the loss does not reach gets zeros
+            grads = _grads(objective, self.arch_params)
             grads = distributed.averaged(grads, x_val.shape[0])  # torchrun: the global val batch's gradient
         else:
             loss, grads = self.second_order_grads(loss_fn, x_train, y_train, x_val, y_val, lr)
+            if penalty is not None:  # independent of the weights: its gradient adds to the unrolled one
+                grads = [g + pg for g, pg in zip(grads, _grads(penalty, self.arch_params))]
         for p, g in zip(self.arch_params, grads):
             p.grad = g
         self.optimizer.step()

@@ -57,8 +57,8 @@ def fusable(cell: nn.Module) -> bool:
     if not isinstance(cell, Cell) or not cell.nodes or not all(len(node) for node in cell.nodes):
         return False
     ops = [op for node in cell.nodes for op in node]
-    if not all(isinstance(op, MixedOp) for op in ops) or len({op.arch_key for op in ops}) != 1:
-        return False
+    if not all(isinstance(op, MixedOp) and op.plain for op in ops) or len({op.arch_key for op in ops}) != 1:
+        return False  # partial channels, edge betas and sampled edges run the per-edge reference path
     if len({tuple(op.candidates) for op in ops}) != 1 or set(ops[0].candidates) - FUSABLE:
         return False  # the edges of a state are fused candidate by candidate
     if any(op.desc.ch_in != op.desc.ch_out for op in ops):

@@ -10,6 +10,8 @@ the per-edge reference path.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import nn
 
 from archsearch.algos.darts.fused import fuse_cells
@@ -24,6 +26,7 @@ class Darts(Strategy):
     summary = "DARTS: MixedOp supernet, bilevel (first/second order) gradient search"
     requires = frozenset({"differentiable"})
     default_space = "darts"
+    trainer_class: ClassVar[type[BilevelArchTrainer]] = BilevelArchTrainer
 
     def search_model(self) -> nn.Module:
         supernet = self.space.differentiable_supernet()
@@ -37,8 +40,24 @@ class Darts(Strategy):
             f"[search] supernet: {count_params(supernet):,} weights, "
             f"{sum(p.numel() for p in supernet.arch_params()):,} architecture parameters"
         )
-        _, metrics = fit_supernet(self.ctx, supernet, BilevelArchTrainer)
+        _, metrics = fit_supernet(self.ctx, supernet, self.trainer_class)
         return SearchOutcome(supernet.derive_arch(), metrics)
 
     def dry_run_notes(self) -> list[str]:
-        return [f"bilevel order: {self.conf['trainer']['bilevel']['order']}"]
+        conf_bilevel = self.conf["trainer"]["bilevel"]
+        notes = [f"bilevel order: {conf_bilevel['order']}"]
+        if conf_bilevel["arch_start_epoch"]:
+            notes.append(f"architecture steps from epoch {conf_bilevel['arch_start_epoch'] + 1}")
+        if conf_bilevel["beta_decay"]["weight"] > 0:
+            decay = conf_bilevel["beta_decay"]
+            notes.append(f"beta-decay: lambda = {decay['weight']:g} * epoch / {decay['ramp_epochs']}")
+        return notes
+
+
+@register_strategy
+class BetaDarts(Darts):
+    """DARTS with beta-DARTS' beta-decay regularization on (confs/algos/betadarts.yaml); the same switch,
+    nas.search.trainer.bilevel.beta_decay, works for darts, pcdarts and gdas."""
+
+    name = "betadarts"
+    summary = "beta-DARTS: DARTS with the beta-decay regularization of the architecture parameters"
