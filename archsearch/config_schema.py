@@ -481,6 +481,23 @@ register_section(
      "desc_file": Str(null=True, pattern=r".+", allowed="a ModelDesc YAML file")},
 )  # fmt: skip
 
+# --- issue 13: parallel trials (archsearch/nas/ray_executor.py) ---
+register_section("common", {"executor": Str("local", "ray")})
+register_section(
+    "common.ray",
+    {
+        "address": Str(null=True, pattern=r"auto|ray://[^\s:]+:\d+|[^\s:/]+:\d+",
+                       allowed="auto, ray://HOST:PORT, HOST:PORT"),
+        "num_cpus": Float(gt=0),
+        "num_gpus": Float(ge=0),
+        "max_concurrent": Int(null=True, ge=1),
+        "max_retries": Int(ge=0),
+        "local_cpus": Int(null=True, ge=1),
+        "local_gpus": Int(null=True, ge=0),
+        "dashboard": Bool(),
+    },
+)  # fmt: skip
+
 # --- issue 15: the collapse monitor of differentiable searches (archsearch/algos/darts/collapse.py) ---
 # declared here, not from that module: its defaults are in confs/common.yaml, which every load_config reads
 register_section(
@@ -504,6 +521,10 @@ register_check(
     else None,
 )
 
+# --- issue 12: torchrun / DDP (archsearch/common/distributed.py) ---
+register_section("common", {"dist_timeout_s": Float(gt=0)})  # process-group timeout of a torchrun job
+register_section("nas.search.trainer", {"sync_bn": Bool()})  # SyncBatchNorm under torchrun (CUDA only)
+
 # --- issue 14: the HTML report and framework-free export (archsearch/report/) ---
 register_section(
     "report",
@@ -518,20 +539,3 @@ register_section("export", {"onnx_opset": Int(ge=7, le=25)})  # `archsearch expo
 
 # --- issue 15: the DARTS ImageNet network (archsearch/nas/model_desc_builder.py; confs/datasets/imagenet.yaml) ---
 register_section("nas.search.model_desc", {"skeleton": Str("cifar", "imagenet")})
-
-# --- issue 13: parallel trials (archsearch/nas/ray_executor.py) ---
-register_section("common", {"executor": Str("local", "ray")})
-register_section(
-    "common.ray",
-    {
-        "address": Str(null=True, pattern=r"auto|ray://[^\s:]+:\d+|[^\s:/]+:\d+",
-                       allowed="auto, ray://HOST:PORT, HOST:PORT"),
-        "num_cpus": Float(gt=0),
-        "num_gpus": Float(ge=0),
-        "max_concurrent": Int(null=True, ge=1),
-        "max_retries": Int(ge=0),
-        "local_cpus": Int(null=True, ge=1),
-        "local_gpus": Int(null=True, ge=0),
-        "dashboard": Bool(),
-    },
-)  # fmt: skip

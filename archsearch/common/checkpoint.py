@@ -16,22 +16,29 @@ from typing import Any
 
 import torch
 
+from archsearch.common import distributed
 from archsearch.common.errors import CheckpointError
 from archsearch.common.io import atomic_write_bytes, atomic_write_text
 
 # Test-only fault injection: the process kills itself (SIGKILL, like the OOM killer or a lost node) when it
 # reaches the named point, e.g. ARCHSEARCH_TEST_KILL_AT="search:epoch:1" right after search's epoch-1 checkpoint.
+# Under torchrun ARCHSEARCH_TEST_KILL_RANK=R limits it to rank R (a lost node), the other ranks carry on.
 KILL_AT_ENV = "ARCHSEARCH_TEST_KILL_AT"
+KILL_RANK_ENV = "ARCHSEARCH_TEST_KILL_RANK"
 # ... or raises RuntimeError there (a trial that fails on purpose: "trial:run:2" makes trial 2 raise)
 RAISE_AT_ENV = "ARCHSEARCH_TEST_RAISE_AT"
 
 
 def fault_point(name: str) -> None:
-    """SIGKILL this process if ARCHSEARCH_TEST_KILL_AT names `name` (resume tests kill at exact points);
-    raise RuntimeError if ARCHSEARCH_TEST_RAISE_AT names it."""
+    """SIGKILL this process if ARCHSEARCH_TEST_KILL_AT names `name` (resume tests kill at exact points) and,
+    when ARCHSEARCH_TEST_KILL_RANK is set, this process is that torchrun rank; raise RuntimeError if
+    ARCHSEARCH_TEST_RAISE_AT names it."""
     if os.environ.get(RAISE_AT_ENV) == name:
         raise RuntimeError(f"test fault at {name} ({RAISE_AT_ENV})")
-    if os.environ.get(KILL_AT_ENV) == name:
+    if os.environ.get(KILL_AT_ENV) != name:
+        return
+    target = os.environ.get(KILL_RANK_ENV)
+    if target is None or target == os.environ.get("RANK", "0"):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -43,6 +50,8 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
     """Write `state` and its sha256. The checksum file lists the new digest and the old one while the
     checkpoint is replaced, so a kill between the two renames leaves a pair that still verifies."""
     path = Path(path)
+    if not distributed.is_writer():  # under torchrun rank 0 writes; every rank holds the same state
+        return path
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
@@ -60,6 +69,8 @@ def _valid_digests(path: Path) -> list[str]:
 
 
 def delete_checkpoint(path: Path) -> None:
+    if not distributed.is_writer():
+        return
     Path(path).unlink(missing_ok=True)
     checksum_path(Path(path)).unlink(missing_ok=True)
 

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from archsearch.common import distributed
 from archsearch.common.checkpoint import fault_point
 from archsearch.common.errors import ConfigError, UserError
 from archsearch.common.io import atomic_write_yaml
@@ -162,7 +163,10 @@ class LocalExecutor:
         start = time.perf_counter()
         fault_point(f"trial:run:{trial.index}")
         metrics = evaluate(trial)
-        return trial, metrics, time.perf_counter() - start
+        # torchrun: all ranks evaluated this trial together; rank 0's figures and time (which the budget counts)
+        # go to every rank, so every rank's index, best trial and budget stay the same
+        metrics, seconds = distributed.broadcast_object((metrics, time.perf_counter() - start))
+        return trial, metrics, seconds
 
     def pending(self) -> int:
         return len(self._queue)
