@@ -221,7 +221,10 @@ _register_darts_ops()
 
 
 class AuxTower(nn.Module):
-    """DARTS' auxiliary head for CIFAR (assumes 8x8 input there; adaptive pooling for smaller maps)."""
+    """DARTS' auxiliary head for CIFAR (the original's AuxiliaryHeadCIFAR: ReLU, 5x5 average pooling with
+    stride 3, which takes its 8x8 input to 2x2, conv1x1 to 128, BN, ReLU, conv2x2 to 768, BN, ReLU, linear;
+    adaptive pooling to 2x2 for smaller maps). The ReLU stays module 0 of `features`, so weight files keep
+    their keys, but runs before the pooling, as in the original (the two do not commute)."""
 
     def __init__(self, ch_in: int, n_classes: int) -> None:
         super().__init__()
@@ -237,12 +240,13 @@ class AuxTower(nn.Module):
         self.classifier = nn.Linear(768, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features[0](x)  # the ReLU
         if x.shape[-1] >= 5 and x.shape[-2] >= 5:
             # image size 8x8 -> 2x2, exactly as the original
             x = F.avg_pool2d(x, 5, stride=3, padding=0, count_include_pad=False)
         else:
             x = F.adaptive_avg_pool2d(x, 2)
-        return self.classifier(torch.flatten(self.features(x), 1))
+        return self.classifier(torch.flatten(self.features[1:](x), 1))
 
 
 class AuxTowerImageNet(nn.Module):

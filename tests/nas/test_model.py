@@ -90,3 +90,22 @@ def test_genotype_text_round_trips_and_rejects_bad_text():
         parse_genotype("Genotype(normal=[")
     with pytest.raises(ArchitectureError, match="must be Genotype"):
         parse_genotype("__import__('os').system('true')")
+
+
+@pytest.mark.parametrize(
+    "kind, size, stride, bn768", [("cifar", 8, 3, True), ("imagenet", 7, 2, False)]
+)  # the original heads: AuxiliaryHeadCIFAR at 8x8, AuxiliaryHeadImageNet at 7x7 (no BN after the 768 conv)
+def test_aux_heads_apply_relu_before_pooling_as_the_original(kind, size, stride, bn768):
+    from archsearch.nas.ops import AUX_TOWERS
+
+    torch.manual_seed(0)
+    head = AUX_TOWERS[kind](16, 10).eval()
+    convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
+    bns = [m for m in head.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert [c.kernel_size for c in convs] == [(1, 1), (2, 2)] and len(bns) == 1 + bn768
+    x = torch.randn(2, 16, size, size)
+    h = nn.functional.avg_pool2d(torch.relu(x), 5, stride=stride, count_include_pad=False)  # ReLU first
+    h = torch.relu(bns[0](convs[0](h)))
+    h = convs[1](h)
+    h = torch.relu(bns[1](h) if bn768 else h)
+    assert torch.allclose(head(x), head.classifier(torch.flatten(h, 1)), atol=1e-6)
