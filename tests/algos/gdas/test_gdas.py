@@ -130,3 +130,33 @@ def test_gdas_search_through_the_cli_anneals_tau(cli, tiny):
     assert [round(r["tau"], 4) for r in epochs] == [10.0, 5.05, 0.1]
     found = yaml.safe_load((out / "search" / "final_model_desc.yaml").read_text())["meta"]["arch"]
     assert all(op.split("~")[0] in NB201_OPS for group in found.split("+") for op in group.strip("|").split("|"))
+
+
+@pytest.mark.parametrize("algo", ["gdas", "pcdarts"])
+def test_a_search_stopped_after_an_epoch_resumes_to_the_same_result(algo, tmp_path, monkeypatch):
+    """The Gumbel draws come from the checkpointed torch RNG and tau from the epoch, PC-DARTS' warm-up from the
+    epoch too: a search stopped after epoch 2 and resumed ends exactly as one that ran through."""
+    import archsearch
+    from archsearch.common.checkpoint import RAISE_AT_ENV
+    from archsearch.experiment import RunOptions
+
+    settings = {"common.num_threads": 1, "common.logdir": str(tmp_path), "dataset.synthetic_train": 64,
+                "dataset.synthetic_test": 16, "nas.search.space.name": "nasbench201",
+                "nas.search.model_desc.init_channels": 4, "nas.search.model_desc.n_cells_per_stage": 1,
+                "nas.search.loader.batch_size": 16, "nas.search.loader.limit_batches": 2,
+                "nas.search.trainer.epochs": 3, "nas.search.trainer.bilevel.arch_start_epoch": 1}  # fmt: skip
+
+    def search(prefix: str, resume: bool = False):
+        options = RunOptions(phases="search", exp_prefix=prefix)
+        return archsearch.run(algo, "synthetic", options, {**settings, "common.resume": resume})
+
+    straight = search("straight")
+    monkeypatch.setenv(RAISE_AT_ENV, "search:epoch:2")
+    with pytest.raises(RuntimeError, match="test fault"):
+        search("stopped")
+    monkeypatch.delenv(RAISE_AT_ENV)
+    resumed = search("stopped", resume=True)
+    assert resumed["final_arch"].read_text().replace("stopped", "straight") == straight["final_arch"].read_text()
+    runs = [yaml.safe_load((s["final_arch"].parent / "metrics.yaml").read_text()) for s in (straight, resumed)]
+    keys = ("val_loss", "train_loss", "arch_loss")
+    assert {k: runs[0][k] for k in keys} == {k: runs[1][k] for k in keys}
