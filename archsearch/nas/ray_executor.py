@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ from archsearch.common.checkpoint import KILL_AT_ENV, RAISE_AT_ENV, fault_point
 from archsearch.common.errors import ConfigError, UserError
 from archsearch.nas.trial_loop import ERROR_KEY, EvaluateFn, Trial, TrialLog
 
+CONNECT_S = 10.0  # how long a cluster's address may take to accept a connection
 POLL_S = 1.0  # ray.wait's timeout: the driver wakes this often, so Ctrl-C is handled at once
 FAULT_ENVS = (KILL_AT_ENV, RAISE_AT_ENV)  # test-only fault hooks, forwarded so they fire in workers too
 
@@ -138,8 +140,9 @@ class RayExecutor:
         elif local_cpus is not None or local_gpus is not None:
             self._warn("common.ray.local_cpus/local_gpus are ignored: Ray runs elsewhere (common.ray.address)")
         try:
+            self._reachable()
             context = ray.init(address=self.address, **options)
-        except (ConnectionError, RuntimeError, ValueError) as err:
+        except (ConnectionError, RuntimeError, ValueError, OSError) as err:
             first = (str(err).strip().splitlines() or [""])[0]
             raise UserError(
                 f"common.ray.address {self.address!r}: cannot reach a Ray cluster ({first}); start one with "
@@ -151,6 +154,14 @@ class RayExecutor:
         url = getattr(context, "dashboard_url", None)
         if url:
             self._info(f"[ray] dashboard: http://{url}")
+
+    def _reachable(self) -> None:
+        """A HOST:PORT address must accept a connection within CONNECT_S: Ray itself retries for minutes."""
+        if self.address is None or self.address == "auto":
+            return
+        host, _, port = self.address.removeprefix("ray://").rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=CONNECT_S):
+            pass
 
     def _resources_text(self) -> str:
         total = ray.cluster_resources()

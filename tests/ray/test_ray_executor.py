@@ -157,7 +157,7 @@ def test_a_killed_driver_resumes_rerunning_only_unfinished_trials(cluster, tmp_p
     assert f"resuming after {len(before)} finished trials" in out
 
 
-def test_ctrl_c_cancels_running_trials_and_leaves_a_resumable_index(cluster, tmp_path, monkeypatch):
+def test_ctrl_c_cancels_running_trials_and_leaves_a_resumable_index(cluster, tmp_path, monkeypatch, request):
     from archsearch.nas.ray_executor import RayExecutor
 
     next_result = RayExecutor.next_result
@@ -170,6 +170,8 @@ def test_ctrl_c_cancels_running_trials_and_leaves_a_resumable_index(cluster, tmp
         return next_result(self)
 
     monkeypatch.setattr(RayExecutor, "next_result", interrupted)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's Ctrl-C, also under xdist
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     slow = {"nas.search.random.n_candidates": 6, **TRAIN, "nas.search.trainer.epochs": 3}
     with pytest.raises(KeyboardInterrupt):
         search(tmp_path, "random", "interrupted", **slow, **RAY)
@@ -191,6 +193,12 @@ def test_without_ray_the_executor_is_a_one_line_error(tmp_path):
     env = {"PYTHONPATH": os.pathsep.join([str(shadow.parent), str(REPO)])}
     proc = run_cli("--algos", "random", "--common.executor", "ray", logdir=tmp_path / "logdir", env=env)
     assert_user_error(proc, "pip install 'archsearch[ray]'", "--common.executor")
+
+
+def test_an_address_where_no_ray_listens_is_one_line(tmp_path):
+    args = ["--algos", "random", "--search-only", "--common.executor", "ray", "--common.ray.address", "127.0.0.1:1"]
+    proc = run_cli(*args, logdir=tmp_path / "logdir")
+    assert_user_error(proc, "'127.0.0.1:1': cannot reach a Ray cluster", "ray start")
 
 
 def test_bad_ray_settings_are_one_line(tmp_path):
