@@ -121,7 +121,9 @@ def command(ctx: click.Context, **opts: Any) -> None:
             failed.append(f"{job.algo} on {job.dataset or 'the default dataset'}, seed {job.seed}: {error}")
             click.echo(f"error: {failed[-1]}", err=True)
         else:
-            click.echo("\n".join(result["lines"]) if options.dry_run else summary_text(result))
+            text = "\n".join(result["lines"]) if options.dry_run else summary_text(result)
+            if text:  # empty on torchrun ranks other than 0: rank 0 prints for the job
+                click.echo(text)
 
     run_jobs(jobs, options, overrides, report)
     if failed:

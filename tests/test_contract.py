@@ -54,6 +54,7 @@ COMMON = {
     "nas.search.loader.batch_size": 8,
     "nas.search.loader.limit_batches": 1,
     "nas.search.trainer.epochs": 1,
+    "report.auto": False,  # the report has its own browser tests (tests/report); here it would only add time
 }
 
 PAIRS = list(itertools.product(sorted(STRATEGIES), SPACES.names()))

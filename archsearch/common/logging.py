@@ -85,18 +85,26 @@ class RunLog:
         self._yaml_file.write(yaml.safe_dump([entry], sort_keys=False, default_flow_style=None))
         self._yaml_file.flush()
 
-    def scalars(self, prefix: str, values: Mapping[str, Any], step: int) -> None:
-        """TensorBoard scalars `prefix/key` for every numeric value."""
+    def tb_writer(self) -> Any:
+        """The run's TensorBoard SummaryWriter, opened on first use; None where this process writes no files
+        (no output folder, or a torchrun rank other than 0)."""
         if self.out_dir is None:
-            return
+            return None
         if self._tb is None:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when used
 
             self._tb = SummaryWriter(str(self.out_dir / "tb"))
+        return self._tb
+
+    def scalars(self, prefix: str, values: Mapping[str, Any], step: int) -> None:
+        """TensorBoard scalars `prefix/key` for every numeric value."""
+        writer = self.tb_writer()
+        if writer is None:
+            return
         for key, value in values.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._tb.add_scalar(f"{prefix}/{key}", value, step)
-        self._tb.flush()
+                writer.add_scalar(f"{prefix}/{key}", value, step)
+        writer.flush()
 
     def close(self) -> None:
         if self._tb is not None:

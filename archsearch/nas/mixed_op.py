@@ -32,15 +32,10 @@ from torch import nn
 from archsearch.nas.model import ArchOp, Model
 from archsearch.nas.model_desc import ModelDesc, OpDesc
 from archsearch.nas.ops import OPS, build_op, declare_op
-from archsearch.spaces.base import CAPABILITIES
 
 NONE = "none"
 SAMPLINGS = ("softmax", "gumbel")
 
-# Cell spaces whose differentiable supernet is built from MixedOps provide `mixed_op_supernet(options)`, the
-# supernet with the DARTS-family options below (PC-DARTS, GDAS need it; a user model's mixtures are not
-# MixedOps). Registered here, beside the op, as spaces register themselves in SPACES.
-CAPABILITIES.setdefault("mixed_op", ("mixed_op_supernet",))
 
 
 @dataclass(frozen=True)
@@ -137,7 +132,7 @@ class MixedOp(ArchOp):
         if self.partial == 1:
             out = self.mix(x)
             return out if beta is None else out * beta
-        k, c = self.partial, x.shape[1] // self.partial
+        c = x.shape[1] // self.partial
         mixed, bypass = self.mix(x[:, :c]), x[:, c:]
         if self.desc.stride > 1:
             bypass = F.max_pool2d(bypass, 2, 2)

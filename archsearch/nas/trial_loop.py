@@ -188,6 +188,13 @@ def make_executor(conf_common: Any, log: Any = print) -> Executor:
         return LocalExecutor()
     if name != "ray":
         raise ConfigError(f"common.executor {name!r} is not one of {', '.join(EXECUTORS)}")
+    if distributed.launched_world_size() > 1:
+        # every rank would start its own Ray search over the same trials
+        raise ConfigError(
+            f"--common.executor ray cannot run under torchrun ({distributed.launched_world_size()} processes): "
+            "launch it with plain python (Ray places the trials), or keep --common.executor local to train "
+            "each trial with all ranks"
+        )
     try:
         import ray  # noqa: F401 - the optional extra
     except ImportError:

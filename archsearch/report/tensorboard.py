@@ -15,8 +15,8 @@ DPI = 80  # small but readable in TensorBoard; most of a figure's cost is laying
 
 
 def tb_writer(log: Any) -> Any:
-    """The run's SummaryWriter (RunLog opens it on the first scalars, which post_epoch writes first)."""
-    return getattr(log, "_tb", None)
+    """The run's SummaryWriter (None where this process writes no files, or the log has no TensorBoard)."""
+    return log.tb_writer() if hasattr(log, "tb_writer") else None
 
 
 def derived_arch_dags(model: Any) -> list[Any]:

@@ -43,6 +43,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "mutate": ("mutate",),
     "benchmark": ("benchmark_key",),
     "differentiable": ("differentiable_supernet",),
+    "mixed_op": ("mixed_op_supernet",),  # MixedOp-edge supernets with DARTS-family options (PC-DARTS, GDAS)
     "sampled": ("sampled_supernet", "token_spec", "arch_from_tokens"),
     "morphism": ("configure_morphism",),  # only spaces/morphism.py: a method the base class does not declare
 }
@@ -153,6 +154,11 @@ class SearchSpace(ABC):
 
     def differentiable_supernet(self) -> nn.Module:
         """A supernet with continuous architecture weights (DifferentiableSupernet)."""
+        raise NotImplementedError
+
+    def mixed_op_supernet(self, options: Any) -> nn.Module:
+        """The differentiable supernet with its MixedOp edges built with `options` (nas.mixed_op.MixedOpOptions:
+        PC-DARTS' partial channels and edge normalization, GDAS' hard Gumbel sampling)."""
         raise NotImplementedError
 
     def sampled_supernet(self) -> nn.Module:

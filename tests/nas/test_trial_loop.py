@@ -129,3 +129,13 @@ def test_a_trial_the_executor_gave_up_on_is_recorded_and_never_best(tmp_path):
     assert failed["metrics"]["val_top1"] == "nan" and results.best["index"] != 1 and len(results.records) == 5
     assert any("trial 2 skipped: RuntimeError: boom" in line for line in lines)
     assert any("1 failed" in line for line in lines)
+
+
+def test_ray_executor_under_torchrun_is_one_config_error(monkeypatch):
+    from archsearch.nas.trial_loop import make_executor
+
+    torchrun_env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    for key, value in torchrun_env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match="cannot run under torchrun \\(2 processes\\)"):
+        make_executor({"executor": "ray", "ray": {}, "num_threads": 1})

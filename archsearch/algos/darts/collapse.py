@@ -73,6 +73,16 @@ def arch_op_names(arch: Any, candidates: set[str]) -> list[str]:
     return []
 
 
+def op_weight_tables(model: Any) -> dict[str, torch.Tensor]:
+    """The op-choice tables of a supernet: its arch tables less PC-DARTS' edge-normalization betas, whose rows
+    weigh a node's input edges, not an edge's ops, and would skew the entropy of the op choices."""
+    tables = dict(model.arch_tables)
+    if hasattr(model, "op_arch_params"):
+        ops = {id(p) for p in model.op_arch_params()}
+        tables = {k: t for k, t in tables.items() if id(t) in ops}
+    return tables
+
+
 def mean_entropy(tables: Mapping[str, torch.Tensor]) -> float:
     """Mean over every row (edge) of every table of the softmax's entropy, in nats."""
     entropies = []
@@ -223,7 +233,7 @@ class CollapseMonitor:
     def after_epoch(self, trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
         model, log = trainer.model, trainer.log
         param_free, n_ops = self.op_counts(model)
-        entropy = mean_entropy(model.arch_tables)
+        entropy = mean_entropy(op_weight_tables(model))
         event: dict[str, Any] = {"epoch": epoch + 1, "param_free": param_free, "n_ops": n_ops, "entropy": entropy}
         line = f"[search] epoch {epoch + 1} collapse: {param_free}/{n_ops} parameter-free ops, entropy {entropy:.4f}"
         if self.hessian:

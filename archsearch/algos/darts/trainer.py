@@ -22,6 +22,7 @@ import torch
 
 from archsearch.algos.darts.bilevel import BilevelOptimizer
 from archsearch.algos.darts.collapse import CollapseMonitor
+from archsearch.common import distributed
 from archsearch.config_schema import Float, Int, register_section
 from archsearch.nas.arch_trainer import ArchTrainer
 
@@ -88,7 +89,9 @@ class BilevelArchTrainer(ArchTrainer):
 
     def post_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
         if self.arch_steps:  # none during warm-up epochs
-            metrics["arch_loss"] = (self.arch_loss_sum / self.arch_steps).item()
+            # over all ranks' arch batches under torchrun (every rank takes the same number of arch steps)
+            total = distributed.all_reduce_sum(self.arch_loss_sum.clone())
+            metrics["arch_loss"] = (total / (self.arch_steps * distributed.world_size())).item()
         if self.beta_decay_weight > 0:
             metrics["beta_decay_lambda"] = self.beta_decay_lambda(epoch)
         self.arch_loss_sum.zero_()

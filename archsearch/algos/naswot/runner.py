@@ -66,7 +66,8 @@ class ProxyEvaluator(ShippableEvaluator):
     def __init__(self, ctx: RunContext, space: SearchSpace, conf_search: Mapping) -> None:
         conf = conf_search["naswot"]
         proxy = choice(conf, "proxy", PROXIES.names())
-        loader, _ = search_loaders(ctx.conf["dataset"], conf_search["loader"], ctx.device, ctx.seed)
+        # unsharded: under torchrun every rank scores the whole batch, so every rank has the same scores
+        loader, _ = search_loaders(ctx.conf["dataset"], conf_search["loader"], ctx.device, ctx.seed, shard=False)
         loader.batch_size = conf["batch_size"]  # the proxy's batch, independent of any training batch size
         batch = tuple(t.cpu() for t in next(iter(loader)))  # shipped from the CPU; moved to each trial's device
         self._work = ProxyWork(space, batch, proxy, ctx.conf["common"]["device"])

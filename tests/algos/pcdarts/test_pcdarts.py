@@ -220,3 +220,14 @@ def test_partial_channels_that_do_not_divide_the_width_is_one_line(cli, tiny):
     proc = cli("--algos", "pcdarts", "--datasets", "synthetic", "--config", tiny, "--dry-run",
                "--nas.search.model_desc.init_channels", "6")  # fmt: skip
     assert_user_error(proc, "partial_channels 4 must divide init_channels 6")
+
+
+def test_collapse_entropy_counts_the_op_alphas_not_the_edge_betas():
+    from archsearch.algos.darts.collapse import mean_entropy, op_weight_tables
+
+    model = supernet(MixedOpOptions(partial_channels=2, edge_normalization=True))
+    randomize_arch(model)
+    tables = op_weight_tables(model)
+    assert {id(t) for t in tables.values()} == {id(p) for p in model.op_arch_params()}
+    assert len(tables) < len(model.arch_tables)  # the beta tables are left out
+    assert mean_entropy(tables) != mean_entropy(model.arch_tables)
