@@ -97,21 +97,28 @@ class RefCell(nn.Module):
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 
+def ref_cells(g: Genotype, c_stem: int, c: int, layers: int, reduction_prev: bool) -> tuple[nn.ModuleList, int]:
+    """The original's cell stack (reductions at 1/3 and 2/3) after a stem of c_stem channels; also returns
+    the last cell's output channels."""
+    c_pp, c_p, c_cur = c_stem, c_stem, c
+    cells = nn.ModuleList()
+    for i in range(layers):
+        reduction = i in (layers // 3, 2 * layers // 3)
+        c_cur *= 2 if reduction else 1
+        cell = RefCell(g, c_pp, c_p, c_cur, reduction, reduction_prev)
+        cells.append(cell)
+        reduction_prev = reduction
+        c_pp, c_p = c_p, cell.multiplier * c_cur
+    return cells, c_p
+
+
 class RefNetworkCIFAR(nn.Module):
     """NetworkCIFAR without its auxiliary head (the original's parameter count skips it too)."""
 
     def __init__(self, g: Genotype, c: int = 36, layers: int = 20, n_classes: int = 10) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 3 * c, 3, padding=1, bias=False), nn.BatchNorm2d(3 * c))
-        c_pp, c_p, c_cur, reduction_prev = 3 * c, 3 * c, c, False
-        self.cells = nn.ModuleList()
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            c_cur *= 2 if reduction else 1
-            cell = RefCell(g, c_pp, c_p, c_cur, reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            c_pp, c_p = c_p, cell.multiplier * c_cur
+        self.cells, c_p = ref_cells(g, 3 * c, c, layers, reduction_prev=False)
         self.classifier = nn.Linear(c_p, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from archsearch.nas.model import Model, count_params
 from archsearch.nas.model_desc import ModelDesc
 from archsearch.nas.model_desc_builder import ModelDescBuilder
 from archsearch.nas.model_stats import count_macs
-from tests.nas.test_genotypes_zoo import RefCell, n_weights, shapes
+from tests.nas.test_genotypes_zoo import n_weights, ref_cells, shapes
 
 IMAGENET = {"channels": 3, "n_classes": 1000}
 MOBILE = dict(skeleton="imagenet", n_cells=14, init_channels=48, n_nodes=4, stem_multiplier=3, n_reductions=2,
@@ -37,15 +37,8 @@ class RefNetworkImageNet(nn.Module):
             nn.BatchNorm2d(c),
         )
         self.stem1 = nn.Sequential(nn.ReLU(), nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c))
-        c_pp, c_p, c_cur, reduction_prev = c, c, c, True  # the first cell reduces stem0's 56x56 map
-        self.cells = nn.ModuleList()
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            c_cur *= 2 if reduction else 1
-            cell = RefCell(g, c_pp, c_p, c_cur, reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            c_pp, c_p = c_p, cell.multiplier * c_cur
+        # reduction_prev: the first cell reduces stem0's 56x56 map
+        self.cells, c_p = ref_cells(g, c, c, layers, reduction_prev=True)
         self.classifier = nn.Linear(c_p, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
