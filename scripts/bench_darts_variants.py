@@ -51,10 +51,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--logdir", type=Path, default=Path("~/logdir").expanduser())
     parser.add_argument("--prefix", default="bench_darts_variants")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    parser.add_argument(
+        "--beta-ramp",
+        choices=("scaled", "paper"),
+        default="scaled",
+        help="beta-decay's lambda: scaled (0 -> 50 over this run's epochs) or paper (50 * epoch / 100, as the "
+        "code writes it, whatever the run's length)",
+    )
     return parser.parse_args(argv)
 
 
-def budget_overrides(algo: str, epochs: int) -> list[str]:
+def budget_overrides(algo: str, epochs: int, beta_ramp: str = "scaled") -> list[str]:
     """Each method's epoch-defined schedules, scaled from its paper length to `epochs`; PC-DARTS at the batch of
     the others (64, so every method takes the same number of weight and architecture steps on the same images)
     with its lr scaled linearly with the batch as the paper scaled DARTS' (0.1 at 256 -> 0.025 at 64)."""
@@ -63,7 +70,7 @@ def budget_overrides(algo: str, epochs: int) -> list[str]:
             "--nas.search.trainer.bilevel.arch_start_epoch", str(round(epochs * 15 / 50)),
             "--nas.search.loader.batch_size", "64", "--nas.search.trainer.optimizer.lr", "0.025",
         ]  # fmt: skip
-    if algo == "betadarts":
+    if algo == "betadarts" and beta_ramp == "scaled":
         return ["--nas.search.trainer.bilevel.beta_decay.ramp_epochs", str(epochs)]
     return []  # DARTS has no epoch schedule beyond the cosine lr; GDAS anneals tau over the run's epochs
 
@@ -82,7 +89,7 @@ def command(args: argparse.Namespace, algo: str, seed: int) -> list[str]:
         "--nas.search.trainer.bilevel.order", "first",
         "--common.num_threads", "1", "--common.seed", str(seed),
         "--common.logdir", str(args.logdir), "--exp-prefix", f"{args.prefix}_s{seed}",
-        *budget_overrides(algo, args.epochs),
+        *budget_overrides(algo, args.epochs, args.beta_ramp),
     ]  # fmt: skip
 
 
