@@ -11,8 +11,9 @@ on `--datasets npz` with the subset), run one after another; each method keeps i
 recipe (optimizers, PC-DARTS' batch 256 and K=4, GDAS' temperature schedule), and the budget is the same for
 all: network (--channels, --cells), data (the subset split 50/50 into weights and arch halves, as the search
 loader does), epochs. Schedules defined in epochs are scaled to the budget: PC-DARTS' weights-only warm-up is
-the paper's 15/50 of the epochs, beta-decay's lambda ramps to the paper's 50 over the run (50 * epoch / epochs)
-and GDAS' temperature falls from 10 to 0.1 over the run, as each does over its paper-length search.
+the paper's 15/50 of the epochs and GDAS' temperature falls from 10 to 0.1 over the run, as each does over its
+paper-length search; beta-decay's lambda follows the code's 50 * epoch / 100 whatever the length
+(`--beta-ramp scaled`: 0 -> 50 over the run instead).
 """
 
 from __future__ import annotations
@@ -54,14 +55,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--beta-ramp",
         choices=("scaled", "paper"),
-        default="scaled",
+        default="paper",
         help="beta-decay's lambda: scaled (0 -> 50 over this run's epochs) or paper (50 * epoch / 100, as the "
         "code writes it, whatever the run's length)",
     )
     return parser.parse_args(argv)
 
 
-def budget_overrides(algo: str, epochs: int, beta_ramp: str = "scaled") -> list[str]:
+def budget_overrides(algo: str, epochs: int, beta_ramp: str = "paper") -> list[str]:
     """Each method's epoch-defined schedules, scaled from its paper length to `epochs`; PC-DARTS at the batch of
     the others (64, so every method takes the same number of weight and architecture steps on the same images)
     with its lr scaled linearly with the batch as the paper scaled DARTS' (0.1 at 256 -> 0.025 at 64)."""
