@@ -240,7 +240,9 @@ def run_experiment(
             if conf["report"]["auto"] and distributed.is_writer():  # report.html (issue 14): a failure is a warning
                 from archsearch.report.html import report_after_run
 
-                report_after_run(out_dir, log, latency=conf["report"]["latency"])
+                report = report_after_run(out_dir, log, latency=conf["report"]["latency"])
+                if report is not None:
+                    summary["report"] = str(report)  # printed by summary_text; summary.yaml is already written
             return summary
         finally:
             log.close()
@@ -313,6 +315,8 @@ def summary_text(summary: dict[str, Any]) -> str:
     lines.append(f"architecture   {summary.get('final_arch')}")
     if summary.get("model"):
         lines.append(f"model file     {summary['model']}")
+    if summary.get("report"):
+        lines.append(f"report         {summary['report']}  (open it in a browser)")
     lines.append(f"output folder  {summary['output_dir']}  (summary.yaml, log.log, log.yaml, tb/)")
     return "\n".join(lines)
 

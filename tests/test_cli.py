@@ -111,6 +111,7 @@ def test_random_search_then_eval_writes_every_output(cli, tiny):
     assert summary["eval"]["params"] > 0 and 0 <= summary["eval"]["test_top1"] <= 1
     assert summary["model"] == "eval/model.pt" and not Path(summary["final_arch"]).is_absolute()
     assert str(out) in proc.stdout and "test accuracy" in proc.stdout
+    assert f"report         {out / 'report.html'}" in proc.stdout and (out / "report.html").is_file()
     state = torch.load(out / "eval" / "model.pt", weights_only=True)
     assert state["arch_format"] == "model_desc" and state["state_dict"]
     # a second run moves the first aside instead of deleting it
