@@ -535,7 +535,10 @@ register_section(
 )
 # the search trainer reads it: per epoch, the architecture-weight heatmap and the derived cell as TensorBoard images
 register_section("nas.search.trainer", {"tensorboard_images": Bool()})
-register_section("export", {"onnx_opset": Int(ge=7, le=25)})  # `archsearch export --format onnx` default
+# the opsets torch's TorchScript-based ONNX exporter writes (torch.onnx._constants: ONNX_MIN_OPSET and
+# ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET), the exporter `archsearch export --format onnx` uses
+ONNX_OPSETS = (7, 20)
+register_section("export", {"onnx_opset": Int(ge=ONNX_OPSETS[0], le=ONNX_OPSETS[1])})  # --format onnx default
 
 # --- issue 15: the DARTS ImageNet network (archsearch/nas/model_desc_builder.py; confs/datasets/imagenet.yaml) ---
 register_section("nas.search.model_desc", {"skeleton": Str("cifar", "imagenet")})

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from archsearch.common.errors import UserError
+from archsearch.config_schema import ONNX_OPSETS
 
 FORMATS = ("onnx", "torchscript", "python")
 DEFAULT_IMAGE_SIZE = 32  # CIFAR-size, what every archsearch space is built for when a file does not say
@@ -76,6 +77,9 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path, opset: int)
         import onnx  # noqa: F401 - torch.onnx needs it; fail here with the fix rather than deep inside torch
     except ImportError:
         raise UserError("ONNX export needs the onnx package: pip install 'archsearch[export]'") from None
+    low, high = ONNX_OPSETS
+    if not low <= opset <= high:  # torch raises a many-line RuntimeError from deep inside the exporter
+        raise UserError(f"--opset {opset}: the ONNX exporter writes opsets {low} to {high}; pass one of those")
     out.parent.mkdir(parents=True, exist_ok=True)
     # the TorchScript-based exporter (dynamo=False): it needs no onnxscript and handles every model kind
     torch.onnx.export(

@@ -21,3 +21,11 @@ def test_onnx_opset_from_the_run_config_and_the_cli_override(model_pts, tmp_path
         return next(o.version for o in onnx.load(str(tmp_path / name)).opset_import if o.domain in ("", "ai.onnx"))
 
     assert opset("a.onnx") == 14 and opset("b.onnx") == 16
+
+
+def test_an_opset_the_exporter_cannot_write_is_one_line(model_pts, tmp_path, capsys):
+    model_pt, _ = model_pts["nb201"]
+    assert export_main([str(model_pt), str(tmp_path / "c.onnx"), "--format", "onnx", "--opset", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --opset 3: the ONNX exporter writes opsets 7 to 20; pass one of those"
+    assert not (tmp_path / "c.onnx").exists()
