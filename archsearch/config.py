@@ -19,70 +19,16 @@ from typing import Any
 import yaml
 
 from archsearch import config_schema
-from archsearch.common.errors import ConfigError, UserError
+from archsearch.common.errors import ConfigError
+from archsearch.common.readers import read_yaml, safe_yaml
 
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a config is a few KB; anything near this is a mistake
 INCLUDE_KEY = "__include__"
 COPY_KEY = "_copy"
 
 
-def safe_yaml(text: str, where: str, error: type[UserError] = ConfigError) -> Any:
-    """yaml.safe_load that turns every way a document can be bad into one ConfigError line naming `where`.
-
-    Besides syntax errors and unsafe tags (`!!python/object`), an alias that contains itself
-    (`&a [*a]`) or a document nested too deeply would otherwise surface later as a RecursionError.
-    """
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise error(
-            f"{where}{line} is not valid YAML: {problem.splitlines()[0] if problem else type(e).__name__}"
-        ) from None
-    except RecursionError:
-        raise error(f"{where} is nested too deeply") from None
-    _check_tree(data, where, error)
-    return data
-
-
-MAX_NODES = 100_000  # aliases can make a small document expand to billions of nodes when walked
-
-
-def _check_tree(data: Any, where: str, error: type[UserError]) -> None:
-    """Reject YAML alias cycles and alias bombs: the config must be a finite tree."""
-    seen = 0
-
-    def walk(node: Any, ancestors: frozenset[int], depth: int) -> None:
-        nonlocal seen
-        seen += 1
-        if seen > MAX_NODES or depth > 200:
-            raise error(f"{where} is too large or nested too deeply (YAML aliases?)")
-        if isinstance(node, (dict, list)):
-            if id(node) in ancestors:
-                raise error(f"{where}: a YAML alias refers to itself (an alias cycle); write the values out")
-            inner = ancestors | {id(node)}
-            for child in node.values() if isinstance(node, dict) else node:
-                walk(child, inner, depth + 1)
-
-    walk(data, frozenset(), 0)
-
-
 def _read_yaml(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
-    data = safe_yaml(text, f"config file {path}")
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top, not {type(data).__name__}")
-    return data
+    return read_yaml(path, "config file", ConfigError, expect=dict, empty={}, max_bytes=MAX_CONFIG_BYTES)
 
 
 def deep_merge(base: dict, top: Mapping) -> dict:

@@ -22,7 +22,7 @@ import yaml
 
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
-from archsearch.config import safe_yaml
+from archsearch.common.readers import safe_yaml
 
 if TYPE_CHECKING:
     from archsearch.nas.ops import OpTable
