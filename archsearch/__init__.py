@@ -16,18 +16,18 @@ def load_model(path: str | Path, model: str | None = None, *, trust_code: bool =
     """Rebuild a trained network from an eval/model.pt file (imports torch on first use).
 
     A file of a user's own model is loaded only with `model="package.module:Class"` naming the class it
-    was saved from, or `trust_code=True`; see archsearch.nas.load.load_model.
+    was saved from, or `trust_code=True`; see archsearch.model.load.load_model.
     """
-    from archsearch.nas.load import load_model as _load_model
+    from archsearch.model.load import load_model as _load_model
 
     return _load_model(path, model, trust_code=trust_code)
 
 
 def run(algo: str, dataset: str | None = None, options=None, overrides=()):  # noqa: ANN001, ANN201 - lazy re-export
-    """Run one experiment as the CLI would and return its summary; see archsearch.experiment.run_experiment.
+    """Run one experiment as the CLI would and return its summary; see archsearch.experiment.run.run_experiment.
 
     `archsearch.run("darts", overrides={"nas.eval.trainer.epochs": 2})` is `--algos darts --nas.eval.trainer.epochs 2`.
     """
-    from archsearch.experiment import run_experiment
+    from archsearch.experiment.run import run_experiment
 
     return run_experiment(algo, dataset, options, overrides)

@@ -15,9 +15,9 @@ import click
 
 from archsearch.common.errors import TrainingDiverged, UserError
 from archsearch.data.providers import DATASETS
-from archsearch.experiment import RunOptions, summary_text
-from archsearch.nas.exp_runner import RUNNERS
-from archsearch.nas.sweep import Job, SweepFailed, run_jobs, split_seeds
+from archsearch.experiment.run import RunOptions, summary_text
+from archsearch.experiment.phases import RUNNERS
+from archsearch.experiment.sweep import Job, SweepFailed, run_jobs, split_seeds
 
 
 def parse_overrides(args: list[str]) -> list[tuple[str, str]]:

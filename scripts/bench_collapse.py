@@ -1,6 +1,6 @@
 """Benchmark the collapse monitor's Hessian eigenvalue against a DARTS search step.
 
-Builds the search supernet of archsearch/confs/algos/darts.yaml (--full sizes: 8 cells, 16 channels, 4 nodes,
+Builds the search supernet of confs/algos/darts.yaml (--full sizes: 8 cells, 16 channels, 4 nodes,
 fused cells) on random data of CIFAR shape and times, with the trainer the search uses (BilevelArchTrainer):
 
 - `step`: one search step (first-order architecture step + weight step), the unit of an epoch;
@@ -30,12 +30,12 @@ import time
 
 import torch
 
-from archsearch.algos.darts.collapse import CollapseMonitor
-from archsearch.algos.darts.fused import fuse_cells
-from archsearch.algos.darts.trainer import BilevelArchTrainer
+from archsearch.strategies.darts.collapse import CollapseMonitor
+from archsearch.strategies.darts.fused import fuse_cells
+from archsearch.strategies.darts.trainer import BilevelArchTrainer
 from archsearch.common.logging import RunLog
 from archsearch.config import load_config
-from archsearch.experiment import confs_dir
+from archsearch.experiment.run import confs_dir
 from archsearch.spaces.darts_cells import DartsCellSpace
 
 

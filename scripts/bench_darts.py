@@ -3,7 +3,7 @@
 A full search step is what BilevelArchTrainer runs per batch: the architecture step (`pre_step`, i.e.
 BilevelOptimizer.step, first or second order) and the weight step (`train_step`: forward, backward, grad
 clip 5, SGD momentum 0.9, weight decay 3e-4), on random data of CIFAR shape, with the settings of
-archsearch/confs/algos/darts.yaml (AMP and channels_last apply on CUDA only, as in the trainer). `weight` runs weight
+confs/algos/darts.yaml (AMP and channels_last apply on CUDA only, as in the trainer). `weight` runs weight
 steps alone, comparable with figures quoted per weight step.
 
 Every configuration runs in a fresh subprocess, so its peak memory is its own: peak RSS (ru_maxrss) on
@@ -79,11 +79,11 @@ def split_list(text: str, valid: tuple[str, ...] | None = None) -> list[str]:
 # ---- one configuration (in the child process) ------------------------------------------------------
 def build_trainer(setup: dict[str, Any]):
     """The supernet and BilevelArchTrainer exactly as a DARTS search builds them (full-size config)."""
-    from archsearch.algos.darts import BilevelArchTrainer
-    from archsearch.algos.darts.fused import fuse_cells
+    from archsearch.strategies.darts import BilevelArchTrainer
+    from archsearch.strategies.darts.fused import fuse_cells
     from archsearch.common.logging import RunLog
     from archsearch.config import load_config
-    from archsearch.nas.mixed_op import MixedOpOptions
+    from archsearch.model.mixed_op import MixedOpOptions
     from archsearch.spaces.darts_cells import DartsCellSpace
 
     order = "first" if setup["order"] == "weight" else setup["order"]

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from archsearch.algos.morphism import Graph, MorphismSearchStrategy, transform
+from archsearch.strategies.morphism import Graph, MorphismSearchStrategy, transform
 
 
 def synthetic_metric(graph: Graph, rng: np.random.Generator) -> float:

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from archsearch.nas.trial_loop import Budget, LocalExecutor, Trial, TrialLoop  # noqa: E402
+from archsearch.search.trial_loop import Budget, LocalExecutor, Trial, TrialLoop  # noqa: E402
 
 
 @dataclass
@@ -111,7 +111,7 @@ def main() -> None:
 
     import ray
 
-    from archsearch.nas.ray_executor import RayExecutor
+    from archsearch.search.ray_executor import RayExecutor
 
     n = args.trivial
     local = time_loop(LocalExecutor(), n)

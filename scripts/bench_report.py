@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 def toy_darts_search(logdir: Path, images: bool) -> tuple[float, list[float]]:
     import archsearch
     import archsearch.report.tensorboard as tb
-    from archsearch.experiment import RunOptions
+    from archsearch.experiment.run import RunOptions
 
     spent: list[float] = []
     original = tb.log_epoch_images

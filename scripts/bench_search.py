@@ -32,12 +32,12 @@ import numpy as np
 import torch
 from scipy import stats
 
-from archsearch.algos.naswot.sampling import score_candidates
-from archsearch.algos.random import sample_untried
-from archsearch.algos.rea import evolve
-from archsearch.nas.benchmark_table import load_benchmark_table
-from archsearch.nas.trial_eval import TableEvaluator
-from archsearch.nas.trial_loop import Budget, TrialLoop
+from archsearch.strategies.naswot.sampling import score_candidates
+from archsearch.strategies.random.strategy import sample_untried
+from archsearch.strategies.rea.strategy import evolve
+from archsearch.search.benchmark_table import load_benchmark_table
+from archsearch.search.trial_eval import TableEvaluator
+from archsearch.search.trial_loop import Budget, TrialLoop
 from archsearch.spaces.nasbench201 import NasBench201Space, arch_to_index
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -81,7 +81,7 @@ def test_overrides_parse_yaml_values_and_reach_copies(tmp_path):
 
 
 def test_a_mapping_override_merges_into_its_section_and_is_validated():
-    from archsearch.experiment import config_files
+    from archsearch.experiment.run import config_files
 
     files = config_files("random", None, False)
     conf = load_config(files, [("nas.search.trainer.optimizer", "{lr: 0.5}")])
@@ -129,8 +129,8 @@ def test_config_is_read_only():
 
 
 def test_shipped_configs_resolve_for_every_algorithm():
-    from archsearch.experiment import config_files
-    from archsearch.nas.exp_runner import RUNNERS
+    from archsearch.experiment.run import config_files
+    from archsearch.experiment.phases import RUNNERS
 
     for algo in RUNNERS.names():
         for full in (False, True):
@@ -140,7 +140,7 @@ def test_shipped_configs_resolve_for_every_algorithm():
 
 
 def test_a_section_chosen_by_name_takes_the_name_directly():
-    from archsearch.experiment import config_files
+    from archsearch.experiment.run import config_files
 
     conf = load_config(config_files("darts", None, False), [("nas.search.space", "nasbench201")])
     assert conf["nas"]["search"]["space"]["name"] == "nasbench201"
@@ -148,7 +148,7 @@ def test_a_section_chosen_by_name_takes_the_name_directly():
 
 
 def test_a_string_key_takes_a_nasbench201_cell_as_written():
-    from archsearch.experiment import config_files
+    from archsearch.experiment.run import config_files
 
     cell = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
     conf = load_config(config_files("manual", None, False), [("nas.search.manual.genotype", cell)])

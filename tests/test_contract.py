@@ -12,11 +12,11 @@ import re
 import pytest
 
 import archsearch
-import archsearch.algos  # noqa: F401 - the plugin bootstrap fills both registries
+import archsearch.plugins  # noqa: F401 - the plugin bootstrap fills both registries
 from archsearch.common.errors import ConfigError
-from archsearch.experiment import RunOptions, override_pairs, resolve_config
-from archsearch.nas.strategy import STRATEGIES
-from archsearch.spaces.base import SPACES
+from archsearch.experiment.run import RunOptions, override_pairs, resolve_config
+from archsearch.search.strategy import STRATEGIES
+from archsearch.search.space import SPACES
 from tests.conftest import assert_user_error
 
 # the smallest network of each space, and the data it runs on

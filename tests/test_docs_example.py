@@ -34,7 +34,7 @@ def test_the_worked_example_is_a_strategy_that_climbs_on_nasbench201(tmp_path):
     script = textwrap.dedent(
         """
         import sys
-        import archsearch.algos, local_search  # the bootstrap, then the plugin registers itself
+        import archsearch.strategies, local_search  # the bootstrap, then the plugin registers itself
         from archsearch.cli import main
         sys.exit(main(sys.argv[1:]))
         """

@@ -16,13 +16,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import archsearch.algos  # noqa: F401 - registers ops and spaces, as the CLI does
+import archsearch.plugins  # noqa: F401 - registers ops and spaces, as the CLI does
 from archsearch.cli import parse_overrides
 from archsearch.common.errors import UserError
 from archsearch.config import apply_override, load_config, load_yaml_with_includes
-from archsearch.experiment import config_files
-from archsearch.nas.genotype import DARTS_V2, parse_genotype
-from archsearch.nas.model_desc import ModelDesc
+from archsearch.experiment.run import config_files
+from archsearch.model.genotype import DARTS_V2, parse_genotype
+from archsearch.model.model_desc import ModelDesc
 from archsearch.spaces.nasbench201 import arch_to_desc, index_to_arch, parse_arch
 from archsearch.spaces.token_space import ModelSpace, Operation
 
@@ -186,7 +186,7 @@ def test_mutated_model_desc_files(tmp_path_factory, data):
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     desc = only_user_errors(ModelDesc.load, path)
     if desc is not None:  # a desc that validates also builds a model
-        from archsearch.nas.model import Model
+        from archsearch.model.network import Model
 
         only_user_errors(Model, desc)
 
@@ -206,7 +206,7 @@ def ir_doc() -> dict:
 @FUZZ
 @given(st.data())
 def test_mutated_ir_json(ir_doc, data):
-    from archsearch.algos.morphism import json_to_graph
+    from archsearch.strategies.morphism import json_to_graph
 
     only_user_errors(json_to_graph, json.dumps(mutate(ir_doc, data.draw)))
 
@@ -214,7 +214,7 @@ def test_mutated_ir_json(ir_doc, data):
 @FUZZ
 @given(st.one_of(st.binary(max_size=40), st.text(max_size=40)))
 def test_random_ir_bytes(data):
-    from archsearch.algos.morphism import json_to_graph
+    from archsearch.strategies.morphism import json_to_graph
 
     only_user_errors(json_to_graph, data)
 
@@ -238,7 +238,7 @@ def test_random_arc_sequences(arc):
 
 
 def test_ir_json_file_non_utf8_missing_field_and_wrong_type(tmp_path, ir_doc):
-    from archsearch.algos.morphism.ir_json import load_graph_file
+    from archsearch.spaces.morphism.ir_json import load_graph_file
 
     latin = tmp_path / "latin.json"
     latin.write_bytes(json.dumps({"vis": "caf\xe9"}).encode("utf-8").replace(b"\\u00e9", b"\xe9"))

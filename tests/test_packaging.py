@@ -83,12 +83,12 @@ def workdir(tmp_path) -> Path:
 
 def test_the_wheel_ships_every_config(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    assert sorted(n for n in names if n.startswith("archsearch/confs/")) == SHIPPED_CONFS
-    assert "archsearch/confs/common.yaml" in SHIPPED_CONFS and all(n.startswith("archsearch") for n in names)
+    assert sorted(n for n in names if n.startswith("confs/")) == SHIPPED_CONFS
+    assert "confs/common.yaml" in SHIPPED_CONFS and all(n.startswith("archsearch") for n in names)
 
 
 def test_the_venv_imports_the_wheels_archsearch_not_the_checkouts(venv, workdir):
-    where = "import archsearch, archsearch.experiment as e; print(archsearch.__file__); print(e.confs_dir())"
+    where = "import archsearch, archsearch.experiment.run as e; print(archsearch.__file__); print(e.confs_dir())"
     module, confs = checked(run(venv / "bin" / "python", "-c", where, cwd=workdir)).split()
     assert Path(module).is_relative_to(venv) and Path(confs).is_relative_to(venv)
 

@@ -278,9 +278,9 @@ def test_a_nan_test_loss_fails_the_run_and_writes_no_metrics(tmp_path):
     from archsearch.common.errors import TrainingDiverged
     from archsearch.common.logging import RunLog
     from archsearch.config import load_config
-    from archsearch.experiment import config_files
-    from archsearch.nas.context import RunContext
-    from archsearch.nas.evaluater import BuiltModel, Evaluater
+    from archsearch.experiment.run import config_files
+    from archsearch.train.context import RunContext
+    from archsearch.train.final import BuiltModel, Evaluater
 
     tiny = tmp_path / "tiny.yaml"
     tiny.write_text(yaml.safe_dump({"nas": {"eval": EVAL}, "dataset": SYNTHETIC}))
@@ -294,7 +294,7 @@ def test_a_nan_test_loss_fails_the_run_and_writes_no_metrics(tmp_path):
 
 
 def test_the_morphism_generator_state_round_trips_through_yaml():
-    from archsearch.algos.morphism.strategy import MorphismSearchStrategy
+    from archsearch.strategies.morphism.optimizer import MorphismSearchStrategy
 
     a, b = MorphismSearchStrategy(seed=3), MorphismSearchStrategy(seed=4)
     a.rng.uniform(size=5)
@@ -305,8 +305,8 @@ def test_the_morphism_generator_state_round_trips_through_yaml():
 def test_a_resumed_morphism_search_proposes_what_the_uninterrupted_one_does(tmp_path):
     """In process, so more trials than the CLI test can afford: on the trial loop, a fresh queue rebuilt from
     the index and the trial files, proposing from each trial's own seed, makes the same children."""
-    from archsearch.algos.morphism import MorphismLimits, MorphismSearchStrategy, MorphismTrials
-    from archsearch.nas.trial_loop import Budget, TrialLoop
+    from archsearch.strategies.morphism import MorphismLimits, MorphismSearchStrategy, MorphismTrials
+    from archsearch.search.trial_loop import Budget, TrialLoop
 
     def queue() -> MorphismSearchStrategy:
         return MorphismSearchStrategy(

@@ -108,7 +108,7 @@ def test_a_full_disk_is_one_line_naming_the_path(tiny, mounted_tmpfs):
 
 def test_the_library_call_runs_what_the_cli_runs(tmp_path, tiny):
     import archsearch
-    from archsearch.experiment import RunOptions
+    from archsearch.experiment.run import RunOptions
 
     summary = archsearch.run(
         "manual",

@@ -19,7 +19,7 @@ from archsearch.common import io
 from archsearch.common.checkpoint import save_checkpoint
 from archsearch.common.errors import ArchitectureError, UserError
 from archsearch.common.io import atomic_write_text
-from archsearch.nas.load import CodeAllowed
+from archsearch.model.load import CodeAllowed
 from archsearch.spaces.user_model import UserModelArch, UserModelRef
 from tests.conftest import REPO, assert_user_error, config_fixture
 

@@ -24,7 +24,7 @@ import types
 from collections.abc import MutableMapping
 from typing import Any
 
-from archsearch.algos.morphism import (
+from archsearch.strategies.morphism import (
     bayesian,
     constants,
     distance,
@@ -36,8 +36,8 @@ from archsearch.algos.morphism import (
     nni_tuner,
     transformer,
 )
-from archsearch.algos.morphism.graph import NodeIds
-from archsearch.algos.morphism.layers import StubLayer
+from archsearch.spaces.morphism.graph import NodeIds
+from archsearch.spaces.morphism.layers import StubLayer
 
 PACKAGE = "nni.algorithms.hpo.networkmorphism_tuner"
 

@@ -130,7 +130,7 @@ def desc_cell_dags(desc: Mapping[str, Any] | Any, space: str | None = None) -> l
 
 def genotype_dags(text: str) -> list[Dag]:
     """The normal and reduction cells of a DARTS genotype string."""
-    from archsearch.nas.genotype import genotype_to_templates, parse_genotype
+    from archsearch.model.genotype import genotype_to_templates, parse_genotype
 
     dags = []
     for kind, template in genotype_to_templates(parse_genotype(text)).items():

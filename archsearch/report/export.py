@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from archsearch.common.errors import UserError
-from archsearch.config_schema import ONNX_OPSETS
+from archsearch.config.schema import ONNX_OPSETS
 
 FORMATS = ("onnx", "torchscript", "python")
 DEFAULT_IMAGE_SIZE = 32  # CIFAR-size, what every archsearch space is built for when a file does not say
@@ -47,7 +47,7 @@ def arch_input_shape(arch_format: str, arch_text: str) -> tuple[int, int, int] |
         h, w, c = json.loads(arch_text)["input_shape"]  # NNI's graphs are channels last
         return int(c), int(h), int(w)
     if arch_format == "model_desc":
-        from archsearch.nas.model_desc import ModelDesc
+        from archsearch.model.model_desc import ModelDesc
 
         return ModelDesc.from_yaml(arch_text, "model.pt").ch_in, DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE
     return None
@@ -242,7 +242,7 @@ def configured_opset(model_pt: Path) -> int:
             if opset is not None:
                 return int(opset)
     from archsearch.config import load_yaml_with_includes
-    from archsearch.experiment import confs_dir
+    from archsearch.experiment.run import confs_dir
 
     return int(load_yaml_with_includes(confs_dir() / "common.yaml")["export"]["onnx_opset"])
 

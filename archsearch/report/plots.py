@@ -149,7 +149,7 @@ def param_free_counts(run: RunData) -> tuple[Any, str] | None:
             k: [c.get(k) for c in collapse] for k in ("entropy", "hessian_eigenvalue") if any(k in c for c in collapse)
         }
     else:
-        from archsearch.algos.darts.collapse import arch_op_names, is_param_free
+        from archsearch.strategies.darts.collapse import arch_op_names, is_param_free
 
         records = [
             (e["epoch"], e.get("genotype", e.get("cell", e.get("choices"))))
@@ -191,7 +191,7 @@ def param_free_counts(run: RunData) -> tuple[Any, str] | None:
 
 
 def _candidate_names(run: RunData) -> set[str]:
-    from archsearch.nas.ops import OPS
+    from archsearch.model.ops import OPS
 
     names = set(OPS.names()) if hasattr(OPS, "names") else set()
     primitives = run.config.get("nas", {}).get("search", {}).get("model_desc", {}).get("primitives") or []
@@ -267,7 +267,7 @@ def score_vs_benchmark(run: RunData) -> tuple[Any, int] | None:
     scores_file = run.path / "search" / "scores.yaml"
     if not search.get("benchmark") or not scores_file.is_file():
         return None
-    from archsearch.nas.benchmark_table import table_from_conf
+    from archsearch.search.benchmark_table import table_from_conf
     from archsearch.report.run_data import _yaml
 
     table = table_from_conf(search)

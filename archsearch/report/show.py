@@ -27,27 +27,27 @@ def _load(path: Path, model: str | None, trust_code: bool) -> tuple[nn.Module, t
 
     if path.suffix == ".pt":
         from archsearch.common.checkpoint import load_checkpoint
-        from archsearch.nas.model_desc import ModelDesc
+        from archsearch.model.model_desc import ModelDesc
 
         net = archsearch.load_model(path, model=model, trust_code=trust_code)
         state = load_checkpoint(path)
         desc = ModelDesc.from_yaml(state["arch"], str(path)) if state.get("arch_format") == "model_desc" else None
         return net, input_shape_of(path), desc
     if path.suffix in (".yaml", ".yml"):
-        from archsearch.nas.model import Model
-        from archsearch.nas.model_desc import ModelDesc
+        from archsearch.model.network import Model
+        from archsearch.model.model_desc import ModelDesc
 
         desc = ModelDesc.load(path)
         return Model(desc), (desc.ch_in, DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE), desc
     if path.suffix == ".json":
         data = json.loads(path.read_text())
         if isinstance(data, dict) and "choices" in data:  # a user model's final_arch.json
-            from archsearch.nas.load import CodeAllowed
+            from archsearch.model.load import CodeAllowed
             from archsearch.spaces.user_model import UserModelArch
 
             net = UserModelArch.load(path).build_fixed(CodeAllowed(model, trust_code), str(path))
             return net, (1, 28, 28), None  # the file does not say; MNIST-size, override with --input-shape
-        from archsearch.algos.morphism.ir_json import load_graph_file
+        from archsearch.spaces.morphism.ir_json import load_graph_file
 
         graph = load_graph_file(path)
         h, w, c = graph.input_shape
@@ -100,8 +100,8 @@ def show(
     device: str | None = None,
 ) -> dict[str, Any]:
     """Parameters, MACs, median latency at batch 1 and 64, peak memory, and the cell PNG where there is one."""
-    from archsearch.nas.model import count_params
-    from archsearch.nas.model_stats import count_macs
+    from archsearch.model.network import count_params
+    from archsearch.model.stats import count_macs
 
     path = Path(path).expanduser()
     if not path.is_file():

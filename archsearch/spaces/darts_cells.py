@@ -29,7 +29,7 @@ from typing import Any
 
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
-from archsearch.nas.genotype import (
+from archsearch.model.genotype import (
     CellTemplate,
     format_genotype,
     genotype_to_templates,
@@ -37,12 +37,12 @@ from archsearch.nas.genotype import (
     random_templates,
     templates_to_genotype,
 )
-from archsearch.nas.mixed_op import MixedOpOptions, MixedOpSupernet
-from archsearch.nas.model import Model
-from archsearch.nas.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
-from archsearch.nas.model_desc_builder import ModelDescBuilder, scaled_eval_model, templates_from_desc
-from archsearch.nas.ops import DARTS_PRIMITIVES
-from archsearch.spaces.base import SPACES, SearchSpace
+from archsearch.model.mixed_op import MixedOpOptions, MixedOpSupernet
+from archsearch.model.network import Model
+from archsearch.model.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
+from archsearch.model.builder import ModelDescBuilder, scaled_eval_model, templates_from_desc
+from archsearch.model.ops import DARTS_PRIMITIVES
+from archsearch.search.space import SPACES, SearchSpace
 from archsearch.spaces.enas_spaces import MicroSpace
 from archsearch.spaces.enas_supernet import MicroSupernet
 

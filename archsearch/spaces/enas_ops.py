@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from archsearch.nas.model_desc import OpDesc
-from archsearch.nas.ops import OPS, GlobalAvgPool
+from archsearch.model.model_desc import OpDesc
+from archsearch.model.ops import OPS, GlobalAvgPool
 
 MACRO_OPS = (
     "enas_conv_3x3",

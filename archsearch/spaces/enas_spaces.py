@@ -37,14 +37,14 @@ from torch import nn
 from archsearch.common.errors import ArchitectureError, ConfigError
 from archsearch.common.io import atomic_write_text
 from archsearch.common.logging import plain
-from archsearch.config_schema import register_rename
-from archsearch.nas.evaluater import BuiltModel
-from archsearch.nas.genotype import CellTemplate, Genotype, genotype_to_templates, templates_to_genotype
-from archsearch.nas.model import Model
-from archsearch.nas.model_desc import CellDesc, EdgeDesc, ModelDesc, NodeDesc, OpDesc
-from archsearch.nas.model_desc_builder import ModelDescBuilder, scaled_eval_model
-from archsearch.nas.ops import OPS
-from archsearch.spaces.base import SPACES, SearchSpace
+from archsearch.config.schema import register_rename
+from archsearch.train.final import BuiltModel
+from archsearch.model.genotype import CellTemplate, Genotype, genotype_to_templates, templates_to_genotype
+from archsearch.model.network import Model
+from archsearch.model.model_desc import CellDesc, EdgeDesc, ModelDesc, NodeDesc, OpDesc
+from archsearch.model.builder import ModelDescBuilder, scaled_eval_model
+from archsearch.model.ops import OPS
+from archsearch.search.space import SPACES, SearchSpace
 from archsearch.spaces.enas_ops import MACRO_OPS
 from archsearch.spaces.token_space import ModelSpace, Operation, Token, check_arc, mutate_arc
 from archsearch.spaces.token_space import random_arc as _random_arc

@@ -2,7 +2,7 @@
 (`set_arch`, the SampledSupernet protocol, is the same: an ENAS space's architecture is its arc_seq).
 
 The supernet is an ordinary `Model` compiled from a ModelDesc whose searchable edges are the framework's
-choice ops (archsearch.nas.choice_ops): `enas_choice` per micro input slot or macro layer, `enas_gate`
+choice ops (archsearch.model.choice_ops): `enas_choice` per micro input slot or macro layer, `enas_gate`
 per loose end and macro skip. Micro cells end with one gate per node that passes the
   node only if it is a loose end, so the cell output is the concat of *all* nodes with zeros in place of
   the used ones: the next 1x1 conv over it equals the original's conv over the loose ends with gathered
@@ -36,10 +36,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from archsearch.nas.choice_ops import EnasChoice, EnasGate, batch_statistics, choice_op, gate_op
-from archsearch.nas.model import Model
-from archsearch.nas.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
-from archsearch.nas.model_desc_builder import ModelDescBuilder
+from archsearch.model.choice_ops import EnasChoice, EnasGate, batch_statistics, choice_op, gate_op
+from archsearch.model.network import Model
+from archsearch.model.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
+from archsearch.model.builder import ModelDescBuilder
 from archsearch.spaces.enas_spaces import CELL_INPUTS, EnasSpace, MacroDescBuilder, MacroSpace, MicroSpace
 
 

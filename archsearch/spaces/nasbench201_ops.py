@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from archsearch.nas.model_desc import OpDesc
-from archsearch.nas.ops import OPS, ReLUConvBN, declare_op
+from archsearch.model.model_desc import OpDesc
+from archsearch.model.ops import OPS, ReLUConvBN, declare_op
 
 
 class ResNetBasicBlock(nn.Module):
@@ -53,7 +53,7 @@ class LastActGlobalPool(nn.Sequential):
     """The benchmark's `lastact` (BN, ReLU) and global average pooling, flattened to (batch, channels).
 
     The class name must not contain "ReLU": NASWOT hooks every module whose class name does (see
-    `archsearch.algos.naswot.proxies.relu_by_class_name`), and the benchmark's `lastact` is a plain
+    `archsearch.strategies.naswot.proxies.relu_by_class_name`), and the benchmark's `lastact` is a plain
     nn.Sequential, so only the ReLU inside counts.
     """
 

@@ -36,9 +36,9 @@ from torch import nn
 
 from archsearch.common.errors import ArchitectureError, UserError
 from archsearch.common.io import atomic_write_text
-from archsearch.nas.evaluater import BuiltModel
-from archsearch.nas.load import ARCH_FORMATS, CodeAllowed
-from archsearch.spaces.base import SPACES, SearchSpace
+from archsearch.train.final import BuiltModel
+from archsearch.model.load import ARCH_FORMATS, CodeAllowed
+from archsearch.search.space import SPACES, SearchSpace
 from archsearch.spaces.mutables import MutableSpace, apply_fixed_arch
 from archsearch.spaces.token_space import Token, mutate_arc
 from archsearch.spaces.user_model_supernets import DartsSupernet, EnasChildren, EnasMutableSpace

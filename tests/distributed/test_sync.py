@@ -20,13 +20,13 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from archsearch.algos.darts.bilevel import BilevelOptimizer
+from archsearch.strategies.darts.bilevel import BilevelOptimizer
 from archsearch.common import distributed
 from archsearch.common.errors import ConfigError
 from archsearch.common.logging import RunLog
 from archsearch.data.loaders import Augment, TensorLoader
 from archsearch.data.providers import TensorImages
-from archsearch.nas.trainer import Trainer
+from archsearch.train.trainer import Trainer
 
 WORLD = 2
 B = 6  # per-rank batch; the single process takes 2 * B

@@ -152,11 +152,11 @@ def test_search_ends_identical_on_both_ranks(tmp_path, case):
 def test_eval_on_two_ranks_reports_the_single_process_test_accuracy(darts_run):
     """The 2-rank test accuracy is over the whole test split: one process evaluating model.pt agrees."""
     import archsearch
-    import archsearch.algos  # noqa: F401 - registers the algorithms' config sections
+    import archsearch.plugins  # noqa: F401 - registers the algorithms' config sections
     from archsearch.common.logging import RunLog
     from archsearch.config import load_config
     from archsearch.data.loaders import eval_loaders
-    from archsearch.nas.trainer import Trainer
+    from archsearch.train.trainer import Trainer
 
     out, _, _ = darts_run
     metrics = yaml.safe_load((out / "eval" / "metrics.yaml").read_text())
@@ -214,7 +214,7 @@ def test_torchrun_elastic_restart_resumes_from_the_checkpoint_by_itself(darts_ru
 @pytest.mark.parametrize("rank", [0, 1])
 def test_dry_run_under_torchrun_prints_world_batches_and_devices(tmp_path, monkeypatch, rank):
     """--dry-run starts no process group, so torchrun's environment is all it reads: set it in-process."""
-    from archsearch.experiment import RunOptions, run_experiment
+    from archsearch.experiment.run import RunOptions, run_experiment
 
     env = {"RANK": rank, "WORLD_SIZE": 2, "LOCAL_RANK": rank, "LOCAL_WORLD_SIZE": 2, "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": 29999}  # fmt: skip

@@ -18,7 +18,7 @@ import yaml
 
 from archsearch.common.checkpoint import KILL_AT_ENV, RAISE_AT_ENV
 from archsearch.common.errors import ConfigError
-from archsearch.experiment import RunOptions, run_experiment
+from archsearch.experiment.run import RunOptions, run_experiment
 from tests.algos.rea.test_rea import nb201_table  # noqa: F401 - the fixture
 from tests.conftest import REPO, assert_user_error, run_cli
 
@@ -158,7 +158,7 @@ def test_a_killed_driver_resumes_rerunning_only_unfinished_trials(cluster, tmp_p
 
 
 def test_ctrl_c_cancels_running_trials_and_leaves_a_resumable_index(cluster, tmp_path, monkeypatch, request):
-    from archsearch.nas.ray_executor import RayExecutor
+    from archsearch.search.ray_executor import RayExecutor
 
     next_result = RayExecutor.next_result
     calls = []
@@ -214,7 +214,7 @@ def test_bad_ray_settings_are_one_line(tmp_path):
 
 
 def test_more_gpus_than_the_cluster_has_is_one_line(cluster):
-    from archsearch.nas.ray_executor import RayExecutor
+    from archsearch.search.ray_executor import RayExecutor
 
     with pytest.raises(ConfigError, match="num_gpus 0.5 per trial, but the Ray cluster has 0 GPUs"):
         RayExecutor(num_gpus=0.5, log=lambda _: None)

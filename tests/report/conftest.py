@@ -29,11 +29,11 @@ def _randomise_bn(model: torch.nn.Module) -> None:
 
 def build(kind: str) -> tuple[torch.nn.Module, str, str, tuple[int, int, int]]:
     """(model, arch_format, arch_text, input C,H,W) of one architecture kind."""
-    from archsearch.nas.model import Model
+    from archsearch.model.network import Model
 
     if kind == "darts":
-        from archsearch.nas.genotype import DARTS_V2, genotype_to_templates
-        from archsearch.nas.model_desc_builder import ModelDescBuilder
+        from archsearch.model.genotype import DARTS_V2, genotype_to_templates
+        from archsearch.model.builder import ModelDescBuilder
 
         desc = ModelDescBuilder(CONF, DATASET, genotype_to_templates(DARTS_V2)).build()
         return Model(desc), "model_desc", desc.to_yaml(), (3, 16, 16)
@@ -49,7 +49,7 @@ def build(kind: str) -> tuple[torch.nn.Module, str, str, tuple[int, int, int]]:
         desc = space.to_desc(space.random_arc(random.Random(0)), dict(init_channels=8, affine=True), DATASET)
         return Model(desc), "model_desc", desc.to_yaml(), (3, 16, 16)
     if kind == "morphism":
-        from archsearch.algos.morphism.ir_json import graph_to_json, load_graph_file
+        from archsearch.spaces.morphism.ir_json import graph_to_json, load_graph_file
 
         graph = load_graph_file(MORPH_JSON)
         h, w, c = graph.input_shape
@@ -61,7 +61,7 @@ def build(kind: str) -> tuple[torch.nn.Module, str, str, tuple[int, int, int]]:
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))
         arch = UserModelArch(UserModelRef(USER_MODEL, {}), {"conv1": "conv5x5", "conv2": "conv3x3", "skip": [0]})
-        from archsearch.nas.load import CodeAllowed
+        from archsearch.model.load import CodeAllowed
 
         return arch.build_fixed(CodeAllowed(USER_MODEL)), "user_model_json", arch.to_json(), (1, 8, 8)
     raise ValueError(kind)

@@ -9,7 +9,7 @@ import json
 import matplotlib.image
 import pytest
 
-from archsearch.nas.genotype import DARTS_V2, NASNET, format_genotype
+from archsearch.model.genotype import DARTS_V2, NASNET, format_genotype
 from archsearch.report import drawing
 from tests.report.conftest import MORPH_JSON
 

@@ -64,7 +64,7 @@ def summary_cell(page, label: str) -> str:
 
 
 def test_every_registered_algorithm_has_a_toy_run():
-    from archsearch.nas.strategy import STRATEGIES
+    from archsearch.search.strategy import STRATEGIES
 
     # a new strategy must add its run to tests/report/toy_runs.py, and then its report is opened too
     assert set(STRATEGIES) <= {algo for _, algo, _, _ in RUNS}, set(STRATEGIES) - {algo for _, algo, _, _ in RUNS}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.image
 
 import archsearch
-from archsearch.nas.model import count_params
+from archsearch.model.network import count_params
 from archsearch.report.show import render, show, show_main
 
 

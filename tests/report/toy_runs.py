@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import archsearch
-from archsearch.experiment import RunOptions
+from archsearch.experiment.run import RunOptions
 from tests.test_contract import COMMON, SPACE_SETTINGS, STRATEGY_SETTINGS
 
 EVAL = {

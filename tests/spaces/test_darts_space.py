@@ -9,13 +9,13 @@ import pytest
 import torch
 import yaml
 
-import archsearch.algos  # noqa: F401 - the plugin bootstrap registers the spaces
+import archsearch.plugins  # noqa: F401 - the plugin bootstrap registers the spaces
 from archsearch.common.errors import ArchitectureError
-from archsearch.nas.genotype import DARTS_V2, parse_genotype
-from archsearch.nas.model import count_params
-from archsearch.nas.model_desc import ModelDesc
-from archsearch.nas.ops import DARTS_PRIMITIVES
-from archsearch.spaces.base import SPACES
+from archsearch.model.genotype import DARTS_V2, parse_genotype
+from archsearch.model.network import count_params
+from archsearch.model.model_desc import ModelDesc
+from archsearch.model.ops import DARTS_PRIMITIVES
+from archsearch.search.space import SPACES
 from archsearch.spaces.darts_cells import DartsCellSpace, DartsCellSupernet
 
 DATASET = {"channels": 3, "n_classes": 4}

@@ -11,8 +11,8 @@ import torch
 import yaml
 
 from archsearch.common.errors import ArchitectureError
-from archsearch.nas.choice_ops import EnasChoice
-from archsearch.spaces.base import SPACES
+from archsearch.model.choice_ops import EnasChoice
+from archsearch.search.space import SPACES
 from archsearch.spaces.enas_spaces import MacroSpace, MicroSpace
 
 SPACE = {

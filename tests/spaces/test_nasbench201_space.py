@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
-import archsearch.algos  # noqa: F401 - the plugin bootstrap registers the spaces
+import archsearch.plugins  # noqa: F401 - the plugin bootstrap registers the spaces
 from archsearch.common.errors import ArchitectureError
-from archsearch.nas.model import count_params
-from archsearch.nas.model_desc import ModelDesc
-from archsearch.spaces.base import SPACES
+from archsearch.model.network import count_params
+from archsearch.model.model_desc import ModelDesc
+from archsearch.search.space import SPACES
 from archsearch.spaces.nasbench201 import (
     NB201_OPS,
     NasBench201Space,

@@ -16,10 +16,10 @@ import yaml
 from torch import nn
 
 import archsearch
-from archsearch.algos.enas.controller import Controller
+from archsearch.strategies.enas.controller import Controller
 from archsearch.common.errors import ArchitectureError, UserError
-from archsearch.nas.load import CodeAllowed
-from archsearch.spaces.base import SPACES
+from archsearch.model.load import CodeAllowed
+from archsearch.search.space import SPACES
 from archsearch.spaces.mutables import InputChoice, LayerChoice, Mutable, MutableSpace
 from archsearch.spaces.user_model import UserModelArch, UserModelRef
 from archsearch.spaces.user_model_supernets import DartsSupernet, EnasChildren
@@ -225,7 +225,7 @@ def test_final_arch_json_rebuilds_the_fixed_model(tmp_path):
 
 
 def test_the_example_trains_under_darts_with_a_bilevel_step():
-    from archsearch.algos.darts.bilevel import BilevelOptimizer
+    from archsearch.strategies.darts.bilevel import BilevelOptimizer
 
     torch.manual_seed(0)
     model = Net()

@@ -1,5 +1,0 @@
-"""GDAS (Dong & Yang, CVPR 2019): one Gumbel-sampled op per edge, straight-through architecture gradient."""
-
-from archsearch.algos.gdas.strategy import Gdas, GdasTrainer
-
-__all__ = ["Gdas", "GdasTrainer"]

@@ -1,3 +1,0 @@
-from archsearch.algos.manual.strategy import Manual
-
-__all__ = ["Manual"]

@@ -1,0 +1,404 @@
+"""The one trial loop: every strategy that evaluates candidates one by one (random, REA, NASWOT, morphism).
+
+The loop owns what every such search needs and none should write again:
+
+- the trial index `search/trials.yaml`: one record per finished trial, written atomically after each, in the
+  order trials finished; a resumed search reads it back and never reruns a finished trial;
+- the per-trial seed (`trial_seed`): trial i's proposal RNG and its evaluation's torch seed come from
+  (run seed, i) alone, so a resumed or re-ordered search draws the same numbers;
+- the budget: a number of trials and/or seconds of evaluation (the sum of finished trials' times, so a
+  resumed search counts what the killed one spent);
+- the best-so-far record, in every trial record (`best_so_far`) and in `search/best_trial.yaml`.
+
+A strategy proposes through `propose(index, rng, history)`: the architecture (a JSON value) of trial
+`index`, given the finished trials in `history`; it may return `(arch, extra)` to store YAML-safe fields
+beside it (a morphism father id), or None when it has nothing left to propose (the loop then finishes the
+trials in flight and stops). Proposals depend only on (rng, history), so replaying the index rebuilds
+a strategy's state exactly: no strategy RNG needs checkpointing. An `Executor` evaluates the proposed
+trials: `LocalExecutor` one at a time in this process, `RayExecutor` (archsearch/search/ray_executor.py,
+`--common.executor ray`) several at once as Ray tasks, on this machine or a cluster.
+
+An evaluator that can run off-process is `Shippable`: `work()` is the picklable part a worker runs (shipped
+once per search), `payload(trial)` what one trial needs beyond its arch and seed (morphism: the graph's JSON
+and inherited weights), `receive(...)` the driver's part (writing a trial's weights into the experiment
+folder). A trial the executor gave up on (it raised or lost its worker `max_retries` + 1 times) comes back
+as metrics `{"error": ..., "attempts": n}`: the loop records it with a NaN objective, warns and goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from archsearch.common import distributed
+from archsearch.common.checkpoint import fault_point
+from archsearch.common.errors import ConfigError, UserError
+from archsearch.common.io import atomic_write_yaml
+from archsearch.common.logging import plain
+
+TRIALS_FILE = "trials.yaml"
+BEST_FILE = "best_trial.yaml"
+PENDING_FILE = "trials_pending.yaml"  # the trials in flight of a parallel search
+SEED_STRIDE = 7919  # a prime: trial seeds of neighbouring run seeds do not overlap for < 7919 trials
+
+
+def trial_seed(run_seed: int, index: int) -> int:
+    """The seed of trial `index` of a run seeded `run_seed` (proposal RNG and evaluation torch seed)."""
+    return run_seed * SEED_STRIDE + index
+
+
+def finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if finite_number(value) else str(value)
+
+
+@dataclass(frozen=True)
+class Trial:
+    index: int
+    arch: Any  # the space's JSON encoding
+    seed: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Stop after `n_trials` finished trials and/or `time_s` seconds of evaluation (None: no limit)."""
+
+    n_trials: int | None = None
+    time_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_trials is None and self.time_s is None:
+            raise ConfigError("a search budget needs a number of trials or a time limit (both are null)")
+
+    def exhausted(self, n_done: int, seconds: float) -> bool:
+        return (self.n_trials is not None and n_done >= self.n_trials) or (
+            self.time_s is not None and seconds >= self.time_s
+        )
+
+
+Proposal = Any  # an arch, or (arch, extra fields)
+ProposeFn = Callable[[int, random.Random, list[dict[str, Any]]], Proposal]
+EvaluateFn = Callable[[Trial], dict[str, Any]]
+ERROR_KEY = "error"  # metrics of a trial the executor gave up on: {"error": "...", "attempts": n}
+
+
+class TrialLog:
+    """A RunLog stand-in for a trial run off-process: it keeps the calls (info, warning, record, scalars) so
+    the driver replays them into the run's log.log, log.yaml and TensorBoard as if the trial ran there."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def info(self, message: str) -> None:
+        self.calls.append(("info", (message,), {}))
+
+    def warning(self, message: str) -> None:
+        self.calls.append(("warning", (message,), {}))
+
+    def record(self, event: str, **fields: Any) -> None:
+        self.calls.append(("record", (event,), plain(fields)))
+
+    def scalars(self, prefix: str, values: Any, step: int) -> None:
+        self.calls.append(("scalars", (prefix, plain(dict(values)), step), {}))
+
+    @staticmethod
+    def replay(calls: list[tuple[str, tuple, dict]], log: Any) -> None:
+        for method, args, kwargs in calls:
+            if hasattr(log, method):  # a plain print-like log takes only the lines
+                getattr(log, method)(*args, **kwargs)
+            elif method in ("info", "warning") and callable(log):
+                log(*args)
+
+
+# What a worker runs for one trial: (trial, payload, log) -> (metrics, artifacts for the driver)
+TrialWork = Callable[[Trial, Any, TrialLog], tuple[dict[str, Any], dict[str, Any]]]
+
+
+class Shippable(Protocol):
+    """An EvaluateFn that can also run in another process, maybe on another machine."""
+
+    def work(self) -> TrialWork: ...  # picklable; no live driver objects (logs, open files, the trial queue)
+    def payload(self, trial: Trial) -> Any: ...  # built on the driver at submission
+    def receive(self, trial: Trial, metrics: dict[str, Any], artifacts: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class Executor(Protocol):
+    """Evaluates trials. `submit` hands one over; `next_result` blocks until some submitted trial finished.
+    `cancel` stops the trials in flight (Ctrl-C, an error in the driver); `close` releases what the
+    executor started. Neither touches the index: it holds finished trials only, so it stays resumable."""
+
+    max_concurrent: int
+
+    def submit(self, trial: Trial, evaluate: EvaluateFn) -> None: ...
+    def next_result(self) -> tuple[Trial, dict[str, Any], float]: ...  # (trial, metrics, seconds)
+    def pending(self) -> int: ...
+    def cancel(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """In this process, one trial at a time, in proposal order (exactly reproducible)."""
+
+    max_concurrent = 1
+
+    def __init__(self) -> None:
+        self._queue: list[tuple[Trial, EvaluateFn]] = []
+
+    def submit(self, trial: Trial, evaluate: EvaluateFn) -> None:
+        self._queue.append((trial, evaluate))
+
+    def next_result(self) -> tuple[Trial, dict[str, Any], float]:
+        trial, evaluate = self._queue.pop(0)
+        start = time.perf_counter()
+        fault_point(f"trial:run:{trial.index}")
+        metrics = evaluate(trial)
+        # torchrun: all ranks evaluated this trial together; rank 0's figures and time (which the budget counts)
+        # go to every rank, so every rank's index, best trial and budget stay the same
+        metrics, seconds = distributed.broadcast_object((metrics, time.perf_counter() - start))
+        return trial, metrics, seconds
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def cancel(self) -> None:
+        self._queue.clear()
+
+    def close(self) -> None:
+        pass
+
+
+EXECUTORS = ("local", "ray")
+
+
+def make_executor(conf_common: Any, log: Any = print) -> Executor:
+    """The executor `common.executor` names, configured by `common.ray` (confs/common.yaml)."""
+    name = conf_common["executor"]
+    if name == "local":
+        return LocalExecutor()
+    if name != "ray":
+        raise ConfigError(f"common.executor {name!r} is not one of {', '.join(EXECUTORS)}")
+    if distributed.launched_world_size() > 1:
+        # every rank would start its own Ray search over the same trials
+        raise ConfigError(
+            f"--common.executor ray cannot run under torchrun ({distributed.launched_world_size()} processes): "
+            "launch it with plain python (Ray places the trials), or keep --common.executor local to train "
+            "each trial with all ranks"
+        )
+    try:
+        import ray  # noqa: F401 - the optional extra
+    except ImportError:
+        raise UserError(
+            "--common.executor ray needs Ray, which is not installed: pip install 'archsearch[ray]' "
+            "(or use --common.executor local)"
+        ) from None
+    from archsearch.search.ray_executor import RayExecutor
+
+    return RayExecutor.from_conf(conf_common["ray"], conf_common["num_threads"], log)
+
+
+@dataclass
+class TrialResults:
+    records: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    objective: str
+
+
+class TrialLoop:
+    """Runs proposals through an executor until the budget is spent, recording every finished trial.
+
+    `objective` names the metric to maximize (`mode="min"` to minimize) among those `evaluate` returns.
+    `folder` None keeps the index in memory only (tabular benchmarks that run thousands of searches);
+    `on_recorded(index)` is called once trial `index` is safely in the index, also for the trials a resumed
+    search reads back, so an evaluator can delete what only an unfinished trial needs (its checkpoint).
+    """
+
+    def __init__(
+        self,
+        folder: Path | None,
+        seed: int,
+        budget: Budget,
+        objective: str = "val_top1",
+        mode: str = "max",
+        resume: bool = False,
+        executor: Executor | None = None,
+        log: Callable[[str], None] = print,
+        record: Callable[..., None] | None = None,
+        on_recorded: Callable[[int], None] | None = None,
+    ) -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be max or min, got {mode!r}")
+        self.folder = Path(folder) if folder is not None else None
+        self.seed, self.budget = seed, budget
+        self.objective, self.mode, self.resume = objective, mode, resume
+        self.executor = executor or LocalExecutor()
+        self.log, self.record_event, self.on_recorded = log, record, on_recorded
+        self.index_file = self.folder / TRIALS_FILE if self.folder is not None else None
+        self.n_failed = 0  # trials the executor gave up on, for the progress line
+
+    # ---- the index -------------------------------------------------------------------------------
+    def read_index(self) -> list[dict[str, Any]]:
+        if not (self.resume and self.index_file is not None and self.index_file.exists()):
+            return []
+        records = yaml.safe_load(self.index_file.read_text(encoding="utf-8")) or []
+        if not isinstance(records, list):
+            raise ConfigError(f"{self.index_file} is not a trial index; delete it or rerun without resume")
+        return records
+
+    def better(self, a: float, b: float | None) -> bool:
+        """A failed trial's objective (NaN, which the index stores as the string 'nan') is never better."""
+        if not finite_number(a):
+            return False
+        if not finite_number(b):
+            return True
+        return a > b if self.mode == "max" else a < b
+
+    def best_of(self, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+        best = None
+        for r in records:
+            if self.better(r["metrics"][self.objective], self._value(best)):
+                best = r
+        return best
+
+    def _value(self, record: dict[str, Any] | None) -> float | None:
+        return record["metrics"][self.objective] if record is not None else None
+
+    # ---- the loop --------------------------------------------------------------------------------
+    def run(self, propose: ProposeFn, evaluate: EvaluateFn) -> TrialResults:
+        try:
+            return self._run(propose, evaluate)
+        except BaseException:  # Ctrl-C or an error: stop the trials in flight; the index holds finished ones
+            self.executor.cancel()
+            raise
+
+    def _run(self, propose: ProposeFn, evaluate: EvaluateFn) -> TrialResults:
+        records = self.read_index()
+        if records:
+            self.log(f"[search] resuming after {len(records)} finished trials ({self.index_file})")
+        for r in records:  # a kill between a trial's record and its clean-up left its leftovers
+            self._recorded(r["index"])
+        best = self.best_of(records)
+        next_index = max((r["index"] for r in records), default=-1) + 1
+        spent = sum(r["time_s"] for r in records)
+        self.n_failed = sum(ERROR_KEY in r["metrics"] for r in records)
+        # trials a killed parallel search left running below its last index: rerun as they were proposed
+        unfinished = self._unfinished(records, next_index)
+        adopt = getattr(evaluate, "adopt", None)  # an evaluator keeping per-trial state learns of them
+        in_flight: dict[int, Trial] = {}
+        proposing = True
+        while True:
+            while (
+                (unfinished or proposing)
+                and len(in_flight) < self.executor.max_concurrent
+                and not self.budget.exhausted(len(records) + len(in_flight), spent)
+            ):
+                if unfinished:
+                    trial = unfinished.pop(0)
+                    if adopt is not None:
+                        adopt(trial)
+                else:
+                    trial = self._propose(propose, next_index, records)
+                    if trial is None:  # the strategy's space is exhausted
+                        proposing = False
+                        break
+                    next_index += 1
+                self.executor.submit(trial, evaluate)
+                in_flight[trial.index] = trial
+            if not in_flight:
+                break
+            self._write_pending(in_flight)
+            trial, metrics, seconds = self.executor.next_result()
+            in_flight.pop(trial.index)
+            if ERROR_KEY in metrics and self.objective not in metrics:  # the executor gave up on it
+                self.n_failed += 1
+                metrics = {self.objective: math.nan, **metrics}
+                self.log(f"[search] WARNING: trial {trial.index + 1} skipped: {metrics[ERROR_KEY]}")
+            if self.objective not in metrics:
+                raise KeyError(f"trial {trial.index} returned no {self.objective!r} metric: {sorted(metrics)}")
+            spent += seconds
+            record = {
+                "index": trial.index,
+                "arch": trial.arch,
+                "seed": trial.seed,
+                "metrics": plain(metrics),
+                "time_s": round(seconds, 4),
+                **plain(trial.extra),
+            }
+            if self.better(record["metrics"][self.objective], self._value(best)):
+                best = record
+            record["best_so_far"] = self._value(best)  # None while no trial has a finite objective
+            records.append(record)
+            if self.folder is not None:
+                atomic_write_yaml(self.index_file, records)
+                if best is not None:
+                    atomic_write_yaml(self.folder / BEST_FILE, best)
+            fault_point(f"trial:recorded:{trial.index}")
+            self._recorded(trial.index)
+            if self.record_event is not None:
+                self.record_event("trial", **{k: v for k, v in record.items() if k != "arch"}, arch=trial.arch)
+            self._progress(record, best, len(records))
+        return TrialResults(records, best, self.objective)
+
+    def _write_pending(self, in_flight: dict[int, Trial]) -> None:
+        """The trials in flight, beside the index: a parallel search finishes trials out of order, so a
+        killed one can leave unfinished trials below its last finished one. (One at a time, the unfinished
+        trial is always the next index, which a resumed search proposes again identically: no file.)"""
+        if self.folder is None or self.executor.max_concurrent == 1:
+            return
+        pending = [{"index": i, "arch": t.arch, "seed": t.seed, "extra": plain(t.extra)} for i, t in in_flight.items()]
+        atomic_write_yaml(self.folder / PENDING_FILE, sorted(pending, key=lambda t: t["index"]))
+
+    def _unfinished(self, records: list[dict[str, Any]], next_index: int) -> list[Trial]:
+        path = self.folder / PENDING_FILE if self.folder is not None else None
+        if not (self.resume and path is not None and path.exists()):
+            return []
+        done = {r["index"] for r in records}
+        pending = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+        if not isinstance(pending, list):
+            raise ConfigError(f"{path} is not a list of trials; delete it or rerun without resume")
+        # those at or above next_index were never finished before a later one either: they are proposed anew
+        unfinished = [Trial(t["index"], t["arch"], t["seed"], t["extra"]) for t in pending
+                      if t["index"] not in done and t["index"] < next_index]  # fmt: skip
+        if unfinished:
+            self.log(f"[search] rerunning {len(unfinished)} trials the interrupted search left unfinished: "
+                     f"{', '.join(str(t.index + 1) for t in unfinished)}")  # fmt: skip
+        return unfinished
+
+    def _recorded(self, index: int) -> None:
+        if self.on_recorded is not None:
+            self.on_recorded(index)
+
+    def _propose(self, propose: ProposeFn, index: int, history: list[dict[str, Any]]) -> Trial | None:
+        seed = trial_seed(self.seed, index)
+        proposal = propose(index, random.Random(seed), list(history))
+        if proposal is None:
+            return None
+        arch, extra = proposal if isinstance(proposal, tuple) else (proposal, {})
+        return Trial(index, arch, seed, dict(extra))
+
+    def _progress(self, record: dict[str, Any], best: dict[str, Any] | None, n_done: int) -> None:
+        n = self.budget.n_trials
+        of = f"/{n}" if n is not None else ""
+        so_far = (
+            f"best so far {_fmt(self._value(best))} (trial {best['index'] + 1})" if best else "no finite result yet"
+        )
+        # with trials in parallel, the line also says where the whole search stands
+        counts = (
+            f"; {n_done} done, {self.executor.pending()} running, {self.n_failed} failed"
+            if self.executor.max_concurrent > 1 or self.n_failed
+            else ""
+        )
+        self.log(
+            f"[search] trial {record['index'] + 1}{of}: {self.objective} "
+            f"{_fmt(record['metrics'][self.objective])}; {so_far}{counts}"
+        )

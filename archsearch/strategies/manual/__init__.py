@@ -1,0 +1,3 @@
+from archsearch.strategies.manual.strategy import Manual
+
+__all__ = ["Manual"]
