@@ -1,4 +1,8 @@
-"""archsearch: neural architecture search for PyTorch."""
+"""archsearch: neural architecture search for PyTorch.
+
+The two library calls are re-exported lazily, so importing any part of the package (`archsearch.common.io`)
+imports neither torch nor every plugin.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,9 @@ def load_model(path: str | Path, model: str | None = None, *, trust_code: bool =
     """Rebuild a trained network from an eval/model.pt file (imports torch on first use).
 
     A file of a user's own model is loaded only with `model="package.module:Class"` naming the class it
-    was saved from, or `trust_code=True`; see archsearch.model.load.load_model.
+    was saved from, or `trust_code=True`; see archsearch.plugins.load_model.
     """
-    from archsearch.model.load import load_model as _load_model
+    from archsearch.plugins import load_model as _load_model
 
     return _load_model(path, model, trust_code=trust_code)
 

@@ -16,8 +16,8 @@ import click
 from archsearch.common.errors import TrainingDiverged, UserError
 from archsearch.data.providers import DATASETS
 from archsearch.experiment.run import RunOptions, summary_text
-from archsearch.experiment.phases import RUNNERS
 from archsearch.experiment.sweep import Job, SweepFailed, run_jobs, split_seeds
+from archsearch.search.strategy import STRATEGIES
 
 
 def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
@@ -66,7 +66,7 @@ OPTION_NAMES = [
 
 
 def _epilog() -> str:
-    algos = "\n".join(f"  {name:10s} {RUNNERS.get(name).summary}" for name in RUNNERS.names())
+    algos = "\n".join(f"  {name:10s} {STRATEGIES.get(name).summary}" for name in STRATEGIES.names())
     return (
         f"\b\nAlgorithms:\n{algos}\n\n\bDatasets: {', '.join(DATASETS.names())}\n\n"
         "\bConfig overrides: any key of the resolved config, dotted, e.g.\n"
@@ -102,8 +102,9 @@ def command(ctx: click.Context, **opts: Any) -> None:
     if not algos:
         raise UserError("--algos needs at least one algorithm")
     for algo in algos:
-        if algo not in RUNNERS:
-            raise UserError(RUNNERS.unknown_message(algo).replace("unknown algorithm", "unknown algorithm in --algos"))
+        if algo not in STRATEGIES:
+            message = STRATEGIES.unknown_message(algo)
+            raise UserError(message.replace("unknown algorithm", "unknown algorithm in --algos"))
     datasets: list[str | None] = [None]
     if opts["datasets"]:
         datasets = [d.strip() for d in opts["datasets"].split(",") if d.strip()]

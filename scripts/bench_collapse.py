@@ -30,13 +30,13 @@ import time
 
 import torch
 
-from archsearch.strategies.darts.collapse import CollapseMonitor
-from archsearch.strategies.darts.fused import fuse_cells
-from archsearch.strategies.darts.trainer import BilevelArchTrainer
 from archsearch.common.logging import RunLog
 from archsearch.config import load_config
 from archsearch.experiment.run import confs_dir
 from archsearch.spaces.darts_cells import DartsCellSpace
+from archsearch.strategies.darts.collapse import CollapseMonitor
+from archsearch.strategies.darts.fused import fuse_cells
+from archsearch.strategies.darts.trainer import BilevelArchTrainer
 
 
 def main() -> None:

@@ -79,12 +79,12 @@ def split_list(text: str, valid: tuple[str, ...] | None = None) -> list[str]:
 # ---- one configuration (in the child process) ------------------------------------------------------
 def build_trainer(setup: dict[str, Any]):
     """The supernet and BilevelArchTrainer exactly as a DARTS search builds them (full-size config)."""
-    from archsearch.strategies.darts import BilevelArchTrainer
-    from archsearch.strategies.darts.fused import fuse_cells
     from archsearch.common.logging import RunLog
     from archsearch.config import load_config
     from archsearch.model.mixed_op import MixedOpOptions
     from archsearch.spaces.darts_cells import DartsCellSpace
+    from archsearch.strategies.darts import BilevelArchTrainer
+    from archsearch.strategies.darts.fused import fuse_cells
 
     order = "first" if setup["order"] == "weight" else setup["order"]
     pcdarts = setup["impl"] == "pcdarts"

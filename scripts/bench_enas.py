@@ -16,10 +16,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from archsearch.strategies.enas.controller import Controller, ControllerConfig
-from archsearch.strategies.enas.reinforce import ReinforceTrainer
 from archsearch.spaces.enas_spaces import MicroSpace
 from archsearch.spaces.enas_supernet import build_supernet
+from archsearch.strategies.enas.controller import Controller, ControllerConfig
+from archsearch.strategies.enas.reinforce import ReinforceTrainer
 
 
 def main() -> None:

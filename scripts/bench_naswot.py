@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from archsearch.search.benchmark_table import load_benchmark_table
 from archsearch.strategies.naswot.correlation import correlation_report
 from archsearch.strategies.naswot.proxies import PROXIES
 from archsearch.strategies.naswot.sampling import nb201_model_builder, sample_nb201, score_candidates
-from archsearch.search.benchmark_table import load_benchmark_table
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_subset.npz"
 DEFAULT_TABLE = DEFAULT_DATA.with_name("nasbench201_info.csv")

@@ -32,13 +32,13 @@ import numpy as np
 import torch
 from scipy import stats
 
-from archsearch.strategies.naswot.sampling import score_candidates
-from archsearch.strategies.random.strategy import sample_untried
-from archsearch.strategies.rea.strategy import evolve
 from archsearch.search.benchmark_table import load_benchmark_table
 from archsearch.search.trial_eval import TableEvaluator
 from archsearch.search.trial_loop import Budget, TrialLoop
 from archsearch.spaces.nasbench201 import NasBench201Space, arch_to_index
+from archsearch.strategies.naswot.sampling import score_candidates
+from archsearch.strategies.random.strategy import sample_untried
+from archsearch.strategies.rea.strategy import evolve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_naswot import DEFAULT_DATA, DEFAULT_TABLE, load_batch  # noqa: E402

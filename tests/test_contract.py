@@ -15,8 +15,8 @@ import archsearch
 import archsearch.plugins  # noqa: F401 - the plugin bootstrap fills both registries
 from archsearch.common.errors import ConfigError
 from archsearch.experiment.run import RunOptions, override_pairs, resolve_config
-from archsearch.search.strategy import STRATEGIES
 from archsearch.search.space import SPACES
+from archsearch.search.strategy import STRATEGIES
 from tests.conftest import assert_user_error
 
 # the smallest network of each space, and the data it runs on

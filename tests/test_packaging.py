@@ -31,7 +31,8 @@ TINY = {
     },
     "dataset": {"synthetic_train": 64, "synthetic_test": 32},
 }
-SHIPPED_CONFS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "archsearch" / "confs").rglob("*.yaml"))
+# confs/ at the top of the checkout ships inside the wheel as archsearch/confs/
+SHIPPED_CONFS = sorted(f"archsearch/{p.relative_to(REPO).as_posix()}" for p in (REPO / "confs").rglob("*.yaml"))
 
 
 def run(*cmd: str | Path, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -52,7 +53,8 @@ def wheel(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("wheel")
     src = root / "src"
     shutil.copytree(REPO / "archsearch", src / "archsearch", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    for name in ("pyproject.toml", "README.md"):
+    shutil.copytree(REPO / "confs", src / "confs")
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(REPO / name, src / name)
     pip_wheel = ["-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", root, src]
     checked(run(sys.executable, *pip_wheel, cwd=root))
@@ -83,12 +85,12 @@ def workdir(tmp_path) -> Path:
 
 def test_the_wheel_ships_every_config(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    assert sorted(n for n in names if n.startswith("confs/")) == SHIPPED_CONFS
-    assert "confs/common.yaml" in SHIPPED_CONFS and all(n.startswith("archsearch") for n in names)
+    assert sorted(n for n in names if n.startswith("archsearch/confs/")) == SHIPPED_CONFS
+    assert "archsearch/confs/common.yaml" in SHIPPED_CONFS and all(n.startswith("archsearch") for n in names)
 
 
 def test_the_venv_imports_the_wheels_archsearch_not_the_checkouts(venv, workdir):
-    where = "import archsearch, archsearch.experiment.run as e; print(archsearch.__file__); print(e.confs_dir())"
+    where = "import archsearch, archsearch.config as c; print(archsearch.__file__); print(c.confs_dir())"
     module, confs = checked(run(venv / "bin" / "python", "-c", where, cwd=workdir)).split()
     assert Path(module).is_relative_to(venv) and Path(confs).is_relative_to(venv)
 
@@ -103,7 +105,7 @@ def test_the_installed_console_script_runs_the_toy_search_from_another_folder(ve
 
 def test_archsearch_confs_replaces_the_shipped_configs(venv, workdir):
     confs = workdir / "my_confs"
-    shutil.copytree(REPO / "archsearch" / "confs", confs)
+    shutil.copytree(REPO / "confs", confs)
     toy = confs / "toy.yaml"
     toy.write_text(toy.read_text().replace("trainer: {epochs: 8", "trainer: {epochs: 5"))
     dry_run = [venv / "bin" / "archsearch", "--algos", "manual", "--dry-run"]

@@ -280,16 +280,15 @@ def test_a_nan_test_loss_fails_the_run_and_writes_no_metrics(tmp_path):
     from archsearch.config import load_config
     from archsearch.experiment.run import config_files
     from archsearch.train.context import RunContext
-    from archsearch.train.final import BuiltModel, Evaluater
+    from archsearch.model.load import BuiltModel
+    from archsearch.train.final import train_final
 
     tiny = tmp_path / "tiny.yaml"
     tiny.write_text(yaml.safe_dump({"nas": {"eval": EVAL}, "dataset": SYNTHETIC}))
     conf = load_config(config_files("manual", "synthetic", False, [tiny]))
     ctx = RunContext(conf, RunLog(None, verbose=False), torch.device("cpu"), tmp_path / "out", False, 2, "manual")
     with pytest.raises(TrainingDiverged, match=r"\[eval\] test loss is nan after 2 epochs: no model or metrics"):
-        Evaluater().evaluate(
-            ctx, conf["nas"]["eval"], lambda arch, folder: BuiltModel(NanWhenEvaluated(), "model_desc", ""), tiny
-        )
+        train_final(ctx, conf["nas"]["eval"], BuiltModel(NanWhenEvaluated(), "model_desc", ""))
     assert not (ctx.eval_dir / "metrics.yaml").exists() and not (ctx.eval_dir / "model.pt").exists()
 
 
@@ -305,8 +304,8 @@ def test_the_morphism_generator_state_round_trips_through_yaml():
 def test_a_resumed_morphism_search_proposes_what_the_uninterrupted_one_does(tmp_path):
     """In process, so more trials than the CLI test can afford: on the trial loop, a fresh queue rebuilt from
     the index and the trial files, proposing from each trial's own seed, makes the same children."""
-    from archsearch.strategies.morphism import MorphismLimits, MorphismSearchStrategy, MorphismTrials
     from archsearch.search.trial_loop import Budget, TrialLoop
+    from archsearch.strategies.morphism import MorphismLimits, MorphismSearchStrategy, MorphismTrials
 
     def queue() -> MorphismSearchStrategy:
         return MorphismSearchStrategy(

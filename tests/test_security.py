@@ -33,7 +33,7 @@ def arch_json(model: str, model_kwargs: dict, choices: dict = CHOICES) -> str:
 
 
 def model_file(path: Path, model: str, model_kwargs: dict, state_dict: dict | None = None) -> Path:
-    """A model.pt as the Evaluater writes it, whose architecture names `model`."""
+    """A model.pt as the final training writes it, whose architecture names `model`."""
     arch = {"arch_format": "user_model_json", "arch": arch_json(model, model_kwargs), "state_dict": state_dict or {}}
     return save_checkpoint(arch, path)
 

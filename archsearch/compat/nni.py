@@ -24,6 +24,8 @@ import types
 from collections.abc import MutableMapping
 from typing import Any
 
+from archsearch.spaces.morphism.graph import NodeIds
+from archsearch.spaces.morphism.layers import StubLayer
 from archsearch.strategies.morphism import (
     bayesian,
     constants,
@@ -36,8 +38,6 @@ from archsearch.strategies.morphism import (
     nni_tuner,
     transformer,
 )
-from archsearch.spaces.morphism.graph import NodeIds
-from archsearch.spaces.morphism.layers import StubLayer
 
 PACKAGE = "nni.algorithms.hpo.networkmorphism_tuner"
 

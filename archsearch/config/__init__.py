@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from archsearch.config import schema as config_schema
-from archsearch.common.errors import ConfigError
+from archsearch.common.errors import ConfigError, UserError
 from archsearch.common.readers import read_yaml, safe_yaml
+from archsearch.config import schema as config_schema
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a config is a few KB; anything near this is a mistake
 INCLUDE_KEY = "__include__"
@@ -289,6 +289,26 @@ def load_config(
         return origins.get(_source_path(merged, dotted.split(".")))
 
     return Config(config_schema.validate(resolved, origin))
+
+
+def confs_dir() -> Path:
+    """The shipped configs: $ARCHSEARCH_CONFS, else confs/ inside the installed package (a wheel ships it
+    there), else confs/ at the top of the checkout this package runs from."""
+    env = os.environ.get("ARCHSEARCH_CONFS")
+    if env:
+        path = Path(env).expanduser()
+        where = "ARCHSEARCH_CONFS"
+    else:
+        package = Path(__file__).resolve().parent.parent
+        installed, checkout = package / "confs", package.parent / "confs"
+        path = installed if (installed / "common.yaml").exists() else checkout
+        where = "the installed package"
+    if not (path / "common.yaml").exists():
+        raise UserError(
+            f"config folder {path} (from {where}) has no common.yaml; point ARCHSEARCH_CONFS at a copy "
+            "of the shipped confs/ or reinstall archsearch"
+        )
+    return path
 
 
 def to_yaml(conf: Config) -> str:

@@ -28,12 +28,13 @@ from archsearch.common.errors import ConfigError, UserError
 from archsearch.common.io import atomic_write_text, atomic_write_yaml
 from archsearch.common.lock import experiment_lock
 from archsearch.common.logging import RunLog, plain
-from archsearch.config import Config, load_config, load_yaml_with_includes, parse_override_value, to_yaml
+from archsearch.config import Config, confs_dir, load_config, load_yaml_with_includes, parse_override_value, to_yaml
 from archsearch.data.providers import DATASETS
+from archsearch.experiment.phases import dry_run_sizes, in_experiment, make_strategy, run_eval, run_search
+from archsearch.report import tensorboard
+from archsearch.search.strategy import STRATEGIES, space_name
 from archsearch.train.context import RunContext
-from archsearch.experiment.phases import RUNNERS, in_experiment
 
-PACKAGE_ROOT = Path(__file__).resolve().parent
 PHASES = ("both", "search", "eval")
 
 
@@ -51,19 +52,6 @@ class RunOptions:
     def __post_init__(self) -> None:
         if self.phases not in PHASES:
             raise UserError(f"phases {self.phases!r} is not one of {', '.join(PHASES)}")
-
-
-def confs_dir() -> Path:
-    """The shipped configs, confs/ inside the package (in a wheel too), or $ARCHSEARCH_CONFS."""
-    env = os.environ.get("ARCHSEARCH_CONFS")
-    path = Path(env).expanduser() if env else PACKAGE_ROOT / "confs"
-    if not (path / "common.yaml").exists():
-        where = "ARCHSEARCH_CONFS" if env else "the installed package"
-        raise UserError(
-            f"config folder {path} (from {where}) has no common.yaml; point ARCHSEARCH_CONFS at a copy "
-            "of archsearch/confs or reinstall archsearch"
-        )
-    return path
 
 
 def config_files(
@@ -144,8 +132,8 @@ def archive_previous(path: Path) -> Path | None:
 
 
 def resolve_config(algo: str, dataset: str | None, options: RunOptions, overrides: Sequence[tuple[str, str]]) -> Config:
-    if algo not in RUNNERS:
-        raise UserError(RUNNERS.unknown_message(algo))
+    if algo not in STRATEGIES:
+        raise UserError(STRATEGIES.unknown_message(algo))
     space = chosen_space(algo, config_files(algo, dataset, options.full, options.config), overrides)
     conf = load_config(config_files(algo, dataset, options.full, options.config, space), overrides)
     if conf["dataset"]["name"] not in DATASETS:
@@ -153,14 +141,9 @@ def resolve_config(algo: str, dataset: str | None, options: RunOptions, override
     return conf
 
 
-def chosen_space(algo: str, files: Sequence[Path], overrides: Sequence[tuple[str, str]]) -> str | None:
+def chosen_space(algo: str, files: Sequence[Path], overrides: Sequence[tuple[str, str]]) -> str:
     """The search space a run will use, read before the full config exists (its file is part of the config):
-    `nas.search.space.name` from the files and overrides, else user_model when a model is named, else the
-    strategy's default; None for algorithms that are not strategies over spaces."""
-    runner = RUNNERS.get(algo)
-    strategy = getattr(runner, "strategy_class", None)
-    if strategy is None:
-        return None
+    `nas.search.space.name` and `.model` from the files and overrides, by the one rule of `space_name`."""
     space: dict[str, Any] = {}
     for f in files:
         section = load_yaml_with_includes(f).get("nas", {}).get("search", {}).get("space", {})
@@ -169,9 +152,7 @@ def chosen_space(algo: str, files: Sequence[Path], overrides: Sequence[tuple[str
         if key in ("nas.search.space", "nas.search.space.name", "nas.search.space.model"):
             field_name = "name" if key != "nas.search.space.model" else "model"
             space[field_name] = parse_override_value(value, key)
-    if isinstance(space.get("name"), str):
-        return space["name"]
-    return "user_model" if space.get("model") else strategy.default_space
+    return space_name(space, STRATEGIES.get(algo))
 
 
 def run_experiment(
@@ -223,7 +204,7 @@ def run_experiment(
                 log.info(f"torchrun restart {launch.restart}: resuming from the last checkpoint")
             atomic_write_text(out_dir / "config.yaml", to_yaml(conf))
             seed_everything(common["seed"], common["deterministic"])
-            ctx = RunContext(conf, log, device, out_dir, resume, common["seed"], algo)
+            ctx = RunContext(conf, log, device, out_dir, resume, common["seed"], algo, tensorboard.log_epoch_images)
             log.info(
                 f"archsearch {algo} on {dataset_name} ({'full' if options.full else 'toy'} mode), device {device}, "
                 f"output {out_dir}"
@@ -231,7 +212,7 @@ def run_experiment(
             log.record("start", algo=algo, dataset=dataset_name, device=str(device), argv=options.argv)
             log_world(log, device)
             try:
-                summary = run_phases(RUNNERS.get(algo)(ctx), ctx, options.phases)
+                summary = run_phases(ctx, options.phases)
             except RuntimeError as e:  # a rank died or hung: one line, not a trace per rank
                 if not distributed.lost_peer(e):
                     raise
@@ -271,20 +252,21 @@ def log_world(log: RunLog, device) -> None:
     log.record("distributed", world_size=len(devices), backend=backend, devices=devices)
 
 
-def run_phases(runner, ctx: RunContext, phases: str = "both") -> dict[str, Any]:
-    """Search and/or evaluate with `runner`, write summary.yaml and return the summary."""
+def run_phases(ctx: RunContext, phases: str = "both") -> dict[str, Any]:
+    """Search and/or evaluate with the run's strategy, write summary.yaml and return the summary."""
     start = time.time()
+    strategy = make_strategy(ctx)
     summary: dict[str, Any] = {"algo": ctx.algo, "dataset": ctx.conf["dataset"]["name"], "output_dir": ctx.out_dir}
     final_arch = ctx.conf["nas"]["eval"]["final_desc"]
     if phases != "eval":
-        result = runner.run_search()
+        result = run_search(ctx, strategy)
         final_arch = final_arch or result.final_arch
         summary["search"] = result.metrics
         summary["final_arch"] = result.final_arch
     elif not final_arch:
         raise ConfigError("--eval-only needs the architecture to evaluate: --nas.eval.final_desc PATH")
     if phases != "search":
-        evaluation = runner.run_eval(Path(final_arch).expanduser())
+        evaluation = run_eval(ctx, strategy.space, Path(final_arch).expanduser())
         summary["final_arch"] = Path(final_arch)
         summary["eval"] = evaluation.metrics
         summary["model"] = evaluation.model_path
@@ -331,7 +313,7 @@ def dry_run(algo: str, conf: Config, out_dir: Path, device) -> dict[str, Any]:
     ctx = RunContext(
         conf, RunLog(None, verbose=False), torch.device("cpu"), out_dir, False, conf["common"]["seed"], algo
     )
-    report = RUNNERS.get(algo)(ctx).dry_run()
+    report = dry_run_sizes(ctx, make_strategy(ctx))
     launch = distributed.launch_env()
     search, ev = conf["nas"]["search"], conf["nas"]["eval"]
     cell_based = report.pop("cell_based", True)  # graph IR algorithms have no cell model_desc to show

@@ -22,7 +22,8 @@ from typing import Any
 from archsearch.common.errors import UserError
 from archsearch.config import parse_override_value
 from archsearch.experiment.run import RunOptions, resolve_config, run_experiment
-from archsearch.search.trial_loop import ERROR_KEY, Trial, TrialLog, make_executor
+from archsearch.search.executors import make_executor
+from archsearch.search.trial_loop import ERROR_KEY, Trial, TrialLog
 
 SEEDS_OPTION = "common.seeds"
 

@@ -182,7 +182,7 @@ def refuse_foreign_architecture(path: Path) -> None:
 def scaled_eval_model(builder: ScalingBuilder, final_arch: Path, eval_dir: Path | None):
     """The evaluation network of a found desc file: `builder.scale` (a pure desc -> desc function) to the
     eval size, written to eval_dir/model_desc.yaml, compiled (an evaluater BuiltModel)."""
-    from archsearch.train.final import BuiltModel  # the evaluater imports the trainer stack; builders need not
+    from archsearch.model.load import BuiltModel
     from archsearch.model.network import Model
 
     refuse_foreign_architecture(final_arch)

@@ -18,8 +18,18 @@ from torch import nn
 from archsearch.common.checkpoint import load_checkpoint
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.registry import Registry
-from archsearch.model.network import Model
 from archsearch.model.model_desc import ModelDesc
+from archsearch.model.network import Model
+
+
+@dataclass
+class BuiltModel:
+    """A network together with the text that rebuilds it (`arch_format` names the builder in ARCH_FORMATS):
+    what a space's `eval_model` returns and the final training stores in eval/model.pt."""
+
+    model: nn.Module
+    arch_format: str  # "model_desc" or another format a space registers
+    arch_text: str
 
 
 @dataclass(frozen=True)
@@ -53,13 +63,14 @@ ARCH_FORMATS.add("model_desc", lambda text, where, allowed: Model(ModelDesc.from
 
 
 def load_model(path: str | Path, model: str | None = None, *, trust_code: bool = False) -> nn.Module:
-    """The network saved by the Evaluater, with its trained weights, in eval mode.
+    """The network saved by the final training, with its trained weights, in eval mode.
+
+    The formats and ops of the file must be registered: `archsearch.load_model` (archsearch.plugins) imports
+    every space and strategy first; this framework function imports none.
 
     A file of a user's own model names its class; it is imported only when `model` is that same import path
     ("package.module:Class") or `trust_code=True`. Other files need neither.
     """
-    import archsearch.plugins  # noqa: F401 - registers the formats and ops of every algorithm
-
     path = Path(path).expanduser()
     state = load_checkpoint(path)
     if not {"arch_format", "arch", "state_dict"} <= set(state):

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archsearch.model.network import ArchOp, Model
 from archsearch.model.model_desc import ModelDesc, OpDesc
+from archsearch.model.network import ArchOp, Model
 from archsearch.model.ops import OPS, build_op, declare_op
 
 NONE = "none"

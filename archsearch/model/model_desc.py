@@ -16,16 +16,14 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 import yaml
 
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
 from archsearch.common.readers import safe_yaml
-
-if TYPE_CHECKING:
-    from archsearch.model.ops import OpTable
+from archsearch.model.op_registry import REGISTERED_OPS, OpTable
 
 CELL_TYPES = ("regular", "reduction")
 AUX_KINDS = ("cifar", "imagenet")  # the auxiliary heads ops.AUX_TOWERS builds
@@ -152,7 +150,7 @@ class ModelDesc:
             raise ArchitectureError(f"{source}: {where}: {message}")
 
         if ops is None:
-            from archsearch.model.ops import REGISTERED_OPS as ops  # late import: ops import this module
+            ops = REGISTERED_OPS
         OPS, OP_PARAMS, OP_DOWNSAMPLE = ops.builders, ops.params, ops.downsample  # noqa: N806 - table names
 
         def check_op(op: OpDesc, where: str) -> None:

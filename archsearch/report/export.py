@@ -241,8 +241,7 @@ def configured_opset(model_pt: Path) -> int:
             opset = ((yaml.safe_load(path.read_text()) or {}).get("export") or {}).get("onnx_opset")
             if opset is not None:
                 return int(opset)
-    from archsearch.config import load_yaml_with_includes
-    from archsearch.experiment.run import confs_dir
+    from archsearch.config import confs_dir, load_yaml_with_includes
 
     return int(load_yaml_with_includes(confs_dir() / "common.yaml")["export"]["onnx_opset"])
 
@@ -262,14 +261,14 @@ def export_model(
     `model` / `trust_code` go to archsearch.load_model unchanged: a user model's class is imported only when
     the caller allowed it. `input_shape` (C, H, W) defaults to the run's config, then to the architecture;
     `opset` (ONNX) to `export.onnx_opset` of the run's config, then the shipped default."""
-    import archsearch
+    from archsearch.plugins import load_model
 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     model_pt, out = Path(model_pt).expanduser(), Path(out).expanduser()
     if not model_pt.is_file():
         raise UserError(f"{model_pt} does not exist (expected an eval/model.pt)")
-    net = archsearch.load_model(model_pt, model=model, trust_code=trust_code).eval()
+    net = load_model(model_pt, model=model, trust_code=trust_code).eval()
     shape = input_shape_of(model_pt, input_shape)
     example = torch.randn(2, *shape)  # batch 2, not 1: a size-1 axis would be specialised as a constant
     with torch.no_grad():

@@ -69,7 +69,7 @@ def measure_latency(run: RunData, model: str | None = None, runs: int = 7, warmu
     named (`model`, as for load_model); a file that cannot be loaded says why in the table instead."""
     import torch
 
-    import archsearch
+    from archsearch.plugins import load_model
     from archsearch.report.export import input_shape_of
     from archsearch.report.show import _latency_ms
 
@@ -77,7 +77,7 @@ def measure_latency(run: RunData, model: str | None = None, runs: int = 7, warmu
     if path is None:
         return "- (no eval/model.pt)"
     try:
-        net = archsearch.load_model(path, model=model).eval()
+        net = load_model(path, model=model).eval()
     except UserError as e:  # e.g. a user model whose class was not named: the rest of the report still holds
         return f"- (not measured: {e})"
     example = torch.randn(1, *input_shape_of(path))

@@ -267,8 +267,8 @@ def score_vs_benchmark(run: RunData) -> tuple[Any, int] | None:
     scores_file = run.path / "search" / "scores.yaml"
     if not search.get("benchmark") or not scores_file.is_file():
         return None
-    from archsearch.search.benchmark_table import table_from_conf
     from archsearch.report.run_data import _yaml
+    from archsearch.search.benchmark_table import table_from_conf
 
     table = table_from_conf(search)
     pairs = [(s["score"], table.get(str(s["arch"]))) for s in _yaml(scores_file) or []]

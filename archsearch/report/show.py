@@ -23,19 +23,19 @@ BATCHES = (1, 64)
 
 def _load(path: Path, model: str | None, trust_code: bool) -> tuple[nn.Module, tuple[int, int, int], Any]:
     """(untrained or trained module, input C,H,W, the ModelDesc when there is one) for any file show reads."""
-    import archsearch
+    from archsearch.plugins import load_model
 
     if path.suffix == ".pt":
         from archsearch.common.checkpoint import load_checkpoint
         from archsearch.model.model_desc import ModelDesc
 
-        net = archsearch.load_model(path, model=model, trust_code=trust_code)
+        net = load_model(path, model=model, trust_code=trust_code)
         state = load_checkpoint(path)
         desc = ModelDesc.from_yaml(state["arch"], str(path)) if state.get("arch_format") == "model_desc" else None
         return net, input_shape_of(path), desc
     if path.suffix in (".yaml", ".yml"):
-        from archsearch.model.network import Model
         from archsearch.model.model_desc import ModelDesc
+        from archsearch.model.network import Model
 
         desc = ModelDesc.load(path)
         return Model(desc), (desc.ch_in, DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE), desc

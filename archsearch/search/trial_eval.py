@@ -36,11 +36,12 @@ from archsearch.common.devices import select_device
 from archsearch.common.errors import ConfigError, TrainingDiverged
 from archsearch.data.loaders import search_loaders
 from archsearch.search.benchmark_table import BenchmarkTable, table_from_conf
-from archsearch.train.context import RunContext
-from archsearch.search.strategy import Strategy
-from archsearch.train.trainer import Trainer
-from archsearch.search.trial_loop import Budget, ProposeFn, Trial, TrialLog, TrialLoop, make_executor
+from archsearch.search.executors import make_executor
 from archsearch.search.space import SearchSpace
+from archsearch.search.strategy import Strategy
+from archsearch.search.trial_loop import Budget, ProposeFn, Trial, TrialLog, TrialLoop
+from archsearch.train.context import RunContext
+from archsearch.train.trainer import Trainer
 
 
 class Evaluator(Protocol):

@@ -29,6 +29,7 @@ from typing import Any
 
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
+from archsearch.model.builder import ModelDescBuilder, scaled_eval_model, templates_from_desc
 from archsearch.model.genotype import (
     CellTemplate,
     format_genotype,
@@ -38,9 +39,8 @@ from archsearch.model.genotype import (
     templates_to_genotype,
 )
 from archsearch.model.mixed_op import MixedOpOptions, MixedOpSupernet
-from archsearch.model.network import Model
 from archsearch.model.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
-from archsearch.model.builder import ModelDescBuilder, scaled_eval_model, templates_from_desc
+from archsearch.model.network import Model
 from archsearch.model.ops import DARTS_PRIMITIVES
 from archsearch.search.space import SPACES, SearchSpace
 from archsearch.spaces.enas_spaces import MicroSpace

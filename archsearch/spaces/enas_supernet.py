@@ -36,10 +36,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from archsearch.model.choice_ops import EnasChoice, EnasGate, batch_statistics, choice_op, gate_op
-from archsearch.model.network import Model
-from archsearch.model.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archsearch.model.builder import ModelDescBuilder
+from archsearch.model.choice_ops import EnasChoice, EnasGate, batch_statistics, choice_op, gate_op
+from archsearch.model.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
+from archsearch.model.network import Model
 from archsearch.spaces.enas_spaces import CELL_INPUTS, EnasSpace, MacroDescBuilder, MacroSpace, MicroSpace
 
 

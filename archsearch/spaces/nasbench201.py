@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from archsearch.common.errors import ArchitectureError
+from archsearch.model.builder import scaled_eval_model
 from archsearch.model.choice_ops import choice_op
 from archsearch.model.mixed_op import MixedOpOptions, MixedOpSupernet
-from archsearch.model.network import Model
 from archsearch.model.model_desc import CellDesc, EdgeDesc, ModelDesc, NodeDesc, OpDesc
-from archsearch.model.builder import scaled_eval_model
-from archsearch.spaces import nasbench201_ops  # noqa: F401  (registers the NAS-Bench-201 ops)
+from archsearch.model.network import Model
 from archsearch.search.space import SPACES, SearchSpace
+from archsearch.spaces import nasbench201_ops  # noqa: F401  (registers the NAS-Bench-201 ops)
 from archsearch.spaces.token_space import Token, check_arc
 
 # The benchmark's op order (xautodl `NAS_BENCH_201`); it fixes the enumeration order of cells.

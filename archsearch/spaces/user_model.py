@@ -36,8 +36,7 @@ from torch import nn
 
 from archsearch.common.errors import ArchitectureError, UserError
 from archsearch.common.io import atomic_write_text
-from archsearch.train.final import BuiltModel
-from archsearch.model.load import ARCH_FORMATS, CodeAllowed
+from archsearch.model.load import ARCH_FORMATS, BuiltModel, CodeAllowed
 from archsearch.search.space import SPACES, SearchSpace
 from archsearch.spaces.mutables import MutableSpace, apply_fixed_arch
 from archsearch.spaces.token_space import Token, mutate_arc

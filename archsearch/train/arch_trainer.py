@@ -12,12 +12,16 @@ from typing import Any
 
 import torch
 
+from archsearch.train.context import EpochImages
 from archsearch.train.trainer import Trainer
 
 
 class ArchTrainer(Trainer):
     arch_loader = None
     _arch_iter = None
+    # the run's TensorBoard image callback (RunContext.epoch_images), set by fit_supernet; the drawing lives in
+    # the report, above the framework, so it is handed down rather than imported
+    epoch_images: EpochImages | None = None
 
     def pre_epoch(self, epoch: int, train_loader, val_loader) -> None:
         self.arch_loader = val_loader
@@ -56,10 +60,8 @@ class ArchTrainer(Trainer):
             cols = names.get(key) or [str(i) for i in range(len(table[0]))]
             scalars = {f"edge{r:02d}_{cols[c]}": v for r, row in enumerate(table) for c, v in enumerate(row)}
             self.log.scalars(f"arch_{key}", scalars, epoch + 1)
-        if self.conf["tensorboard_images"]:  # the report's heatmap and cell picture, per epoch (issue 14)
-            from archsearch.report.tensorboard import log_epoch_images
-
-            log_epoch_images(self.log, self.model, weights, names, epoch + 1, self.__dict__.setdefault("_drawn", {}))
+        if self.conf["tensorboard_images"] and self.epoch_images is not None:  # the report's pictures, per epoch
+            self.epoch_images(self.log, self.model, weights, names, epoch + 1, self.__dict__.setdefault("_drawn", {}))
 
     def arch_column_names(self) -> dict[str, list[str]]:
         """Column names per arch table (the candidate op names), read from the ops that use it."""

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from archsearch.common.logging import RunLog
 from archsearch.config import Config
+
+# (log, model, softmax tables, column names, epoch, the callback's own cache) -> None: the per-epoch TensorBoard
+# pictures of a differentiable search (archsearch.report.tensorboard.log_epoch_images)
+EpochImages = Callable[[RunLog, nn.Module, dict, dict, int, dict], None]
 
 
 @dataclass
@@ -20,6 +26,7 @@ class RunContext:
     resume: bool
     seed: int
     algo: str
+    epoch_images: EpochImages | None = None  # the run hands the report's drawing down to search trainers
 
     @property
     def search_dir(self) -> Path:

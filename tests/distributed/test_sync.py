@@ -20,12 +20,12 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from archsearch.strategies.darts.bilevel import BilevelOptimizer
 from archsearch.common import distributed
 from archsearch.common.errors import ConfigError
 from archsearch.common.logging import RunLog
 from archsearch.data.loaders import Augment, TensorLoader
 from archsearch.data.providers import TensorImages
+from archsearch.strategies.darts.bilevel import BilevelOptimizer
 from archsearch.train.trainer import Trainer
 
 WORLD = 2

@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-from archsearch.model.genotype import NAMED_GENOTYPES, Genotype, genotype_to_templates, parse_genotype
-from archsearch.model.network import Model, count_params
-from archsearch.model.model_desc import OpDesc
 from archsearch.model.builder import ModelDescBuilder
+from archsearch.model.genotype import NAMED_GENOTYPES, Genotype, genotype_to_templates, parse_genotype
+from archsearch.model.model_desc import OpDesc
+from archsearch.model.network import Model, count_params
 from archsearch.model.ops import REGISTERED_OPS, build_op
 
 CIFAR = {"channels": 3, "n_classes": 10}

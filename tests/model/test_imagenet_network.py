@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.nas.test_genotypes_zoo import n_weights, ref_cells, shapes
 from torch import nn
 
 import archsearch
 from archsearch.experiment.run import RunOptions
-from archsearch.model.genotype import NAMED_GENOTYPES, Genotype, genotype_to_templates
-from archsearch.model.network import Model, count_params
-from archsearch.model.model_desc import ModelDesc
 from archsearch.model.builder import ModelDescBuilder
+from archsearch.model.genotype import NAMED_GENOTYPES, Genotype, genotype_to_templates
+from archsearch.model.model_desc import ModelDesc
+from archsearch.model.network import Model, count_params
 from archsearch.model.stats import count_macs
-from tests.nas.test_genotypes_zoo import n_weights, ref_cells, shapes
 
 IMAGENET = {"channels": 3, "n_classes": 1000}
 MOBILE = dict(skeleton="imagenet", n_cells=14, init_channels=48, n_nodes=4, stem_multiplier=3, n_reductions=2,
@@ -113,8 +113,8 @@ def test_datasets_imagenet_evaluates_this_network_with_the_papers_recipe_in_a_dr
     assert "4,718,752 parameters" in text and "529.9M MACs" in text, text
     conf = archsearch.config.load_config(
         [
-            archsearch.experiment.run.confs_dir() / "algos" / "manual.yaml",
-            archsearch.experiment.run.confs_dir() / "datasets" / "imagenet.yaml",
+            archsearch.config.confs_dir() / "algos" / "manual.yaml",
+            archsearch.config.confs_dir() / "datasets" / "imagenet.yaml",
         ]
     )["nas"]["eval"]
     trainer = conf["trainer"]

@@ -3,9 +3,9 @@ import torch
 from torch import nn
 
 from archsearch.common.errors import ArchitectureError
+from archsearch.model.builder import ModelDescBuilder, desc_genotype
 from archsearch.model.genotype import DARTS_V1, DARTS_V2, format_genotype, genotype_to_templates, parse_genotype
 from archsearch.model.network import Model, count_params
-from archsearch.model.builder import ModelDescBuilder, desc_genotype
 from archsearch.model.ops import FactorizedReduce, ReLUConvBN
 
 DATASET = dict(channels=3, n_classes=10)

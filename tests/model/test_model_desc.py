@@ -2,9 +2,9 @@ import pytest
 import yaml
 
 from archsearch.common.errors import ArchitectureError
+from archsearch.model.builder import ModelDescBuilder
 from archsearch.model.genotype import DARTS_V2, genotype_to_templates
 from archsearch.model.model_desc import ModelDesc
-from archsearch.model.builder import ModelDescBuilder
 
 CONF = dict(n_cells=5, init_channels=8, n_nodes=4, stem_multiplier=3, n_reductions=2, aux_weight=0.4, affine=True)
 DATASET = dict(channels=3, n_classes=10)
@@ -142,8 +142,8 @@ def test_bad_genotypes_are_one_architecture_error(text, message):
 
 def test_validation_checks_ops_against_the_table_it_is_given():
     from archsearch.common.registry import Registry
-    from archsearch.model.genotype import genotype_to_templates, parse_genotype
     from archsearch.model.builder import ModelDescBuilder
+    from archsearch.model.genotype import genotype_to_templates, parse_genotype
     from archsearch.model.ops import REGISTERED_OPS, OpTable
 
     conf = {"n_cells": 3, "init_channels": 4, "n_nodes": 4, "stem_multiplier": 3, "n_reductions": 2,

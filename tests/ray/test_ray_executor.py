@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.algos.rea.test_rea import nb201_table  # noqa: F401 - the fixture
 
 from archsearch.common.checkpoint import KILL_AT_ENV, RAISE_AT_ENV
 from archsearch.common.errors import ConfigError
 from archsearch.experiment.run import RunOptions, run_experiment
-from tests.algos.rea.test_rea import nb201_table  # noqa: F401 - the fixture
 from tests.conftest import REPO, assert_user_error, run_cli
 
 if not os.environ.get("CI"):

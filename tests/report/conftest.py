@@ -1,4 +1,4 @@
-"""Tiny trained-looking model.pt files of every architecture kind, saved the way the Evaluater saves them."""
+"""Tiny trained-looking model.pt files of every architecture kind, saved the way the final training saves them."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def build(kind: str) -> tuple[torch.nn.Module, str, str, tuple[int, int, int]]:
     from archsearch.model.network import Model
 
     if kind == "darts":
-        from archsearch.model.genotype import DARTS_V2, genotype_to_templates
         from archsearch.model.builder import ModelDescBuilder
+        from archsearch.model.genotype import DARTS_V2, genotype_to_templates
 
         desc = ModelDescBuilder(CONF, DATASET, genotype_to_templates(DARTS_V2)).build()
         return Model(desc), "model_desc", desc.to_yaml(), (3, 16, 16)

@@ -132,7 +132,7 @@ def test_a_trial_the_executor_gave_up_on_is_recorded_and_never_best(tmp_path):
 
 
 def test_ray_executor_under_torchrun_is_one_config_error(monkeypatch):
-    from archsearch.search.trial_loop import make_executor
+    from archsearch.search.executors import make_executor
 
     torchrun_env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
     for key, value in torchrun_env.items():

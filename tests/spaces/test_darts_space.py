@@ -12,8 +12,8 @@ import yaml
 import archsearch.plugins  # noqa: F401 - the plugin bootstrap registers the spaces
 from archsearch.common.errors import ArchitectureError
 from archsearch.model.genotype import DARTS_V2, parse_genotype
-from archsearch.model.network import count_params
 from archsearch.model.model_desc import ModelDesc
+from archsearch.model.network import count_params
 from archsearch.model.ops import DARTS_PRIMITIVES
 from archsearch.search.space import SPACES
 from archsearch.spaces.darts_cells import DartsCellSpace, DartsCellSupernet

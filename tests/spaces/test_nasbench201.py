@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from archsearch.common.errors import ArchitectureError
-from archsearch.model.network import Model, count_params
 from archsearch.model.model_desc import ModelDesc
+from archsearch.model.network import Model, count_params
 from archsearch.spaces.nasbench201 import (
     N_CELLS,
     NB201_OPS,

@@ -11,8 +11,8 @@ import yaml
 
 import archsearch.plugins  # noqa: F401 - the plugin bootstrap registers the spaces
 from archsearch.common.errors import ArchitectureError
-from archsearch.model.network import count_params
 from archsearch.model.model_desc import ModelDesc
+from archsearch.model.network import count_params
 from archsearch.search.space import SPACES
 from archsearch.spaces.nasbench201 import (
     NB201_OPS,

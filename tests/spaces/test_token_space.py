@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from archsearch.common.errors import ArchitectureError, ConfigError
-from archsearch.model.genotype import parse_genotype
-from archsearch.model.network import Model
-from archsearch.model.model_desc import ModelDesc
 from archsearch.model.builder import desc_genotype
+from archsearch.model.genotype import parse_genotype
+from archsearch.model.model_desc import ModelDesc
+from archsearch.model.network import Model
 from archsearch.spaces.enas_spaces import MacroSpace, MicroSpace, loose_ends
 from archsearch.spaces.token_space import ModelSpace, Operation, check_arc
 

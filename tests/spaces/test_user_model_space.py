@@ -16,13 +16,13 @@ import yaml
 from torch import nn
 
 import archsearch
-from archsearch.strategies.enas.controller import Controller
 from archsearch.common.errors import ArchitectureError, UserError
 from archsearch.model.load import CodeAllowed
 from archsearch.search.space import SPACES
 from archsearch.spaces.mutables import InputChoice, LayerChoice, Mutable, MutableSpace
 from archsearch.spaces.user_model import UserModelArch, UserModelRef
 from archsearch.spaces.user_model_supernets import DartsSupernet, EnasChildren
+from archsearch.strategies.enas.controller import Controller
 from examples.mnist_space import Net
 from tests.conftest import REPO, assert_user_error
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from archsearch.common.errors import ArchitectureError
 from archsearch.spaces.morphism.constants import (
     CONV_DROPOUT_RATE,
     MLP_DROPOUT_RATE,
@@ -22,7 +23,6 @@ from archsearch.spaces.morphism.layers import (
     get_global_avg_pooling_class,
     get_pooling_class,
 )
-from archsearch.common.errors import ArchitectureError
 
 
 def _positive(name: str, value: object) -> int:
@@ -116,3 +116,7 @@ class MlpGenerator(NetworkGenerator):
             previous = w
         graph.add_layer(StubDense(previous, self.n_output_node), node)
         return graph
+
+
+# the initial networks of the space, by task: NNI tuner's `task` argument
+TASKS = {"cv": CnnGenerator, "common": MlpGenerator}

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from archsearch.common.errors import ArchitectureError
 from archsearch.spaces.morphism import morphisms
 from archsearch.spaces.morphism.descriptor import NetworkDescriptor
 from archsearch.spaces.morphism.layers import LayerShapeError, Shape, StubLayer, get_batch_norm_class, get_conv_class
-from archsearch.common.errors import ArchitectureError
 
 if TYPE_CHECKING:
     import torch
@@ -340,18 +340,6 @@ class Graph:
         from archsearch.spaces.morphism.torch_model import state_dict_from_weights
 
         return state_dict_from_weights(self)
-
-    def produce_json_model(self) -> dict[str, Any]:
-        """The NNI JSON document as a dict (``include_weights`` as in ``graph_to_json``)."""
-        from archsearch.spaces.morphism.ir_json import graph_to_dict
-
-        return graph_to_dict(self)
-
-    @classmethod
-    def parsing_json_model(cls, json_model: str | Mapping[str, Any]) -> Graph:
-        from archsearch.spaces.morphism.ir_json import json_to_graph
-
-        return json_to_graph(json_model)
 
     def __repr__(self) -> str:
         return f"Graph(input_shape={list(self.input_shape)}, layers={self.n_layers}, params={self.size()})"

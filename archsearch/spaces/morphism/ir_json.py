@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from archsearch.spaces.morphism.graph import Graph, Node
-from archsearch.spaces.morphism.layers import ATTR_COUNTS, LAYER_CLASSES, LayerShapeError, build_layer
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
+from archsearch.spaces.morphism.graph import Graph, Node
+from archsearch.spaces.morphism.layers import ATTR_COUNTS, LAYER_CLASSES, LayerShapeError, build_layer
 
 REQUIRED_KEYS = (
     "input_shape",

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from archsearch.common.errors import ArchitectureError
 from archsearch.spaces.morphism.constants import NOISE_RATIO
 from archsearch.spaces.morphism.layers import (
     LAYER_CLASSES,
@@ -34,7 +35,6 @@ from archsearch.spaces.morphism.layers import (
     get_conv_class,
     layer_width,
 )
-from archsearch.common.errors import ArchitectureError
 
 if TYPE_CHECKING:
     from archsearch.spaces.morphism.graph import Graph

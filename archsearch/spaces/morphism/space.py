@@ -17,17 +17,16 @@ from typing import Any
 
 from torch import nn
 
-from archsearch.spaces.morphism.constants import MODEL_LEN, MODEL_WIDTH
-from archsearch.spaces.morphism.graph import Graph
-from archsearch.spaces.morphism.ir_json import graph_to_dict, graph_to_json, json_to_graph, load_graph_file
-from archsearch.strategies.morphism.optimizer import TASKS
 from archsearch.common.checkpoint import load_checkpoint
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
 from archsearch.config import choice
-from archsearch.train.final import BuiltModel
-from archsearch.model.load import ARCH_FORMATS
+from archsearch.model.load import ARCH_FORMATS, BuiltModel
 from archsearch.search.space import SPACES, Arch, SearchSpace
+from archsearch.spaces.morphism.constants import MODEL_LEN, MODEL_WIDTH
+from archsearch.spaces.morphism.generators import TASKS
+from archsearch.spaces.morphism.graph import Graph
+from archsearch.spaces.morphism.ir_json import graph_to_dict, graph_to_json, json_to_graph, load_graph_file
 
 ARCH_FORMAT = "morphism_graph_json"
 META_KEY = "archsearch"  # the document's own keys are NNI's; ours go under one extra key that NNI ignores

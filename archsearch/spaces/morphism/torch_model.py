@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from archsearch.spaces.morphism.layers import StubLayer
 from archsearch.common.errors import ArchitectureError
+from archsearch.spaces.morphism.layers import StubLayer
 
 if TYPE_CHECKING:
     from archsearch.spaces.morphism.graph import Graph

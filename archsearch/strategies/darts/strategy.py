@@ -14,10 +14,10 @@ from typing import ClassVar
 
 from torch import nn
 
-from archsearch.strategies.darts.fused import fuse_cells
-from archsearch.strategies.darts.trainer import BilevelArchTrainer
 from archsearch.model.network import Model, count_params
 from archsearch.search.strategy import SearchOutcome, Strategy, fit_supernet, register_strategy
+from archsearch.strategies.darts.fused import fuse_cells
+from archsearch.strategies.darts.trainer import BilevelArchTrainer
 
 
 @register_strategy

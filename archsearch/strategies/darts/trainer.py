@@ -20,10 +20,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from archsearch.strategies.darts.bilevel import BilevelOptimizer
-from archsearch.strategies.darts.collapse import CollapseMonitor
 from archsearch.common import distributed
 from archsearch.config.schema import Float, Int, register_section
+from archsearch.strategies.darts.bilevel import BilevelOptimizer
+from archsearch.strategies.darts.collapse import CollapseMonitor
 from archsearch.train.arch_trainer import ArchTrainer
 
 register_section("nas.search.trainer.bilevel", {"arch_start_epoch": Int(ge=0)})

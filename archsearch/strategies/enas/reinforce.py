@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from archsearch.strategies.enas.controller import Controller, ControllerSample
 from archsearch.common import distributed
+from archsearch.strategies.enas.controller import Controller, ControllerSample
 
 
 def shared_sample(controller: Controller) -> ControllerSample:

@@ -10,8 +10,8 @@ import functools
 
 from torch import nn
 
-from archsearch.strategies.enas.trainer import EnasTrainer
 from archsearch.search.strategy import SearchOutcome, Strategy, fit_supernet, register_strategy
+from archsearch.strategies.enas.trainer import EnasTrainer
 
 
 @register_strategy

@@ -23,14 +23,14 @@ from typing import Any
 
 import torch
 
-from archsearch.strategies.enas.controller import Controller, ControllerConfig
-from archsearch.strategies.enas.reinforce import ReinforceTrainer, shared_sample
 from archsearch.common import distributed
 from archsearch.common.errors import ConfigError
-from archsearch.train.arch_trainer import ArchTrainer
 from archsearch.model.choice_ops import batch_statistics
 from archsearch.model.network import Model
 from archsearch.search.space import SearchSpace
+from archsearch.strategies.enas.controller import Controller, ControllerConfig
+from archsearch.strategies.enas.reinforce import ReinforceTrainer, shared_sample
+from archsearch.train.arch_trainer import ArchTrainer
 
 
 class EnasTrainer(ArchTrainer):

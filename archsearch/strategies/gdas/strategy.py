@@ -16,12 +16,12 @@ from typing import ClassVar
 
 from torch import nn
 
-from archsearch.strategies.darts.strategy import Darts
-from archsearch.strategies.darts.trainer import BilevelArchTrainer
 from archsearch.common.errors import ConfigError
 from archsearch.config.schema import Float, register_section
 from archsearch.model.mixed_op import MixedOpOptions
 from archsearch.search.strategy import register_strategy
+from archsearch.strategies.darts.strategy import Darts
+from archsearch.strategies.darts.trainer import BilevelArchTrainer
 
 register_section("nas.search.trainer.gumbel", {"tau_max": Float(gt=0), "tau_min": Float(gt=0)})
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from archsearch.common.errors import ConfigError
 from archsearch.config.schema import Int, register_section
-from archsearch.search.strategy import SearchOutcome, Strategy, register_strategy
 from archsearch.search.space import Arch
+from archsearch.search.strategy import SearchOutcome, Strategy, register_strategy
 
 register_section("nas.search.manual", {"index": Int(null=True, ge=0)})
 

@@ -6,9 +6,8 @@ NNI-style trial code keeps working (and NNI's own tuner API: see archsearch.comp
     model = json_to_graph(text).produce_torch_model()
 """
 
-from archsearch.strategies.morphism.bayesian import BayesianOptimizer, IncrementalGaussianProcess, SearchTree
+from archsearch.spaces.morphism import space as _space  # noqa: F401, E402 - registers the morphism search space
 from archsearch.spaces.morphism.descriptor import NetworkDescriptor
-from archsearch.strategies.morphism.distance import edit_distance, layer_distance, skip_connection_distance
 from archsearch.spaces.morphism.generators import CnnGenerator, MlpGenerator
 from archsearch.spaces.morphism.graph import Graph, Node
 from archsearch.spaces.morphism.ir_json import graph_to_dict, graph_to_json, json_to_graph
@@ -36,10 +35,12 @@ from archsearch.spaces.morphism.layers import (
     StubReLU,
     StubSoftmax,
 )
-from archsearch.strategies.morphism.nni_tuner import NetworkMorphismTuner
-from archsearch.strategies.morphism.strategy import Morphism, MorphismTrials  # registers --algos morphism
-from archsearch.strategies.morphism.optimizer import MorphismSearchStrategy, SearchExhausted, Trial
 from archsearch.spaces.morphism.torch_model import TorchModel
+from archsearch.strategies.morphism.bayesian import BayesianOptimizer, IncrementalGaussianProcess, SearchTree
+from archsearch.strategies.morphism.distance import edit_distance, layer_distance, skip_connection_distance
+from archsearch.strategies.morphism.nni_tuner import NetworkMorphismTuner
+from archsearch.strategies.morphism.optimizer import MorphismSearchStrategy, SearchExhausted, Trial
+from archsearch.strategies.morphism.strategy import Morphism, MorphismTrials  # registers --algos morphism
 from archsearch.strategies.morphism.transformer import (
     MorphismLimits,
     to_deeper_graph,
@@ -47,7 +48,6 @@ from archsearch.strategies.morphism.transformer import (
     to_wider_graph,
     transform,
 )
-from archsearch.spaces import morphism as _space  # noqa: F401, E402 - registers the morphism search space
 
 __all__ = [
     "BayesianOptimizer",

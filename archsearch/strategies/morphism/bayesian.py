@@ -28,6 +28,7 @@ from scipy.linalg import LinAlgError, cho_solve, cholesky
 
 from archsearch.spaces.morphism.constants import BETA, COOLING, GP_ALPHA, KERNEL_LAMBDA, T_INIT, T_MIN
 from archsearch.spaces.morphism.descriptor import NetworkDescriptor
+from archsearch.spaces.morphism.graph import Graph
 from archsearch.strategies.morphism.distance import (
     batch_edit_distances,
     bourgain_embed,
@@ -35,7 +36,6 @@ from archsearch.strategies.morphism.distance import (
     edit_distance_matrix,
     stack_ids,
 )
-from archsearch.spaces.morphism.graph import Graph
 from archsearch.strategies.morphism.transformer import MorphismLimits, transform
 
 OPTIMIZE_MODES = ("maximize", "minimize")

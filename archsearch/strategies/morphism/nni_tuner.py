@@ -18,9 +18,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from archsearch.spaces.morphism.constants import BETA, MAX_MODEL_SIZE, MODEL_LEN, MODEL_WIDTH, T_MIN
+from archsearch.spaces.morphism.generators import TASKS
 from archsearch.spaces.morphism.graph import Graph
 from archsearch.spaces.morphism.ir_json import graph_to_json, json_to_graph
-from archsearch.strategies.morphism.optimizer import TASKS, MorphismSearchStrategy
+from archsearch.strategies.morphism.optimizer import MorphismSearchStrategy
 from archsearch.strategies.morphism.transformer import MorphismLimits
 
 logger = logging.getLogger("NetworkMorphism_AutoML")  # NNI's logger name

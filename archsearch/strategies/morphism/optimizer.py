@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from archsearch.strategies.morphism.bayesian import DEFAULT_MAX_CANDIDATES, OPTIMIZE_MODES, BayesianOptimizer
+from archsearch.common.errors import ArchitectureError, ConfigError
 from archsearch.spaces.morphism.constants import (
     BETA,
     COOLING,
@@ -28,12 +28,10 @@ from archsearch.spaces.morphism.constants import (
     T_MIN,
 )
 from archsearch.spaces.morphism.descriptor import NetworkDescriptor
-from archsearch.spaces.morphism.generators import CnnGenerator, MlpGenerator
+from archsearch.spaces.morphism.generators import TASKS
 from archsearch.spaces.morphism.graph import Graph
+from archsearch.strategies.morphism.bayesian import DEFAULT_MAX_CANDIDATES, OPTIMIZE_MODES, BayesianOptimizer
 from archsearch.strategies.morphism.transformer import MorphismLimits, transform
-from archsearch.common.errors import ArchitectureError, ConfigError
-
-TASKS = {"cv": CnnGenerator, "common": MlpGenerator}
 
 
 class SearchExhausted(RuntimeError):

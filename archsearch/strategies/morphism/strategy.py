@@ -34,19 +34,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from archsearch.spaces.morphism.graph import Graph
-from archsearch.spaces.morphism.ir_json import graph_to_json, json_to_graph, load_graph_file
-from archsearch.strategies.morphism.optimizer import MorphismSearchStrategy, SearchExhausted
 from archsearch.common.checkpoint import load_checkpoint, save_checkpoint
 from archsearch.common.devices import select_device
 from archsearch.common.io import atomic_write_text
 from archsearch.data.loaders import search_loaders
-from archsearch.train.context import RunContext
+from archsearch.search.space import SearchSpace
 from archsearch.search.strategy import SearchOutcome, Strategy, register_strategy
-from archsearch.train.trainer import Trainer
 from archsearch.search.trial_eval import run_trials
 from archsearch.search.trial_loop import Budget, Trial, TrialLog, finite_number
-from archsearch.search.space import SearchSpace
+from archsearch.spaces.morphism.graph import Graph
+from archsearch.spaces.morphism.ir_json import graph_to_json, json_to_graph, load_graph_file
+from archsearch.strategies.morphism.optimizer import MorphismSearchStrategy, SearchExhausted
+from archsearch.train.context import RunContext
+from archsearch.train.trainer import Trainer
 
 TRIALS_DIR = "trials"
 MAX_CONSECUTIVE_FAILURES = 3  # a scorer that keeps raising is a bug, not a bad architecture

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from archsearch.common.errors import ArchitectureError
 from archsearch.spaces.morphism.constants import MAX_LAYER_WIDTH, MAX_LAYERS, MAX_MODEL_SIZE, N_NEIGHBOURS
 from archsearch.spaces.morphism.graph import Graph
 from archsearch.spaces.morphism.layers import (
@@ -20,7 +21,6 @@ from archsearch.spaces.morphism.layers import (
     get_conv_class,
     layer_width,
 )
-from archsearch.common.errors import ArchitectureError
 
 DEEPER_KERNEL_SIZES = (1, 3, 5)
 # Layers that keep a non-negative input non-negative (max pooling, averaging, dropout, reshaping).

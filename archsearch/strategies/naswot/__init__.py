@@ -6,8 +6,8 @@ samples of one mini-batch, then pick the best of N sampled architectures without
 evaluator, `correlation` the comparison with a benchmark table of trained accuracies.
 """
 
+from archsearch.config.schema import register_rename
 from archsearch.strategies.naswot.proxies import PROXIES, get_proxy, naswot, naswot_kernel
-from archsearch.strategies.naswot.strategy import Naswot  # noqa: F401 - registers --algos naswot and evaluate_by proxy
 from archsearch.strategies.naswot.sampling import (
     Candidate,
     nb201_candidates,
@@ -15,7 +15,7 @@ from archsearch.strategies.naswot.sampling import (
     sample_nb201,
     score_candidates,
 )
-from archsearch.config.schema import register_rename
+from archsearch.strategies.naswot.strategy import Naswot  # noqa: F401 - registers --algos naswot and evaluate_by proxy
 
 __all__ = [
     "PROXIES",

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archsearch.strategies.naswot.proxies import LossFn, ProxyFn, get_proxy
 from archsearch.common.errors import ArchitectureError
 from archsearch.model.network import Model
 from archsearch.spaces import nasbench201 as nb201
+from archsearch.strategies.naswot.proxies import LossFn, ProxyFn, get_proxy
 
 Rng = np.random.Generator | torch.Generator
 

@@ -16,16 +16,12 @@ from typing import Any
 
 import torch
 
-from archsearch.strategies.naswot.correlation import correlation_report
-from archsearch.strategies.naswot.proxies import PROXIES
-from archsearch.strategies.naswot.sampling import score_candidates
-from archsearch.strategies.random.strategy import sample_untried
 from archsearch.common.devices import select_device
 from archsearch.common.io import atomic_write_yaml
 from archsearch.common.logging import plain
 from archsearch.config import choice
 from archsearch.data.loaders import search_loaders
-from archsearch.train.context import RunContext
+from archsearch.search.space import SearchSpace
 from archsearch.search.strategy import SearchOutcome, register_strategy
 from archsearch.search.trial_eval import (
     ShippableEvaluator,
@@ -35,7 +31,11 @@ from archsearch.search.trial_eval import (
     run_trials,
 )
 from archsearch.search.trial_loop import Budget, Trial
-from archsearch.search.space import SearchSpace
+from archsearch.strategies.naswot.correlation import correlation_report
+from archsearch.strategies.naswot.proxies import PROXIES
+from archsearch.strategies.naswot.sampling import score_candidates
+from archsearch.strategies.random.strategy import sample_untried
+from archsearch.train.context import RunContext
 
 
 @dataclass

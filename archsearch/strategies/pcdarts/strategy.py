@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from archsearch.strategies.darts.strategy import Darts
 from archsearch.common.errors import ConfigError
 from archsearch.config.schema import Bool, Int, register_section
 from archsearch.model.mixed_op import MixedOpOptions
 from archsearch.search.strategy import register_strategy
+from archsearch.strategies.darts.strategy import Darts
 
 register_section("nas.search.model_desc", {"partial_channels": Int(ge=1), "edge_normalization": Bool()})
 

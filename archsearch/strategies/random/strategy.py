@@ -13,10 +13,10 @@ import random
 from typing import Any
 
 from archsearch.config.schema import Float, register_rename, register_section
+from archsearch.search.space import SearchSpace
 from archsearch.search.strategy import SearchOutcome, register_strategy
 from archsearch.search.trial_eval import TrialStrategy, run_trials
 from archsearch.search.trial_loop import Budget
-from archsearch.search.space import SearchSpace
 
 MAX_REDRAWS = 100
 

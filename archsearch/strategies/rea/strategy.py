@@ -18,10 +18,10 @@ import random
 from typing import Any
 
 from archsearch.config.schema import Float, Int, register_section
+from archsearch.search.space import SearchSpace
 from archsearch.search.strategy import SearchOutcome, register_strategy
 from archsearch.search.trial_eval import TrialStrategy, make_evaluator, run_trials
 from archsearch.search.trial_loop import Budget, finite_number
-from archsearch.search.space import SearchSpace
 
 register_section(
     "nas.search.rea",

@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archsearch.strategies.darts import BilevelOptimizer
-from archsearch.strategies.darts.trainer import BilevelArchTrainer, beta_decay_loss
 from archsearch.common.logging import RunLog
 from archsearch.config import load_config
 from archsearch.model.mixed_op import MixedOpOptions
 from archsearch.spaces.nasbench201 import NasBench201Space
+from archsearch.strategies.darts import BilevelOptimizer
+from archsearch.strategies.darts.trainer import BilevelArchTrainer, beta_decay_loss
 
 REPO_CONFS = __import__("pathlib").Path(__file__).resolve().parents[3] / "archsearch" / "confs" / "algos"
 

@@ -14,6 +14,11 @@ import yaml
 from torch import nn
 
 import archsearch
+from archsearch.common.logging import RunLog
+from archsearch.config import load_config
+from archsearch.experiment.run import RunOptions, confs_dir
+from archsearch.model.genotype import format_genotype, parse_genotype
+from archsearch.spaces.nasbench201 import NB201_OPS
 from archsearch.strategies.darts.collapse import (
     CollapseMonitor,
     EigenvalueEarlyStop,
@@ -22,12 +27,7 @@ from archsearch.strategies.darts.collapse import (
     is_param_free,
     mean_entropy,
 )
-from archsearch.common.logging import RunLog
-from archsearch.config import load_config
-from archsearch.experiment.run import RunOptions, confs_dir
-from archsearch.model.genotype import format_genotype, parse_genotype
 from archsearch.train.trainer import Trainer
-from archsearch.spaces.nasbench201 import NB201_OPS
 
 
 def quadratic(eigenvalues: list[float]) -> tuple[Callable[[], torch.Tensor], list[torch.Tensor]]:

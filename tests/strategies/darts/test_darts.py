@@ -9,10 +9,10 @@ import torch.nn.functional as F
 import yaml
 from torch.func import functional_call
 
-from archsearch.strategies.darts import BilevelOptimizer, DartsModelDescBuilder, MixedOp
 from archsearch.model.genotype import parse_genotype
 from archsearch.model.ops import DARTS_PRIMITIVES
 from archsearch.spaces.darts_cells import DartsCellSpace, DartsCellSupernet
+from archsearch.strategies.darts import BilevelOptimizer, DartsModelDescBuilder, MixedOp
 from tests.conftest import assert_user_error, config_fixture
 
 DATASET = dict(channels=3, n_classes=4)

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archsearch.strategies.darts import BilevelOptimizer, Darts, DartsModelDescBuilder, MixedOp
-from archsearch.strategies.darts import fused as fused_module
-from archsearch.strategies.darts.fused import FusedDartsCell, fuse_cells
 from archsearch.model.network import Model
 from archsearch.model.ops import DARTS_PRIMITIVES
 from archsearch.spaces.darts_cells import DartsCellSpace, DartsCellSupernet
+from archsearch.strategies.darts import BilevelOptimizer, Darts, DartsModelDescBuilder, MixedOp
+from archsearch.strategies.darts import fused as fused_module
+from archsearch.strategies.darts.fused import FusedDartsCell, fuse_cells
 
 DATASET = dict(channels=3, n_classes=4)
 

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from archsearch.strategies.enas.controller import Controller, ControllerConfig
-from archsearch.strategies.enas.reinforce import ReinforceTrainer
 from archsearch.common.errors import ArchitectureError, ConfigError
 from archsearch.spaces.enas_spaces import MacroSpace, MicroSpace
 from archsearch.spaces.token_space import ModelSpace, Operation
+from archsearch.strategies.enas.controller import Controller, ControllerConfig
+from archsearch.strategies.enas.reinforce import ReinforceTrainer
 
 
 @pytest.fixture(autouse=True, scope="module")

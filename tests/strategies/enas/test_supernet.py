@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from archsearch.common.errors import ArchitectureError
+from archsearch.model.builder import templates_from_desc
 from archsearch.model.choice_ops import EnasChoice, EnasGate, batch_statistics
 from archsearch.model.network import Model
-from archsearch.model.builder import templates_from_desc
 from archsearch.spaces.enas_spaces import MacroSpace, MicroSpace
 from archsearch.spaces.enas_supernet import build_supernet, extract_child
 

@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from archsearch.strategies.gdas import GdasTrainer
 from archsearch.model.mixed_op import GumbelSampler, MixedOpOptions
 from archsearch.model.ops import DARTS_PRIMITIVES
 from archsearch.spaces.darts_cells import DartsCellSupernet, DartsModelDescBuilder
 from archsearch.spaces.nasbench201 import NB201_OPS, NasBench201Space
+from archsearch.strategies.gdas import GdasTrainer
 from tests.conftest import config_fixture
 
 GUMBEL = MixedOpOptions(sampling="gumbel")

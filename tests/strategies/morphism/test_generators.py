@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from archsearch.strategies.morphism import CnnGenerator, MlpGenerator
 from archsearch.common.errors import ArchitectureError
+from archsearch.strategies.morphism import CnnGenerator, MlpGenerator
 
 
 def kinds(graph):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from archsearch.strategies.morphism import CnnGenerator, MlpGenerator, graph_to_json, json_to_graph
 from archsearch.common.errors import ArchitectureError
+from archsearch.strategies.morphism import CnnGenerator, MlpGenerator, graph_to_dict, graph_to_json, json_to_graph
 
 
 def canonical(doc: dict) -> str:
@@ -51,7 +51,8 @@ def test_documents_written_by_nni_compute_the_same_function(name, load_fixture, 
 
 
 def test_seed_cnn_matches_nni_generator_output(load_fixture):
-    ours = CnnGenerator(10, (32, 32, 3)).generate(3, 64).produce_json_model()
+    ours = CnnGenerator(10, (32, 32, 3)).generate(3, 64)
+    ours = graph_to_dict(ours)
     assert canonical(ours) == canonical(load_fixture("nni_seed_cnn_32x32x3.json"))
 
 

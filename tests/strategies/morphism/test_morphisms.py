@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from archsearch.common.errors import ArchitectureError
 from archsearch.strategies.morphism import (
     CnnGenerator,
     Graph,
@@ -26,7 +27,6 @@ from archsearch.strategies.morphism import (
     transform,
 )
 from archsearch.strategies.morphism.transformer import create_new_block
-from archsearch.common.errors import ArchitectureError
 
 # CnnGenerator(10, (16, 24, 3)).generate(3, 8): 0 ReLU, 1 BN, 2 Conv, 3 Pool, 4 ReLU, 5 BN, 6 Conv, 7 Pool,
 # 8 ReLU, 9 BN, 10 Conv, 11 Pool, 12 GAP, 13 Dropout, 14 Dense, 15 ReLU, 16 Dense

@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from archsearch.strategies.morphism import MorphismLimits, MorphismSearchStrategy, MorphismTrials, json_to_graph
 from archsearch.common.errors import ConfigError
 from archsearch.search.trial_loop import Budget, TrialLoop
+from archsearch.strategies.morphism import MorphismLimits, MorphismSearchStrategy, MorphismTrials, json_to_graph
 
 
 def small_cnn_strategy(**kwargs) -> MorphismSearchStrategy:

@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from archsearch.strategies.naswot.correlation import correlation_report, save_scatter
 from archsearch.common.errors import UserError
 from archsearch.search.benchmark_table import load_benchmark_table
+from archsearch.strategies.naswot.correlation import correlation_report, save_scatter
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,6 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archsearch.common.errors import UserError
+from archsearch.model.network import Model
+from archsearch.model.ops import ReLUConvBN
+from archsearch.search.trial_loop import Budget, TrialLoop
+from archsearch.spaces.nasbench201 import arch_to_desc
 from archsearch.strategies.naswot.proxies import (
     PROXIES,
     get_proxy,
@@ -20,11 +25,6 @@ from archsearch.strategies.naswot.sampling import (
     sample_nb201,
     score_candidates,
 )
-from archsearch.common.errors import UserError
-from archsearch.model.network import Model
-from archsearch.model.ops import ReLUConvBN
-from archsearch.search.trial_loop import Budget, TrialLoop
-from archsearch.spaces.nasbench201 import arch_to_desc
 
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 

@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from archsearch.strategies.darts.fused import fuse_cells
 from archsearch.model.genotype import parse_genotype
 from archsearch.model.mixed_op import MixedOp, MixedOpOptions, channel_shuffle
-from archsearch.model.network import count_params
 from archsearch.model.model_desc import OpDesc
+from archsearch.model.network import count_params
 from archsearch.model.ops import DARTS_PRIMITIVES
 from archsearch.spaces.darts_cells import DartsCellSupernet, DartsModelDescBuilder
 from archsearch.spaces.nasbench201 import NasBench201Space
+from archsearch.strategies.darts.fused import fuse_cells
 from tests.conftest import assert_user_error, config_fixture
 
 DATASET = dict(channels=3, n_classes=4)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import signal
 
 import yaml
+from tests.algos.rea.test_rea import nb201_table  # noqa: F401 - the fixture
 
 from archsearch.common.checkpoint import KILL_AT_ENV
-from tests.algos.rea.test_rea import nb201_table  # noqa: F401 - the fixture
 from tests.conftest import REPO, assert_user_error
 
 TABLE = ["--datasets", "synthetic", "--search-only", "--nas.search.evaluate_by", "table"]

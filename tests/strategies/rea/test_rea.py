@@ -8,8 +8,8 @@ import random
 import pytest
 import yaml
 
-from archsearch.strategies.rea.strategy import evolve
 from archsearch.search.trial_loop import Budget, TrialLoop
+from archsearch.strategies.rea.strategy import evolve
 
 
 class Line:
