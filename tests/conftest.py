@@ -11,6 +11,8 @@ import pytest
 import torch
 import yaml
 
+import archsearch.plugins  # noqa: F401 - every space's and strategy's config keys, as a run registers them
+
 # One thread: the suite's tensors are tiny, and OpenMP threads fighting over 2 busy cores are 10-100x slower.
 torch.set_num_threads(1)
 

@@ -4,10 +4,12 @@
 for the first problem, e.g. `config nas.search.loader.batch_size (from my.yaml): 0 is not allowed
 (an integer >= 1)`. Unknown keys are errors with close-match suggestions.
 
-Every shipped algorithm's section is declared here, by dotted path, next to the framework's: their
-values live in the central confs/ folder too, and validation must be complete for any
-caller of `load_config` whichever plugins it imported. A third-party algorithm declares its own section
-with `register_section` (and `register_check` for rules spanning keys) when its package is imported.
+Here: the engine and the framework's own sections (common, dataset, loaders, trainer, model_desc, report,
+export, the executors). Each plugin — a strategy, a space — declares its own keys beside its code with
+`register_section` (and `register_check` for rules spanning keys) when its module is imported; its default
+values stay in the shipped YAML (confs/algos/<name>.yaml, confs/spaces/<name>.yaml), where users read them.
+Validation is complete once the plugins are registered: the run imports archsearch.plugins before it
+loads a config, and so must any other caller of `load_config` (tests/conftest.py does).
 
 The eval sections `nas.eval.{loader, trainer, model_desc}` start as `_copy`s of their search twins, so
 they share their schema (`ALIASES`): a key declared for `nas.search.trainer` is valid in both.
@@ -399,88 +401,6 @@ register_section(
     },
 )
 
-# ---- darts ----
-register_section("nas.search.model_desc", {"fused": Bool(), "primitives": PRIMITIVES})
-register_section("nas.search.trainer.bilevel", {"order": Str("first", "second"), "fd_radius": Float(gt=0)})
-register_section("nas.search.trainer.bilevel.optimizer", OPTIMIZER)
-
-# ---- enas ----
-ENAS_SPACE = {
-    "n_nodes": POSITIVE_INT,
-    "n_layers": POSITIVE_INT,
-    "pool_layers": List(COUNT, null=True),
-    "skip_combine": Str("sum", "concat"),
-    "double_channels": Bool(),
-}
-register_section("nas.search.space", ENAS_SPACE)
-register_section("nas.eval.macro_space", ENAS_SPACE)
-register_section(
-    "nas.search.trainer.controller",
-    {
-        "lstm_size": POSITIVE_INT,
-        "temperature": Float(null=True, gt=0),
-        "tanh_constant": Float(null=True, gt=0),
-        "op_tanh_reduce": Float(gt=0),
-        "op_bias_init": Float(),
-        "fixed_op_bias": Float(),
-        "skip_target": Float(ge=0, le=1),
-        "skip_weight": Float(ge=0),
-        "lr": Float(gt=0),
-        "entropy_weight": Float(ge=0),
-        "baseline_decay": Float(ge=0, le=1),
-        "grad_clip": Float(null=True, gt=0),
-        "train_steps": POSITIVE_INT,
-        "n_samples": POSITIVE_INT,
-    },
-)
-register_section("nas.search.final", {"n_samples": POSITIVE_INT, "eval_batches": POSITIVE_INT})
-
-# ---- random ----
-register_section("nas.search.random", {"n_candidates": POSITIVE_INT})
-
-# ---- naswot ----
-register_section(
-    "nas.search.naswot",
-    {
-        "n_samples": POSITIVE_INT,
-        "indices": List(Int(ge=0, lt=15625), null=True, min_length=1),
-        "proxy": Str("naswot", "naswot_relu", "synflow", "grad_norm", "snip", "jacob_cov"),
-        "batch_size": POSITIVE_INT,
-    },
-)
-register_section("nas.search.model_desc", {"n_cells_per_stage": POSITIVE_INT})
-
-# ---- morphism ----
-register_section(
-    "nas.search.morphism",
-    {
-        "task": Str("cv", "common"),
-        "optimize_mode": Str("maximize", "minimize"),
-        "beta": Float(ge=0),
-        "t_min": Float(gt=0),
-        "t_init": Float(gt=0),
-        "cooling": Float(gt=0, lt=1),
-        "model_len": POSITIVE_INT,
-        "model_width": POSITIVE_INT,
-        "max_model_size": POSITIVE_INT,
-        "max_layer_width": POSITIVE_INT,
-        "max_layers": POSITIVE_INT,
-        "n_neighbours": POSITIVE_INT,
-        "max_candidates": POSITIVE_INT,
-        "kernel_lambda": Float(gt=0),
-        "n_trials": POSITIVE_INT,
-        "time_budget_s": Float(null=True, gt=0),
-    },
-)
-register_section("nas.eval.morphism", {"init": Str("scratch", "finetune")})
-
-# ---- manual ----
-register_section(
-    "nas.search.manual",
-    {"genotype": Str(null=True, pattern=r"(?s).*\S.*", allowed="a genotype"),
-     "desc_file": Str(null=True, pattern=r".+", allowed="a ModelDesc YAML file")},
-)  # fmt: skip
-
 # --- issue 13: parallel trials (archsearch/search/ray_executor.py) ---
 register_section("common", {"executor": Str("local", "ray")})
 register_section(
@@ -497,29 +417,6 @@ register_section(
         "dashboard": Bool(),
     },
 )  # fmt: skip
-
-# --- issue 15: the collapse monitor of differentiable searches (archsearch/strategies/darts/collapse.py) ---
-# declared here, not from that module: its defaults are in confs/common.yaml, which every load_config reads
-register_section(
-    "nas.search.trainer.collapse",
-    {
-        "hessian": Bool(),
-        "hessian_iters": POSITIVE_INT,
-        "hessian_tol": Float(ge=0),
-        "hessian_batches": POSITIVE_INT,
-        "early_stop": Bool(),
-        "window": POSITIVE_INT,
-        "delta": POSITIVE_INT,
-        "factor": Float(gt=0),
-        "start_epoch": COUNT,
-    },
-)
-register_check(
-    "nas.search.trainer.collapse",
-    lambda conf: ("early_stop", "true needs the eigenvalue it stops on: also set hessian true")
-    if conf.get("early_stop") and not conf.get("hessian")
-    else None,
-)
 
 # --- issue 12: torchrun / DDP (archsearch/common/distributed.py) ---
 register_section("common", {"dist_timeout_s": Float(gt=0)})  # process-group timeout of a torchrun job

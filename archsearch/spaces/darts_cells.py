@@ -29,6 +29,7 @@ from typing import Any
 
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
+from archsearch.config.schema import PRIMITIVES, register_section
 from archsearch.model.builder import ModelDescBuilder, scaled_eval_model, templates_from_desc
 from archsearch.model.genotype import (
     CellTemplate,
@@ -218,3 +219,7 @@ class DartsSampledSupernet(MicroSupernet):
 
 
 SPACES.add(SPACE_NAME, DartsCellSpace)
+
+
+# the space's candidate ops (confs/common.yaml: the DARTS primitives)
+register_section("nas.search.model_desc", {"primitives": PRIMITIVES})

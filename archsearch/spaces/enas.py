@@ -17,7 +17,7 @@ from torch import nn
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
 from archsearch.common.logging import plain
-from archsearch.config.schema import register_rename
+from archsearch.config.schema import COUNT, POSITIVE_INT, Bool, List, Str, register_rename, register_section
 from archsearch.model.builder import ModelDescBuilder, scaled_eval_model
 from archsearch.model.load import BuiltModel
 from archsearch.model.model_desc import ModelDesc
@@ -176,3 +176,14 @@ class MacroEvalBuilder:
         return desc
 
 
+# the keys of both ENAS spaces (confs/spaces/enas_micro.yaml, enas_macro.yaml); nas.eval.macro_space rebuilds a
+# macro chain at evaluation size
+ENAS_SPACE = {
+    "n_nodes": POSITIVE_INT,
+    "n_layers": POSITIVE_INT,
+    "pool_layers": List(COUNT, null=True),
+    "skip_combine": Str("sum", "concat"),
+    "double_channels": Bool(),
+}
+register_section("nas.search.space", ENAS_SPACE)
+register_section("nas.eval.macro_space", ENAS_SPACE)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from archsearch.common.errors import ArchitectureError
+from archsearch.config.schema import POSITIVE_INT, register_section
 from archsearch.model.builder import scaled_eval_model
 from archsearch.model.choice_ops import choice_op
 from archsearch.model.mixed_op import MixedOpOptions, MixedOpSupernet
@@ -441,3 +442,7 @@ __all__ = [
     "NB201DescBuilder",
     "NasBench201Space",
 ]
+
+
+# N, the cells per stage (confs/spaces/nasbench201.yaml: 5, the benchmark's)
+register_section("nas.search.model_desc", {"n_cells_per_stage": POSITIVE_INT})

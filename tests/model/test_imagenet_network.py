@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.nas.test_genotypes_zoo import n_weights, ref_cells, shapes
+from tests.model.test_genotypes_zoo import n_weights, ref_cells, shapes
 from torch import nn
 
 import archsearch

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.algos.rea.test_rea import nb201_table  # noqa: F401 - the fixture
+from tests.strategies.rea.test_rea import nb201_table  # noqa: F401 - the fixture
 
 from archsearch.common.checkpoint import KILL_AT_ENV, RAISE_AT_ENV
 from archsearch.common.errors import ConfigError

@@ -21,6 +21,7 @@ from archsearch.common.checkpoint import load_checkpoint
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
 from archsearch.config import choice
+from archsearch.config.schema import Str, register_section
 from archsearch.model.load import ARCH_FORMATS, BuiltModel
 from archsearch.search.space import SPACES, Arch, SearchSpace
 from archsearch.spaces.morphism.constants import MODEL_LEN, MODEL_WIDTH
@@ -103,3 +104,7 @@ class MorphismSpace(SearchSpace):
 
 # a graph names no code (layer types come from an allow-list), so what the caller allowed does not matter
 ARCH_FORMATS.add(ARCH_FORMAT, lambda text, where, allowed: json_to_graph(text).produce_torch_model())
+
+
+# how evaluation starts a found graph: from scratch, or from the weights the search trained
+register_section("nas.eval.morphism", {"init": Str("scratch", "finetune")})

@@ -21,7 +21,7 @@ same trainer too):
   largest eigenvalue; power iteration gives the same number without the n x n matrix). It measures without
   disturbing the search: RNG state, BatchNorm statistics and gradients are left as they were.
 
-The settings are `nas.search.trainer.collapse` (declared in config_schema.py, defaults in confs/common.yaml:
+The settings are `nas.search.trainer.collapse` (declared at the end of this module, defaults in confs/common.yaml:
 everything off but the counts, which cost nothing). Each epoch is one `collapse` event in log.yaml ({epoch,
 param_free, n_ops, entropy, hessian_eigenvalue when computed}), one log line and TensorBoard scalars
 `collapse/*`.
@@ -51,6 +51,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from archsearch.config.schema import COUNT, POSITIVE_INT, Bool, Float, register_check, register_section
 
 PARAM_FREE_NAMES = frozenset({"none", "skip_connect", "identity", "zero"})
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -278,3 +280,26 @@ class CollapseMonitor:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.eigenvalues = [float(v) for v in state["eigenvalues"]]
         self.snapshots = {int(e): list(s) for e, s in state["snapshots"].items()}
+
+
+# ---- the collapse monitor's keys (defaults in confs/common.yaml, shared by every differentiable search) ----
+register_section(
+    "nas.search.trainer.collapse",
+    {
+        "hessian": Bool(),
+        "hessian_iters": POSITIVE_INT,
+        "hessian_tol": Float(ge=0),
+        "hessian_batches": POSITIVE_INT,
+        "early_stop": Bool(),
+        "window": POSITIVE_INT,
+        "delta": POSITIVE_INT,
+        "factor": Float(gt=0),
+        "start_epoch": COUNT,
+    },
+)
+register_check(
+    "nas.search.trainer.collapse",
+    lambda conf: ("early_stop", "true needs the eigenvalue it stops on: also set hessian true")
+    if conf.get("early_stop") and not conf.get("hessian")
+    else None,
+)

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 
 from archsearch.common import distributed
-from archsearch.config.schema import Float, Int, register_section
+from archsearch.config.schema import OPTIMIZER, Bool, Float, Int, Str, register_section
 from archsearch.strategies.darts.bilevel import BilevelOptimizer
 from archsearch.strategies.darts.collapse import CollapseMonitor
 from archsearch.train.arch_trainer import ArchTrainer
@@ -116,3 +116,9 @@ class BilevelArchTrainer(ArchTrainer):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.bilevel.load_state_dict(state["bilevel"])
         self.collapse.load_state_dict(state["collapse"])
+
+
+# ---- the DARTS keys (defaults in confs/algos/darts.yaml) ----
+register_section("nas.search.model_desc", {"fused": Bool()})
+register_section("nas.search.trainer.bilevel", {"order": Str("first", "second"), "fd_radius": Float(gt=0)})
+register_section("nas.search.trainer.bilevel.optimizer", OPTIMIZER)

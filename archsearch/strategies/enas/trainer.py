@@ -25,6 +25,7 @@ import torch
 
 from archsearch.common import distributed
 from archsearch.common.errors import ConfigError
+from archsearch.config.schema import POSITIVE_INT, Float, register_section
 from archsearch.model.choice_ops import batch_statistics
 from archsearch.model.network import Model
 from archsearch.search.space import SearchSpace
@@ -115,3 +116,26 @@ class EnasTrainer(ArchTrainer):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.reinforce.load_state_dict(state["reinforce"])
+
+
+# ---- the ENAS controller and final sampling (defaults in confs/algos/enas.yaml) ----
+register_section(
+    "nas.search.trainer.controller",
+    {
+        "lstm_size": POSITIVE_INT,
+        "temperature": Float(null=True, gt=0),
+        "tanh_constant": Float(null=True, gt=0),
+        "op_tanh_reduce": Float(gt=0),
+        "op_bias_init": Float(),
+        "fixed_op_bias": Float(),
+        "skip_target": Float(ge=0, le=1),
+        "skip_weight": Float(ge=0),
+        "lr": Float(gt=0),
+        "entropy_weight": Float(ge=0),
+        "baseline_decay": Float(ge=0, le=1),
+        "grad_clip": Float(null=True, gt=0),
+        "train_steps": POSITIVE_INT,
+        "n_samples": POSITIVE_INT,
+    },
+)
+register_section("nas.search.final", {"n_samples": POSITIVE_INT, "eval_batches": POSITIVE_INT})

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from archsearch.common.errors import ConfigError
-from archsearch.config.schema import Int, register_section
+from archsearch.config.schema import Int, Str, register_section
 from archsearch.search.space import Arch
 from archsearch.search.strategy import SearchOutcome, Strategy, register_strategy
 
@@ -45,3 +45,10 @@ class Manual(Strategy):
 
     def example_arch(self) -> Arch:
         return self.given_arch()
+
+
+register_section(
+    "nas.search.manual",
+    {"genotype": Str(null=True, pattern=r"(?s).*\S.*", allowed="a genotype"),
+     "desc_file": Str(null=True, pattern=r".+", allowed="a ModelDesc YAML file")},
+)  # fmt: skip

@@ -37,6 +37,7 @@ import torch
 from archsearch.common.checkpoint import load_checkpoint, save_checkpoint
 from archsearch.common.devices import select_device
 from archsearch.common.io import atomic_write_text
+from archsearch.config.schema import POSITIVE_INT, Float, Str, register_section
 from archsearch.data.loaders import search_loaders
 from archsearch.search.space import SearchSpace
 from archsearch.search.strategy import SearchOutcome, Strategy, register_strategy
@@ -254,3 +255,27 @@ class Morphism(Strategy):
             f"n_output_node {ds['n_classes']}; seed network model_len {conf['model_len']}, "
             f"model_width {conf['model_width']}; {conf['n_trials']} trials of {self.conf['trainer']['epochs']} epochs"
         ]
+
+
+# ---- the morphism search's keys (defaults in confs/algos/morphism.yaml) ----
+register_section(
+    "nas.search.morphism",
+    {
+        "task": Str("cv", "common"),
+        "optimize_mode": Str("maximize", "minimize"),
+        "beta": Float(ge=0),
+        "t_min": Float(gt=0),
+        "t_init": Float(gt=0),
+        "cooling": Float(gt=0, lt=1),
+        "model_len": POSITIVE_INT,
+        "model_width": POSITIVE_INT,
+        "max_model_size": POSITIVE_INT,
+        "max_layer_width": POSITIVE_INT,
+        "max_layers": POSITIVE_INT,
+        "n_neighbours": POSITIVE_INT,
+        "max_candidates": POSITIVE_INT,
+        "kernel_lambda": Float(gt=0),
+        "n_trials": POSITIVE_INT,
+        "time_budget_s": Float(null=True, gt=0),
+    },
+)

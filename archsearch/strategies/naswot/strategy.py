@@ -20,6 +20,7 @@ from archsearch.common.devices import select_device
 from archsearch.common.io import atomic_write_yaml
 from archsearch.common.logging import plain
 from archsearch.config import choice
+from archsearch.config.schema import POSITIVE_INT, Int, List, Str, register_section
 from archsearch.data.loaders import search_loaders
 from archsearch.search.space import SearchSpace
 from archsearch.search.strategy import SearchOutcome, register_strategy
@@ -127,3 +128,15 @@ class Naswot(TrialStrategy):
         metrics = {"proxy": proxy, "n_scored": len(records), **metrics, "best_arch": space.arch_str(arch)}
         metrics.update(report.to_dict())
         return SearchOutcome(arch, metrics, {"proxy": proxy, "score": metrics["best_score"]})
+
+
+# ---- NASWOT's keys (defaults in confs/algos/naswot.yaml) ----
+register_section(
+    "nas.search.naswot",
+    {
+        "n_samples": POSITIVE_INT,
+        "indices": List(Int(ge=0, lt=15625), null=True, min_length=1),
+        "proxy": Str("naswot", "naswot_relu", "synflow", "grad_norm", "snip", "jacob_cov"),
+        "batch_size": POSITIVE_INT,
+    },
+)

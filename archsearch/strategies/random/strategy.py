@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from archsearch.config.schema import Float, register_rename, register_section
+from archsearch.config.schema import Float, Int, register_rename, register_section
 from archsearch.search.space import SearchSpace
 from archsearch.search.strategy import SearchOutcome, register_strategy
 from archsearch.search.trial_eval import TrialStrategy, run_trials
@@ -53,3 +53,6 @@ class RandomSearch(TrialStrategy):
     def search(self) -> SearchOutcome:
         arch, metrics, _ = run_trials(self.ctx, self.space, self.propose, self.budget())
         return SearchOutcome(arch, metrics, {"trial": metrics["best_trial"]})
+
+
+register_section("nas.search.random", {"n_candidates": Int(ge=1)})

@@ -171,7 +171,7 @@ def test_paper_size_supernet_has_the_pc_darts_parameter_count():
                      n_classes=10)  # fmt: skip
     expected = darts_pc_search_params()
     assert count_params(model) == expected == 299_578
-    assert darts_pc_search_params(k=1) == 1_930_618  # the same count at K=1 is DARTS' (tests/algos/darts)
+    assert darts_pc_search_params(k=1) == 1_930_618  # the same count at K=1 is DARTS' (tests/strategies/darts)
     # alphas: 2 x 14 x 8; betas: 2 cell types x nodes of 2..5 inputs
     assert sum(p.numel() for p in model.arch_params()) == 2 * 14 * 8 + 2 * (2 + 3 + 4 + 5)
 
