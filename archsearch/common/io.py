@@ -82,15 +82,3 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_yaml(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    import io
-
-    import torch
-
-    # serialize in memory first: torch's zip writer turns a failed write (full disk) into an opaque
-    # RuntimeError, while a plain write() of the bytes raises the OSError that names the cause
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return atomic_write_bytes(path, buffer.getbuffer())

@@ -45,9 +45,22 @@ def deep_merge(base: dict, top: Mapping) -> dict:
 Origins = dict[str, str]  # dotted key -> the file (or --override) that set it last
 
 
-def load_yaml_with_includes(path: str | os.PathLike) -> dict:
+# resolved path -> the file's parsed mapping: one resolution of a run's config reads each file once, although
+# the space is chosen from the files before the whole config (which includes the space's own file) is merged
+YamlCache = dict[Path, dict]
+
+
+def load_yaml_with_includes(path: str | os.PathLike, cache: YamlCache | None = None) -> dict:
     """Load a YAML file, merging its `__include__` files (relative to it) first, depth-first."""
-    return _load_with_origins(path, ())[0]
+    return _load_with_origins(path, (), cache)[0]
+
+
+def _read_cached(path: Path, cache: YamlCache | None) -> dict:
+    if cache is None:
+        return _read_yaml(path)
+    if path not in cache:
+        cache[path] = _read_yaml(path)
+    return copy.deepcopy(cache[path])  # the caller pops __include__ and merges into it
 
 
 def _leaf_origins(data: Any, source: str, prefix: str = "") -> Origins:
@@ -60,12 +73,14 @@ def _leaf_origins(data: Any, source: str, prefix: str = "") -> Origins:
     return origins
 
 
-def _load_with_origins(path: str | os.PathLike, chain: tuple[Path, ...]) -> tuple[dict, Origins]:
+def _load_with_origins(
+    path: str | os.PathLike, chain: tuple[Path, ...], cache: YamlCache | None = None
+) -> tuple[dict, Origins]:
     path = Path(path).expanduser().resolve()
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise ConfigError(f"include cycle: {cycle}")
-    data = _read_yaml(path)
+    data = _read_cached(path, cache)
     includes = data.pop(INCLUDE_KEY, None)
     if isinstance(includes, str):
         includes = [includes]
@@ -74,7 +89,7 @@ def _load_with_origins(path: str | os.PathLike, chain: tuple[Path, ...]) -> tupl
     merged: dict = {}
     origins: Origins = {}
     for include in includes or []:
-        included, included_origins = _load_with_origins(path.parent / include, (*chain, path))
+        included, included_origins = _load_with_origins(path.parent / include, (*chain, path), cache)
         merged = deep_merge(merged, included)
         origins.update(included_origins)
     origins.update(_leaf_origins(data, str(path)))
@@ -269,6 +284,7 @@ def _source_path(root: dict, parts: list[str]) -> str:
 def load_config(
     files: Sequence[str | os.PathLike],
     overrides: Sequence[tuple[str, str]] = (),
+    cache: YamlCache | None = None,
 ) -> Config:
     """Merge `files` in order (each with its includes), apply overrides, resolve `_copy`, then validate
     the whole result against config_schema: the first problem is one ConfigError line naming the key,
@@ -276,7 +292,7 @@ def load_config(
     merged: dict = {}
     origins: Origins = {}
     for f in files:
-        data, file_origins = _load_with_origins(f, ())
+        data, file_origins = _load_with_origins(f, (), cache)
         merged = deep_merge(merged, data)
         origins.update(file_origins)
     for key, value in overrides:

@@ -28,7 +28,15 @@ from archsearch.common.errors import ConfigError, UserError
 from archsearch.common.io import atomic_write_text, atomic_write_yaml
 from archsearch.common.lock import experiment_lock
 from archsearch.common.logging import RunLog, plain
-from archsearch.config import Config, confs_dir, load_config, load_yaml_with_includes, parse_override_value, to_yaml
+from archsearch.config import (
+    Config,
+    YamlCache,
+    confs_dir,
+    load_config,
+    load_yaml_with_includes,
+    parse_override_value,
+    to_yaml,
+)
 from archsearch.data.providers import DATASETS
 from archsearch.experiment.phases import dry_run_sizes, in_experiment, make_strategy, run_eval, run_search
 from archsearch.report import tensorboard
@@ -134,19 +142,22 @@ def archive_previous(path: Path) -> Path | None:
 def resolve_config(algo: str, dataset: str | None, options: RunOptions, overrides: Sequence[tuple[str, str]]) -> Config:
     if algo not in STRATEGIES:
         raise UserError(STRATEGIES.unknown_message(algo))
-    space = chosen_space(algo, config_files(algo, dataset, options.full, options.config), overrides)
-    conf = load_config(config_files(algo, dataset, options.full, options.config, space), overrides)
+    cache: YamlCache = {}  # each file is read once, though the space is chosen before the whole config exists
+    space = chosen_space(algo, config_files(algo, dataset, options.full, options.config), overrides, cache)
+    conf = load_config(config_files(algo, dataset, options.full, options.config, space), overrides, cache)
     if conf["dataset"]["name"] not in DATASETS:
         raise ConfigError(f"dataset.name: {DATASETS.unknown_message(conf['dataset']['name'])}")
     return conf
 
 
-def chosen_space(algo: str, files: Sequence[Path], overrides: Sequence[tuple[str, str]]) -> str:
+def chosen_space(
+    algo: str, files: Sequence[Path], overrides: Sequence[tuple[str, str]], cache: YamlCache | None = None
+) -> str:
     """The search space a run will use, read before the full config exists (its file is part of the config):
     `nas.search.space.name` and `.model` from the files and overrides, by the one rule of `space_name`."""
     space: dict[str, Any] = {}
     for f in files:
-        section = load_yaml_with_includes(f).get("nas", {}).get("search", {}).get("space", {})
+        section = load_yaml_with_includes(f, cache).get("nas", {}).get("search", {}).get("space", {})
         space.update(section if isinstance(section, dict) else {})
     for key, value in overrides:  # only the two keys that pick the space; load_config checks every override
         if key in ("nas.search.space", "nas.search.space.name", "nas.search.space.model"):

@@ -176,10 +176,3 @@ class SearchSpace(ABC):
 
 
 SPACES: Registry[type[SearchSpace]] = Registry("search space")
-
-
-def space_from_conf(conf_search: Mapping, conf_dataset: Mapping, default: str) -> SearchSpace:
-    """The space `nas.search.space.name` names (null: `default`, the strategy's own), built from the config."""
-    conf_space = conf_search["space"]
-    name = conf_space["name"] or default
-    return SPACES.get(name)(conf_space, conf_search["model_desc"], conf_dataset)

@@ -39,7 +39,7 @@ from archsearch.spaces.morphism.torch_model import TorchModel
 from archsearch.strategies.morphism.bayesian import BayesianOptimizer, IncrementalGaussianProcess, SearchTree
 from archsearch.strategies.morphism.distance import edit_distance, layer_distance, skip_connection_distance
 from archsearch.strategies.morphism.nni_tuner import NetworkMorphismTuner
-from archsearch.strategies.morphism.optimizer import MorphismSearchStrategy, SearchExhausted, Trial
+from archsearch.strategies.morphism.optimizer import MorphismSearchStrategy, MorphismTrial, SearchExhausted
 from archsearch.strategies.morphism.strategy import Morphism, MorphismTrials  # registers --algos morphism
 from archsearch.strategies.morphism.transformer import (
     MorphismLimits,
@@ -87,7 +87,7 @@ __all__ = [
     "StubReLU",
     "StubSoftmax",
     "TorchModel",
-    "Trial",
+    "MorphismTrial",
     "edit_distance",
     "graph_to_dict",
     "graph_to_json",

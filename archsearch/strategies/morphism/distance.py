@@ -178,16 +178,6 @@ def batch_edit_distances(
     return result
 
 
-def edit_distances(
-    x: NetworkDescriptor,
-    others: Sequence[NetworkDescriptor],
-    kernel_lambda: float = KERNEL_LAMBDA,
-    stacked: tuple[np.ndarray, np.ndarray] | None = None,
-) -> np.ndarray:
-    """``edit_distance(x, y)`` for every y in ``others``."""
-    return batch_edit_distances([x], others, kernel_lambda, stacked)[0]
-
-
 def edit_distance_matrix(
     train_x: Sequence[NetworkDescriptor],
     train_y: Sequence[NetworkDescriptor] | None = None,

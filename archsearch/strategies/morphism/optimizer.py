@@ -39,7 +39,7 @@ class SearchExhausted(RuntimeError):
 
 
 @dataclass
-class Trial:
+class MorphismTrial:
     trial_id: int
     graph: Graph
     father_id: int
@@ -96,7 +96,7 @@ class MorphismSearchStrategy:
             kernel_lambda=kernel_lambda,
             rng=self.rng,
         )
-        self.trials: dict[int, Trial] = {}
+        self.trials: dict[int, MorphismTrial] = {}
         self._next_id = 0
         self._keys: set = set()
 
@@ -131,7 +131,7 @@ class MorphismSearchStrategy:
                 graph, father_id = self._random_child()
         trial_id = self._next_id
         self._next_id += 1
-        trial = self.trials[trial_id] = Trial(trial_id, graph, father_id)
+        trial = self.trials[trial_id] = MorphismTrial(trial_id, graph, father_id)
         self._keys.add(trial.descriptor.key)
         return trial_id, graph, father_id
 
@@ -159,7 +159,7 @@ class MorphismSearchStrategy:
                     return child, trial.trial_id
         raise SearchExhausted("no untried morphism child is left within the limits; raise the limits or stop")
 
-    def _fathers_by_preference(self) -> list[Trial]:
+    def _fathers_by_preference(self) -> list[MorphismTrial]:
         sign = 1.0 if self.optimize_mode == "maximize" else -1.0
         done = sorted((t for t in self.trials.values() if t.status == "done"), key=lambda t: -sign * t.metric)
         others = sorted((t for t in self.trials.values() if t.status != "done"), key=lambda t: t.trial_id)
@@ -177,7 +177,7 @@ class MorphismSearchStrategy:
             raise ValueError(f"trial {trial_id} was already reported ({trial.status})")
         self._record(trial, metric)
 
-    def _record(self, trial: Trial, metric: float | None) -> None:
+    def _record(self, trial: MorphismTrial, metric: float | None) -> None:
         if metric is None or not math.isfinite(float(metric)):
             trial.status = "failed"
             return
@@ -189,7 +189,7 @@ class MorphismSearchStrategy:
         """Re-register a finished trial (resuming a search); trial ids continue after the largest one."""
         if trial_id in self.trials:
             raise ValueError(f"trial {trial_id} is already registered")
-        trial = self.trials[trial_id] = Trial(trial_id, graph, father_id)
+        trial = self.trials[trial_id] = MorphismTrial(trial_id, graph, father_id)
         self._keys.add(trial.descriptor.key)
         self._next_id = max(self._next_id, trial_id + 1)
         self._record(trial, metric)
@@ -199,7 +199,7 @@ class MorphismSearchStrategy:
         pending, as when it was proposed; `report` takes its result."""
         if trial_id in self.trials:
             raise ValueError(f"trial {trial_id} is already registered")
-        trial = self.trials[trial_id] = Trial(trial_id, graph, father_id)
+        trial = self.trials[trial_id] = MorphismTrial(trial_id, graph, father_id)
         self._keys.add(trial.descriptor.key)
         self._next_id = max(self._next_id, trial_id + 1)
 
@@ -213,7 +213,7 @@ class MorphismSearchStrategy:
 
     # ---------------------------------------------------------------------------------------- results
     @property
-    def best_trial(self) -> Trial | None:
+    def best_trial(self) -> MorphismTrial | None:
         done = [t for t in self.trials.values() if t.status == "done"]
         if not done:
             return None
