@@ -295,6 +295,7 @@ def load_config(
         data, file_origins = _load_with_origins(f, (), cache)
         merged = deep_merge(merged, data)
         origins.update(file_origins)
+    config_schema.fill_defaults(merged)  # the defaults plugins declare beside their code, where no file set them
     for key, value in overrides:
         parsed = apply_override(merged, key, value)
         origins[key] = f"--{key}"

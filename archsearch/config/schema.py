@@ -17,6 +17,7 @@ they share their schema (`ALIASES`): a key declared for `nas.search.trainer` is 
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import re
@@ -57,6 +58,8 @@ class Value:
     length: int | None = None  # exact list length
     min_length: int = 0
     allowed_text: str | None = None
+    default: Any = None  # filled in when no file sets the key (has_default): a plugin's defaults beside its code
+    has_default: bool = False
 
     def allowed(self) -> str:
         """What this key accepts, in words: 'an integer >= 1 or null'."""
@@ -115,24 +118,35 @@ class Value:
         )
 
 
-def Int(null: bool = False, **bounds: float) -> Value:  # noqa: N802 - reads as a type in declarations
-    return Value("int", null, **bounds)
+_UNSET: Any = object()  # no default: the key must come from a config file
 
 
-def Float(null: bool = False, **bounds: float) -> Value:  # noqa: N802
-    return Value("float", null, **bounds)
+def _default(value: Any) -> dict[str, Any]:
+    return {} if value is _UNSET else {"default": value, "has_default": True}
 
 
-def Bool() -> Value:  # noqa: N802
-    return Value("bool")
+def Int(null: bool = False, default: Any = _UNSET, **bounds: float) -> Value:  # noqa: N802 - reads as a type
+    return Value("int", null, **bounds, **_default(default))
 
 
-def Str(*choices: str, null: bool = False, pattern: str | None = None, allowed: str | None = None) -> Value:  # noqa: N802
-    return Value("str", null, choices=choices or None, pattern=pattern, allowed_text=allowed)
+def Float(null: bool = False, default: Any = _UNSET, **bounds: float) -> Value:  # noqa: N802
+    return Value("float", null, **bounds, **_default(default))
 
 
-def List(item: Value, null: bool = False, length: int | None = None, min_length: int = 0) -> Value:  # noqa: N802
-    return Value("list", null, item=item, length=length, min_length=min_length)
+def Bool(default: Any = _UNSET) -> Value:  # noqa: N802
+    return Value("bool", **_default(default))
+
+
+def Str(  # noqa: N802
+    *choices: str, null: bool = False, pattern: str | None = None, allowed: str | None = None, default: Any = _UNSET
+) -> Value:
+    return Value("str", null, choices=choices or None, pattern=pattern, allowed_text=allowed, **_default(default))
+
+
+def List(  # noqa: N802
+    item: Value, null: bool = False, length: int | None = None, min_length: int = 0, default: Any = _UNSET
+) -> Value:
+    return Value("list", null, item=item, length=length, min_length=min_length, **_default(default))
 
 
 def FreeMapping() -> Value:  # noqa: N802 - free-form mapping (a model's constructor kwargs)
@@ -173,6 +187,23 @@ def register_section(path: str, keys: Mapping[str, Value] | None = None) -> None
     parent = path.rpartition(".")[0]
     if path and parent not in SECTIONS:
         register_section(parent)
+
+
+def fill_defaults(tree: dict) -> None:
+    """Add every declared key that has a default and that no file set to the unresolved `tree` (in place), so a
+    plugin that declares its defaults beside its code needs no YAML file, and its keys can be overridden."""
+    for path, section in SECTIONS.items():
+        defaults = {k: v.default for k, v in section.keys.items() if v.has_default}
+        if not defaults or path in ALIASES:
+            continue
+        node: Any = tree
+        for part in path.split("."):
+            if not isinstance(node, dict):
+                break
+            node = node.setdefault(part, {})
+        if isinstance(node, dict):
+            for key, value in defaults.items():
+                node.setdefault(key, copy.deepcopy(value))
 
 
 def register_check(path: str, check: Check) -> None:

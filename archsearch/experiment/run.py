@@ -69,7 +69,9 @@ def config_files(
     search space's (its network sizes and evaluation recipe, e.g. NAS-Bench-201's), toy mode's, the dataset's,
     the user's."""
     confs = confs_dir()
-    files = [confs / "algos" / f"{algo}.yaml"]
+    algo_file = confs / "algos" / f"{algo}.yaml"
+    # a strategy that declares its defaults beside its code needs no file of its own: the shared settings do
+    files = [algo_file if algo_file.exists() else confs / "common.yaml"]
     if space is not None and (confs / "spaces" / f"{space}.yaml").exists():
         files.append(confs / "spaces" / f"{space}.yaml")
     if not full:
