@@ -129,8 +129,8 @@ def test_config_is_read_only():
 
 
 def test_shipped_configs_resolve_for_every_algorithm():
-    from archsearch.search.strategy import STRATEGIES as RUNNERS
     from archsearch.experiment.run import config_files
+    from archsearch.search.strategy import STRATEGIES as RUNNERS
 
     for algo in RUNNERS.names():
         for full in (False, True):

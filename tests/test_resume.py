@@ -279,8 +279,8 @@ def test_a_nan_test_loss_fails_the_run_and_writes_no_metrics(tmp_path):
     from archsearch.common.logging import RunLog
     from archsearch.config import load_config
     from archsearch.experiment.run import config_files
-    from archsearch.train.context import RunContext
     from archsearch.model.load import BuiltModel
+    from archsearch.train.context import RunContext
     from archsearch.train.final import train_final
 
     tiny = tmp_path / "tiny.yaml"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.model.test_genotypes_zoo import n_weights, ref_cells, shapes
 from torch import nn
 
 import archsearch
@@ -18,6 +17,7 @@ from archsearch.model.genotype import NAMED_GENOTYPES, Genotype, genotype_to_tem
 from archsearch.model.model_desc import ModelDesc
 from archsearch.model.network import Model, count_params
 from archsearch.model.stats import count_macs
+from tests.model.test_genotypes_zoo import n_weights, ref_cells, shapes
 
 IMAGENET = {"channels": 3, "n_classes": 1000}
 MOBILE = dict(skeleton="imagenet", n_cells=14, init_channels=48, n_nodes=4, stem_multiplier=3, n_reductions=2,

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.strategies.rea.test_rea import nb201_table  # noqa: F401 - the fixture
 
 from archsearch.common.checkpoint import KILL_AT_ENV, RAISE_AT_ENV
 from archsearch.common.errors import ConfigError
 from archsearch.experiment.run import RunOptions, run_experiment
 from tests.conftest import REPO, assert_user_error, run_cli
+from tests.strategies.rea.test_rea import nb201_table  # noqa: F401 - the fixture
 
 if not os.environ.get("CI"):
     pytest.importorskip("ray")  # outside CI only: in CI Ray is installed (make test) and these tests must run

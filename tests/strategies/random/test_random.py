@@ -6,10 +6,10 @@ from __future__ import annotations
 import signal
 
 import yaml
-from tests.strategies.rea.test_rea import nb201_table  # noqa: F401 - the fixture
 
 from archsearch.common.checkpoint import KILL_AT_ENV
 from tests.conftest import REPO, assert_user_error
+from tests.strategies.rea.test_rea import nb201_table  # noqa: F401 - the fixture
 
 TABLE = ["--datasets", "synthetic", "--search-only", "--nas.search.evaluate_by", "table"]
 TINY_TRAIN = [
