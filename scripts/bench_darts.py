@@ -89,7 +89,7 @@ def build_trainer(setup: dict[str, Any]):
     order = "first" if setup["order"] == "weight" else setup["order"]
     pcdarts = setup["impl"] == "pcdarts"
     conf = load_config(
-        [REPO / "archsearch" / "confs" / "algos" / ("pcdarts.yaml" if pcdarts else "darts.yaml")],
+        [REPO / "confs" / "algos" / ("pcdarts.yaml" if pcdarts else "darts.yaml")],
         [
             ("nas.search.model_desc.n_cells", str(setup["cells"])),
             ("nas.search.model_desc.init_channels", str(setup["init_channels"])),

@@ -61,7 +61,7 @@ PAIRS = list(itertools.product(sorted(STRATEGIES), SPACES.names()))
 
 
 def fits(strategy: str, space: str) -> bool:
-    return STRATEGIES[strategy].requires <= SPACES.get(space).capabilities()
+    return STRATEGIES.get(strategy).requires <= SPACES.get(space).capabilities()
 
 
 def overrides(strategy: str, space: str, logdir) -> dict:

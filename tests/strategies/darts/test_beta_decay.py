@@ -15,7 +15,7 @@ from archsearch.spaces.nasbench201 import NasBench201Space
 from archsearch.strategies.darts import BilevelOptimizer
 from archsearch.strategies.darts.trainer import BilevelArchTrainer, beta_decay_loss
 
-REPO_CONFS = __import__("pathlib").Path(__file__).resolve().parents[3] / "archsearch" / "confs" / "algos"
+REPO_CONFS = __import__("pathlib").Path(__file__).resolve().parents[3] / "confs" / "algos"
 
 
 def test_beta_decay_loss_matches_a_hand_computation():
