@@ -36,6 +36,7 @@ from torch import nn
 
 from archsearch.common.errors import ArchitectureError, UserError
 from archsearch.common.io import atomic_write_text
+from archsearch.common.readers import MAX_ARCH_BYTES, MAX_NODES, check_finite_tree, read_text
 from archsearch.nas.evaluater import BuiltModel
 from archsearch.nas.load import ARCH_FORMATS, CodeAllowed
 from archsearch.spaces.base import SPACES, SearchSpace
@@ -146,6 +147,9 @@ class UserModelArch:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ArchitectureError(f"{where} is not valid JSON: {e.msg} at line {e.lineno}") from None
+        except RecursionError:
+            raise ArchitectureError(f"{where} is nested too deeply") from None
+        check_finite_tree(data, where, ArchitectureError, max_nodes=max(MAX_NODES, len(text)))
         if not isinstance(data, dict):
             raise ArchitectureError(f"{where}: expected a JSON object, got {type(data).__name__}")
         if "choices" not in data and model is not None:
@@ -161,10 +165,8 @@ class UserModelArch:
 
     @classmethod
     def load(cls, path: Path, model: UserModelRef | None = None) -> UserModelArch:
-        try:
-            return cls.from_json(Path(path).read_text(), str(path), model)
-        except FileNotFoundError:
-            raise ArchitectureError(f"architecture file {path} does not exist") from None
+        text = read_text(path, "architecture file", ArchitectureError, max_bytes=MAX_ARCH_BYTES)
+        return cls.from_json(text, str(path), model)
 
     def save(self, path: Path) -> Path:
         return atomic_write_text(path, self.to_json())
