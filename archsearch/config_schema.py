@@ -248,6 +248,26 @@ def validate(tree: Mapping[str, Any], origin: Origin = lambda _: None) -> dict:
     return walk(tree, "")
 
 
+def check_sections(tree: Mapping[str, Any], origin: Origin = lambda _: None) -> None:
+    """Every declared section present in `tree` (merged, not yet resolved or overridden) is a mapping: code that
+    reads a section before the whole config is validated (the search space a run picks, an override walking
+    to its key) then never meets a list or a number, and the error names the file that set it."""
+    if not isinstance(tree, Mapping):
+        raise ConfigError(f"config must be a mapping of sections, not {show(tree)}")
+
+    def walk(node: Mapping, path: str) -> None:
+        subsections = _subsections(schema_path(path))
+        for key, value in node.items():
+            if not (isinstance(key, str) and key in subsections):
+                continue
+            dotted = f"{path}.{key}" if path else key
+            if not isinstance(value, Mapping):
+                raise problem(dotted, f"{show(value)} is not allowed (a mapping of settings)", origin)
+            walk(value, dotted)
+
+    walk(tree, "")
+
+
 # ---- declarations -------------------------------------------------------------------------------
 
 POSITIVE_INT = Int(ge=1)

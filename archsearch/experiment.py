@@ -28,7 +28,7 @@ from archsearch.common.errors import ConfigError, UserError
 from archsearch.common.io import atomic_write_text, atomic_write_yaml
 from archsearch.common.lock import experiment_lock
 from archsearch.common.logging import RunLog, plain
-from archsearch.config import Config, load_config, load_yaml_with_includes, parse_override_value, to_yaml
+from archsearch.config import Config, load_config, load_files, parse_override_value, to_yaml
 from archsearch.data.providers import DATASETS
 from archsearch.nas.context import RunContext
 from archsearch.nas.exp_runner import RUNNERS, in_experiment
@@ -161,10 +161,8 @@ def chosen_space(algo: str, files: Sequence[Path], overrides: Sequence[tuple[str
     strategy = getattr(runner, "strategy_class", None)
     if strategy is None:
         return None
-    space: dict[str, Any] = {}
-    for f in files:
-        section = load_yaml_with_includes(f).get("nas", {}).get("search", {}).get("space", {})
-        space.update(section if isinstance(section, dict) else {})
+    merged, _ = load_files(files)  # every section in it is a mapping (one line naming the file otherwise)
+    space: dict[str, Any] = dict(merged.get("nas", {}).get("search", {}).get("space", {}))
     for key, value in overrides:  # only the two keys that pick the space; load_config checks every override
         if key in ("nas.search.space", "nas.search.space.name", "nas.search.space.model"):
             field_name = "name" if key != "nas.search.space.model" else "model"
