@@ -270,6 +270,14 @@ def check_sections(tree: Mapping[str, Any], origin: Origin = lambda _: None) -> 
 
 # ---- declarations -------------------------------------------------------------------------------
 
+# a run's seed: what numpy's legacy seeding takes (torch takes up to 2**64 - 1, and a trial's seed,
+# seed * 7919 + index, stays far below that); a larger value was torch's overflow traceback
+SEED_MAX = 2**32 - 1
+SEED = Int(ge=0, le=SEED_MAX)
+# a name that becomes a folder (and a URL path in reports): no separators, quotes, colons, spaces or
+# brackets, no leading '.', so never '.' or '..'
+SAFE_NAME = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}"
+SAFE_NAME_TEXT = "a folder name: 1-100 of A-Z a-z 0-9 . _ -, not starting with '.'"
 POSITIVE_INT = Int(ge=1)
 COUNT = Int(ge=0)
 PRIMITIVES = List(Str(pattern=r".+", allowed="an op name"), min_length=1)
@@ -286,9 +294,9 @@ OPTIMIZER = {
 register_section(
     "common",
     {
-        "experiment_name": Str(null=True, pattern=r"[^/\\\x00]+", allowed="a folder name"),
+        "experiment_name": Str(null=True, pattern=SAFE_NAME, allowed=SAFE_NAME_TEXT),
         "logdir": Str(pattern=r".+", allowed="a folder path"),
-        "seed": COUNT,
+        "seed": SEED,
         "device": Str(pattern=r"auto|cpu|cuda(:\d+)?", allowed="auto, cpu, cuda or cuda:N"),
         "resume": Bool(),
         "deterministic": Bool(),

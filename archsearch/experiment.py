@@ -13,6 +13,7 @@ the phases together. An elastic restart (torchrun --max-restarts) resumes from t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 import archsearch.algos  # noqa: F401 - the plugin bootstrap: registers every algorithm, space and format
+from archsearch import config_schema
 from archsearch.common import distributed
 from archsearch.common.errors import ConfigError, UserError
 from archsearch.common.io import atomic_write_text, atomic_write_yaml
@@ -102,11 +104,12 @@ def _flow_yaml(value: Any) -> str:
 
 
 def checked_folder_name(name: str, what: str) -> str:
-    """`name` if it is one plain folder name, so an experiment can only ever write inside the logdir."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or Path(name).is_absolute():
+    """`name` if it is one plain folder name of safe characters (config_schema.SAFE_NAME), so an experiment can
+    only ever write inside the logdir, and its folder name needs no quoting in a shell or a URL."""
+    if not re.fullmatch(config_schema.SAFE_NAME, name):
         raise UserError(
-            f"{what} {name!r} is not a plain folder name; experiments are folders directly inside the logdir "
-            "(no '/', '..' or absolute paths; use --common.logdir to write elsewhere)"
+            f"{what} {name[:60]!r} is not a plain folder name; experiments are folders directly inside the logdir, "
+            f"named with 1-100 of A-Z a-z 0-9 . _ - (not starting with '.'); use --common.logdir to write elsewhere"
         )
     return name
 
