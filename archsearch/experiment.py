@@ -239,14 +239,32 @@ def run_experiment(
                 raise SystemExit(distributed.lost_rank_message(e)) from None
             distributed.barrier()  # no rank tears the group down while another still writes its last files
             if conf["report"]["auto"] and distributed.is_writer():  # report.html (issue 14): a failure is a warning
-                from archsearch.report.html import report_after_run
+                try:
+                    from archsearch.cli import interrupt_point
+                    from archsearch.report.html import report_after_run
 
-                report = report_after_run(out_dir, log, latency=conf["report"]["latency"])
+                    interrupt_point("report")
+                    report = report_after_run(out_dir, log, latency=conf["report"]["latency"])
+                except KeyboardInterrupt:  # the run is finished: nothing to resume, only the report to write
+                    raise FinishedRunInterrupted(out_dir) from None
                 if report is not None:
                     summary["report"] = str(report)  # printed by summary_text; summary.yaml is already written
             return summary
         finally:
             log.close()
+
+
+class FinishedRunInterrupted(KeyboardInterrupt):
+    """Ctrl-C while the end-of-run report was written: every phase had finished, so the advice is to write the
+    report, not to resume. `message` is the line the CLI prints."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.message = (
+            f"interrupted while writing the report: the run is finished (results in {out_dir / 'summary.yaml'}); "
+            f"write its report with `archsearch report {out_dir}`"
+        )
+        super().__init__(self.message)
 
 
 def check_batches(conf: Config) -> None:
