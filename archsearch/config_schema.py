@@ -273,7 +273,7 @@ def check_sections(tree: Mapping[str, Any], origin: Origin = lambda _: None) -> 
 # a run's seed: what numpy's legacy seeding takes (torch takes up to 2**64 - 1, and a trial's seed,
 # seed * 7919 + index, stays far below that); a larger value was torch's overflow traceback
 SEED_MAX = 2**32 - 1
-SEED = Int(ge=0, le=SEED_MAX)
+SEED = Value("int", ge=0, le=SEED_MAX, allowed_text=f"an integer from 0 to {SEED_MAX} (2**32 - 1)")
 # a name that becomes a folder (and a URL path in reports): no separators, quotes, colons, spaces or
 # brackets, no leading '.', so never '.' or '..'
 SAFE_NAME = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}"
