@@ -337,7 +337,9 @@ def read_choice_json(arch: Mapping[str, Any] | str | Path) -> tuple[dict[str, An
         data, where = dict(arch), "choice JSON"
     else:
         where = str(arch)
-        data = read_json(arch, "choice JSON", ArchitectureError, expect=dict, max_bytes=MAX_ARCH_BYTES)
+        data = read_json(arch, "choice JSON", ArchitectureError, max_bytes=MAX_ARCH_BYTES)
+        if not isinstance(data, dict):
+            raise ArchitectureError(f"{where}: expected a JSON object {{key: choice}}, got {type(data).__name__}")
     if isinstance(data.get("choices"), Mapping) and "model" in data:  # a LayerChoice value is never a mapping
         data = dict(data["choices"])
     return data, where

@@ -136,6 +136,8 @@ def check_model_inputs(model: nn.Module, conf_dataset: Mapping, path: str) -> No
     another reason is left to fail where it runs, with its own error."""
     import torch
 
+    if "channels" not in conf_dataset or "image_size" not in conf_dataset:
+        return  # not a run's dataset section (a run's always has both: the schema declares them)
     channels, size = conf_dataset["channels"], conf_dataset["image_size"]
     first: dict[str, Any] = {}
 
@@ -162,17 +164,18 @@ def check_model_inputs(model: nn.Module, conf_dataset: Mapping, path: str) -> No
     module, x = first.get("module"), first.get("input")
     if module is None or x is None or x.dim() < 2:
         return
-    name = next((n for n, m in model.named_modules() if m is module), type(module).__name__) or "the model"
-    dataset = f"dataset {conf_dataset['name']}"
+    name = next((n for n, m in model.named_modules() if m is module), "") or "the model"
+    layer = f"{name!r} ({type(module).__name__})"
+    dataset = f"dataset {conf_dataset['name']}" if "name" in conf_dataset else "dataset"
     if isinstance(module, nn.modules.conv._ConvNd) and x.shape[1] != module.in_channels:
         raise UserError(
-            f"{CONF_KEY} {path}: its first layer {name!r} ({type(module).__name__}) takes {module.in_channels} input channels, but the "
+            f"{CONF_KEY} {path}: its first layer {layer} takes {module.in_channels} input channels, but the "
             f"{dataset} has {x.shape[1]} (dataset.channels {channels}); build the model for {x.shape[1]} channels "
             f"(nas.search.space.model_kwargs) or use a dataset with {module.in_channels}"
         )
     if isinstance(module, nn.Linear) and x.shape[-1] != module.in_features:
         raise UserError(
-            f"{CONF_KEY} {path}: its first layer {name!r} ({type(module).__name__}) takes {module.in_features} input features, but the "
+            f"{CONF_KEY} {path}: its first layer {layer} takes {module.in_features} input features, but the "
             f"{dataset}'s {channels}x{size}x{size} images give it {x.shape[-1]}; build the model for the dataset "
             f"(nas.search.space.model_kwargs) or use a dataset whose images fit it"
         )
