@@ -1,5 +1,5 @@
 """The plugin bootstrap: importing this module registers every search space, then every strategy (with
-their ops, config sections and file formats). The run (archsearch.experiment) and `load_model` import it;
+their ops, config sections and file formats). The run (archsearch.experiment.run) and `load_model` import it;
 nothing below it does, so the framework never depends on a plugin.
 
 A new space or strategy is one module: add its import here.

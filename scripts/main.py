@@ -6,7 +6,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from archsearch.cli import main  # noqa: E402
-
 if __name__ == "__main__":
+    try:  # Ctrl-C while Python imports the CLI is one line too; from then on main() handles it
+        from archsearch.cli import main
+    except KeyboardInterrupt:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("interrupted before the run started; nothing was written", file=sys.stderr, flush=True)
+        sys.exit(130)
     sys.exit(main())

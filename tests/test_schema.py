@@ -44,7 +44,7 @@ def check(files, overrides=(), *fragments):
         ("nas.search.random.n_candidates", "1e9", "an integer >= 1"),
         ("nas.search.random.n_candidates", "true", "an integer >= 1"),  # bool is not int
         ("common.num_threads", "-3", "an integer >= 1 or null"),
-        ("common.seed", "null", "an integer >= 0"),  # null only where declared
+        ("common.seed", "null", "an integer from 0 to 4294967295"),  # null only where declared
         ("common.device", "gpu", "auto, cpu, cuda or cuda:N"),
         ("nas.search.trainer.optimizer.lr", "0", "a number > 0"),
         ("nas.search.trainer.optimizer.lr", ".nan", "a number > 0"),

@@ -83,11 +83,33 @@ def safe_torch_load(path: Path, map_location: str | torch.device = "cpu", what: 
     except FileNotFoundError:
         raise CheckpointError(f"{path}: {what} does not exist") from None
     except Exception as e:  # a truncated, malicious or foreign file: say which, do not dump a trace
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise CheckpointError(
-            f"{path}: {what} cannot be read ({type(e).__name__}: {first}); delete it, or rerun without "
-            f"--common.resume true to start over (the earlier run is moved aside)"
-        ) from None
+        raise CheckpointError(unreadable_message(path, what, e)) from None
+
+
+def unreadable_message(path: Path, what: str, error: Exception) -> str:
+    """The one line for a torch file that cannot be loaded. It never passes on torch's advice to load with
+    weights_only=False (that would run whatever code the file holds), and it advises a fresh run only for a
+    run's own checkpoint ("checkpoint"): a model file given to load_model, export or show is the user's to fix."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # torch's weights-only refusal: keep its reason (the blocked global or opcode), drop its advice
+    reason = [
+        line.removeprefix("WeightsUnpickler error:").strip()
+        for line in lines
+        if "weights_only" not in line and "torch.load" not in line and "file an issue" not in line.lower()
+    ]
+    reason = [line for line in reason if line]
+    if "Weights only load failed" in str(error):
+        found = (
+            f"it holds Python objects beyond tensors ({(reason or ['unsupported content'])[0][:160]}), "
+            "which archsearch never unpickles"
+        )
+    else:
+        found = f"{type(error).__name__}: {(reason or lines or [''])[0][:200]}"
+    if what == "checkpoint":
+        fix = "delete it, or rerun without --common.resume true to start over (the earlier run is moved aside)"
+    else:
+        fix = "check that it is a file archsearch wrote (e.g. an experiment's eval/model.pt) and is complete"
+    return f"{path}: {what} cannot be read ({found}); {fix}"
 
 
 def load_checkpoint(
@@ -99,7 +121,12 @@ def load_checkpoint(
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint does not exist")
     digests = _valid_digests(path)
-    fresh = "rerun without --common.resume true to start over (the earlier run is moved aside)"
+    # a resume reads its own checkpoints (require_checksum): start over; any other caller reads a model file
+    fresh = (
+        "rerun without --common.resume true to start over (the earlier run is moved aside)"
+        if require_checksum
+        else "use a model file archsearch wrote (an experiment's eval/model.pt), complete and with its .sha256"
+    )
     if digests:
         actual = hashlib.sha256(path.read_bytes()).hexdigest()
         if actual not in digests:
@@ -109,7 +136,7 @@ def load_checkpoint(
             )
     elif require_checksum:
         raise CheckpointError(f"{path}: no checksum file {checksum_path(path).name} beside it; {fresh}")
-    state = safe_torch_load(path, map_location, "checkpoint")
+    state = safe_torch_load(path, map_location, "checkpoint" if require_checksum else "model file")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dictionary, got {type(state).__name__}; {fresh}")
     return state

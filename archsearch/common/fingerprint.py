@@ -19,9 +19,10 @@ from typing import Any
 
 import yaml
 
-from archsearch.common.errors import UserError
+from archsearch.common.errors import ArchitectureError, UserError
 from archsearch.common.io import atomic_write_yaml
 from archsearch.common.logging import plain
+from archsearch.common.readers import read_bytes, read_yaml
 
 FORMAT_VERSION = 2  # 2: checksummed checkpoints, algorithm state built before restore, morphism RNG in trials
 FINGERPRINT = "fingerprint.yaml"
@@ -35,6 +36,7 @@ IGNORED = frozenset(
     }
 )
 FRESH = "rerun without --common.resume true to start over (the earlier run is moved aside)"
+MAX_FINGERPRINT_BYTES = 4 * 1024 * 1024  # a few KB: the flattened config section of one phase
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -48,7 +50,8 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """The sha256 of the architecture file `path` (a regular file of bounded size, or one line naming it)."""
+    return hashlib.sha256(read_bytes(path, "architecture file", ArchitectureError)).hexdigest()
 
 
 def phase_fingerprint(conf: Mapping, phase: str, arch_file: Path | None = None) -> dict[str, Any]:
@@ -106,9 +109,6 @@ def _show(value: Any) -> str:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        data = None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: not a fingerprint mapping; {FRESH}")
-    return data
+        return read_yaml(path, "fingerprint", UserError, expect=dict, max_bytes=MAX_FINGERPRINT_BYTES)
+    except UserError as e:
+        raise UserError(f"{e}; {FRESH}") from None

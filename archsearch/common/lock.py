@@ -18,6 +18,7 @@ from pathlib import Path
 
 from archsearch.common import distributed
 from archsearch.common.errors import UserError
+from archsearch.common.readers import read_json
 
 
 def _alive(pid: int) -> bool:
@@ -31,11 +32,10 @@ def _alive(pid: int) -> bool:
 
 
 def _read_holder(path: Path) -> dict | None:
-    try:
-        holder = json.loads(path.read_text())
-    except (OSError, ValueError):
+    try:  # a lock is a few dozen bytes; a FIFO or /dev/zero planted as the lock must not hang the run
+        return read_json(path, "lock file", UserError, expect=dict, max_bytes=4096)
+    except UserError:
         return None
-    return holder if isinstance(holder, dict) else None
 
 
 @contextlib.contextmanager
@@ -59,7 +59,7 @@ def experiment_lock(folder: Path, note=print) -> Iterator[Path]:
                 ) from None
             same_host = holder.get("host") == me["host"]
             pid = holder.get("pid")
-            if same_host and isinstance(pid, int) and not _alive(pid):
+            if same_host and isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31 and not _alive(pid):
                 note(f"taking over the lock of a run that ended without releasing it (pid {pid})")
                 with contextlib.suppress(FileNotFoundError):
                     lock.unlink()

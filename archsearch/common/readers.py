@@ -27,6 +27,7 @@ import yaml
 from archsearch.common.errors import ConfigError, UserError
 
 MAX_TEXT_BYTES = 64 * 1024 * 1024  # the largest trial index or log.yaml a long run writes is a few MB
+MAX_ARCH_BYTES = 16 * 1024 * 1024  # an architecture file (desc YAML, choice JSON, graph) is kilobytes
 MAX_NODES = 100_000  # the node budget of a small document; larger files get one node per character
 MAX_DEPTH = 200
 
@@ -37,13 +38,13 @@ def _type_name(value: Any) -> str:
     )
 
 
-def read_text(
+def read_bytes(
     path: str | os.PathLike,
     what: str = "file",
     error: type[UserError] = ConfigError,
     max_bytes: int = MAX_TEXT_BYTES,
-) -> str:
-    """The UTF-8 text of the regular file `path`, or one `error` line: '<what> <path> ...'."""
+) -> bytes:
+    """The bytes of the regular file `path`, or one `error` line: '<what> <path> ...'."""
     path = Path(path).expanduser()
     try:
         info = path.stat()
@@ -70,6 +71,18 @@ def read_text(
         raise error(f"cannot read {what} {path}: {e.strerror}") from None
     if len(data) > max_bytes:
         raise error(f"{what} {path} is over the {max_bytes:,}-byte limit")
+    return data
+
+
+def read_text(
+    path: str | os.PathLike,
+    what: str = "file",
+    error: type[UserError] = ConfigError,
+    max_bytes: int = MAX_TEXT_BYTES,
+) -> str:
+    """The UTF-8 text of the regular file `path`, or one `error` line: '<what> <path> ...'."""
+    path = Path(path).expanduser()
+    data = read_bytes(path, what, error, max_bytes)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -281,6 +281,20 @@ def _source_path(root: dict, parts: list[str]) -> str:
     return ".".join(parts)
 
 
+def load_files(files: Sequence[str | os.PathLike], cache: YamlCache | None = None) -> tuple[dict, Origins]:
+    """Merge `files` in order (each with its includes): the unresolved tree and where each key came from.
+    Every declared section in it is checked to be a mapping (one line naming the file otherwise), so a caller
+    may walk its sections before the whole config is validated."""
+    merged: dict = {}
+    origins: Origins = {}
+    for f in files:
+        data, file_origins = _load_with_origins(f, (), cache)
+        merged = deep_merge(merged, data)
+        origins.update(file_origins)
+    config_schema.check_sections(merged, lambda dotted: origins.get(_source_path(merged, dotted.split("."))))
+    return merged, origins
+
+
 def load_config(
     files: Sequence[str | os.PathLike],
     overrides: Sequence[tuple[str, str]] = (),
@@ -289,12 +303,7 @@ def load_config(
     """Merge `files` in order (each with its includes), apply overrides, resolve `_copy`, then validate
     the whole result against config_schema: the first problem is one ConfigError line naming the key,
     the file or override it came from, the value and what is allowed."""
-    merged: dict = {}
-    origins: Origins = {}
-    for f in files:
-        data, file_origins = _load_with_origins(f, (), cache)
-        merged = deep_merge(merged, data)
-        origins.update(file_origins)
+    merged, origins = load_files(files, cache)
     config_schema.fill_defaults(merged)  # the defaults plugins declare beside their code, where no file set them
     for key, value in overrides:
         parsed = apply_override(merged, key, value)

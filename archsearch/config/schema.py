@@ -281,8 +281,36 @@ def validate(tree: Mapping[str, Any], origin: Origin = lambda _: None) -> dict:
     return walk(tree, "")
 
 
+def check_sections(tree: Mapping[str, Any], origin: Origin = lambda _: None) -> None:
+    """Every declared section present in `tree` (merged, not yet resolved or overridden) is a mapping: code that
+    reads a section before the whole config is validated (the search space a run picks, an override walking
+    to its key) then never meets a list or a number, and the error names the file that set it."""
+    if not isinstance(tree, Mapping):
+        raise ConfigError(f"config must be a mapping of sections, not {show(tree)}")
+
+    def walk(node: Mapping, path: str) -> None:
+        subsections = _subsections(schema_path(path))
+        for key, value in node.items():
+            if not (isinstance(key, str) and key in subsections):
+                continue
+            dotted = f"{path}.{key}" if path else key
+            if not isinstance(value, Mapping):
+                raise problem(dotted, f"{show(value)} is not allowed (a mapping of settings)", origin)
+            walk(value, dotted)
+
+    walk(tree, "")
+
+
 # ---- declarations -------------------------------------------------------------------------------
 
+# a run's seed: what numpy's legacy seeding takes (torch takes up to 2**64 - 1, and a trial's seed,
+# seed * 7919 + index, stays far below that); a larger value was torch's overflow traceback
+SEED_MAX = 2**32 - 1
+SEED = Value("int", ge=0, le=SEED_MAX, allowed_text=f"an integer from 0 to {SEED_MAX} (2**32 - 1)")
+# a name that becomes a folder (and a URL path in reports): no separators, quotes, colons, spaces or
+# brackets, no leading '.', so never '.' or '..'
+SAFE_NAME = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}"
+SAFE_NAME_TEXT = "a folder name: 1-100 of A-Z a-z 0-9 . _ -, not starting with '.'"
 POSITIVE_INT = Int(ge=1)
 COUNT = Int(ge=0)
 PRIMITIVES = List(Str(pattern=r".+", allowed="an op name"), min_length=1)
@@ -299,9 +327,9 @@ OPTIMIZER = {
 register_section(
     "common",
     {
-        "experiment_name": Str(null=True, pattern=r"[^/\\\x00]+", allowed="a folder name"),
+        "experiment_name": Str(null=True, pattern=SAFE_NAME, allowed=SAFE_NAME_TEXT),
         "logdir": Str(pattern=r".+", allowed="a folder path"),
-        "seed": COUNT,
+        "seed": SEED,
         "device": Str(pattern=r"auto|cpu|cuda(:\d+)?", allowed="auto, cpu, cuda or cuda:N"),
         "resume": Bool(),
         "deterministic": Bool(),

@@ -51,7 +51,7 @@ def run_search(ctx: RunContext, strategy: Strategy) -> SearchResult:
     # before anything is reused: a resume continues only the run its files came from
     on_rank0(lambda: check_fingerprint(ctx.search_dir, phase_fingerprint(ctx.conf, "search"), ctx.resume, "search"))
     if ctx.resume and result_file.exists():
-        done = read_yaml(result_file, "search result", expect=dict, empty={})
+        done = read_search_result(result_file)
         final_arch = from_experiment(ctx.out_dir, done["final_arch"])
         ctx.log.info(f"[search] already finished; reusing {final_arch}")
         return SearchResult(final_arch, done["metrics"])
@@ -155,6 +155,18 @@ def on_rank0(check: Callable[[], None]) -> None:
     error = distributed.broadcast_object(error)
     if error is not None:
         raise error
+
+
+def read_search_result(path: Path) -> dict[str, Any]:
+    """search/result.yaml of a finished search: {final_arch: path, metrics: mapping}, or one line naming it."""
+    done = read_yaml(path, "search result", UserError, expect=dict, max_bytes=4 * 1024 * 1024)
+    final_arch, metrics = done.get("final_arch"), done.get("metrics")
+    if not isinstance(final_arch, str) or not final_arch or not isinstance(metrics, dict):
+        raise UserError(
+            f"search result {path} lacks final_arch (a path) or metrics (a mapping); delete it to search again, "
+            "or rerun without --common.resume true to start over (the earlier run is moved aside)"
+        )
+    return done
 
 
 def check_ranks_same_file(ctx: RunContext, phase: str, what: str, path: Path) -> None:

@@ -13,6 +13,7 @@ the phases together. An elastic restart (torchrun --max-restarts) resumes from t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -33,10 +34,11 @@ from archsearch.config import (
     YamlCache,
     confs_dir,
     load_config,
-    load_yaml_with_includes,
+    load_files,
     parse_override_value,
     to_yaml,
 )
+from archsearch.config import schema as config_schema
 from archsearch.data.providers import DATASETS
 from archsearch.experiment.phases import dry_run_sizes, in_experiment, make_strategy, run_eval, run_search
 from archsearch.report import tensorboard
@@ -100,11 +102,12 @@ def _flow_yaml(value: Any) -> str:
 
 
 def checked_folder_name(name: str, what: str) -> str:
-    """`name` if it is one plain folder name, so an experiment can only ever write inside the logdir."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or Path(name).is_absolute():
+    """`name` if it is one plain folder name of safe characters (config_schema.SAFE_NAME), so an experiment can
+    only ever write inside the logdir, and its folder name needs no quoting in a shell or a URL."""
+    if not re.fullmatch(config_schema.SAFE_NAME, name):
         raise UserError(
-            f"{what} {name!r} is not a plain folder name; experiments are folders directly inside the logdir "
-            "(no '/', '..' or absolute paths; use --common.logdir to write elsewhere)"
+            f"{what} {name[:60]!r} is not a plain folder name; experiments are folders directly inside the logdir, "
+            f"named with 1-100 of A-Z a-z 0-9 . _ - (not starting with '.'); use --common.logdir to write elsewhere"
         )
     return name
 
@@ -157,10 +160,8 @@ def chosen_space(
 ) -> str:
     """The search space a run will use, read before the full config exists (its file is part of the config):
     `nas.search.space.name` and `.model` from the files and overrides, by the one rule of `space_name`."""
-    space: dict[str, Any] = {}
-    for f in files:
-        section = load_yaml_with_includes(f, cache).get("nas", {}).get("search", {}).get("space", {})
-        space.update(section if isinstance(section, dict) else {})
+    merged, _ = load_files(files, cache)  # every section in it is a mapping (one line naming the file otherwise)
+    space: dict[str, Any] = dict(merged.get("nas", {}).get("search", {}).get("space", {}))
     for key, value in overrides:  # only the two keys that pick the space; load_config checks every override
         if key in ("nas.search.space", "nas.search.space.name", "nas.search.space.model"):
             field_name = "name" if key != "nas.search.space.model" else "model"
@@ -232,14 +233,32 @@ def run_experiment(
                 raise SystemExit(distributed.lost_rank_message(e)) from None
             distributed.barrier()  # no rank tears the group down while another still writes its last files
             if conf["report"]["auto"] and distributed.is_writer():  # report.html (issue 14): a failure is a warning
-                from archsearch.report.html import report_after_run
+                try:
+                    from archsearch.common.interrupts import interrupt_point
+                    from archsearch.report.html import report_after_run
 
-                report = report_after_run(out_dir, log, latency=conf["report"]["latency"])
+                    interrupt_point("report")
+                    report = report_after_run(out_dir, log, latency=conf["report"]["latency"])
+                except KeyboardInterrupt:  # the run is finished: nothing to resume, only the report to write
+                    raise FinishedRunInterrupted(out_dir) from None
                 if report is not None:
                     summary["report"] = str(report)  # printed by summary_text; summary.yaml is already written
             return summary
         finally:
             log.close()
+
+
+class FinishedRunInterrupted(KeyboardInterrupt):
+    """Ctrl-C while the end-of-run report was written: every phase had finished, so the advice is to write the
+    report, not to resume. `message` is the line the CLI prints."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.message = (
+            f"interrupted while writing the report: the run is finished (results in {out_dir / 'summary.yaml'}); "
+            f"write its report with `archsearch report {out_dir}`"
+        )
+        super().__init__(self.message)
 
 
 def check_batches(conf: Config) -> None:

@@ -21,11 +21,13 @@ from typing import Any
 
 from archsearch.common.errors import UserError
 from archsearch.config import parse_override_value
+from archsearch.config.schema import SEED, SEED_MAX
 from archsearch.experiment.run import RunOptions, resolve_config, run_experiment
 from archsearch.search.executors import make_executor
 from archsearch.search.trial_loop import ERROR_KEY, Trial, TrialLog
 
 SEEDS_OPTION = "common.seeds"
+SEED_OPTION = "common.seed"
 
 
 class SweepFailed(Exception):
@@ -46,14 +48,23 @@ def split_seeds(overrides: Sequence[tuple[str, str]]) -> tuple[list[int] | None,
         if key != SEEDS_OPTION:
             rest.append((key, value))
             continue
+        if seeds is not None:
+            raise UserError(f"--{SEEDS_OPTION} is given twice; give every seed in one list, e.g. [0,1,2]")
         parsed = parse_override_value(value, key)
         if isinstance(parsed, int) and not isinstance(parsed, bool):
             parsed = [parsed]
-        if not (isinstance(parsed, list) and parsed and all(isinstance(s, int) and s >= 0 for s in parsed)):
-            raise UserError(f"--{SEEDS_OPTION} {value!r}: give a list of seeds (integers >= 0), e.g. [0,1,2]")
+        if not (isinstance(parsed, list) and parsed and all(SEED.check(s)[0] for s in parsed)):
+            raise UserError(
+                f"--{SEEDS_OPTION} {value[:60]!r}: give a list of seeds (integers from 0 to {SEED_MAX}), e.g. [0,1,2]"
+            )
         if len(set(parsed)) != len(parsed):
-            raise UserError(f"--{SEEDS_OPTION} {value!r} repeats a seed; each seed is one run")
+            raise UserError(f"--{SEEDS_OPTION} {value[:60]!r} repeats a seed; each seed is one run")
         seeds = parsed
+    if seeds is not None and any(key == SEED_OPTION for key, _ in rest):
+        raise UserError(
+            f"--{SEEDS_OPTION} and --{SEED_OPTION} conflict: a seeds sweep sets each run's seed; "
+            f"drop --{SEED_OPTION}, or put its seed into the --{SEEDS_OPTION} list"
+        )
     return seeds, rest
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from archsearch.common.errors import ArchitectureError
+from archsearch.common.readers import MAX_ARCH_BYTES, read_text
 from archsearch.model.genotype import CellTemplate, templates_to_genotype
 from archsearch.model.model_desc import AuxTowerDesc, CellDesc, EdgeDesc, ModelDesc, NodeDesc, OpDesc
 
@@ -166,9 +167,10 @@ class ScalingBuilder(Protocol):
 def refuse_foreign_architecture(path: Path) -> None:
     """A one-line error when `path` is a JSON architecture of another kind than a ModelDesc (a user model's
     final_arch.json, a morphism graph), instead of a ModelDesc parser's complaint about unknown fields."""
+    text = read_text(path, "architecture file", ArchitectureError, max_bytes=MAX_ARCH_BYTES)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(text)
+    except (ValueError, RecursionError):
         return  # not JSON: the ModelDesc loader reports what is wrong with it
     if isinstance(data, dict) and data.get("format") == "user_model_json" and isinstance(data.get("model"), str):
         raise ArchitectureError(

@@ -22,7 +22,7 @@ import yaml
 
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
-from archsearch.common.readers import safe_yaml
+from archsearch.common.readers import MAX_ARCH_BYTES, read_text, safe_yaml
 from archsearch.model.op_registry import REGISTERED_OPS, OpTable
 
 CELL_TYPES = ("regular", "reduction")
@@ -131,14 +131,7 @@ class ModelDesc:
     @classmethod
     def load(cls, path: str | Path) -> ModelDesc:
         path = Path(path).expanduser()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ArchitectureError(f"model desc file {path} does not exist") from None
-        except UnicodeDecodeError as e:
-            raise ArchitectureError(f"model desc file {path} is not UTF-8 text (byte {e.start})") from None
-        except OSError as e:
-            raise ArchitectureError(f"cannot read model desc file {path}: {e.strerror}") from None
+        text = read_text(path, "model desc file", ArchitectureError, max_bytes=MAX_ARCH_BYTES)
         return cls.from_yaml(text, str(path))
 
     # ---- checks --------------------------------------------------------------------------------

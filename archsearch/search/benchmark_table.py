@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from archsearch.common.errors import UserError
+from archsearch.common.readers import MAX_TEXT_BYTES, read_text
 
 DEFAULT_COLUMNS = ("architecture", "accuracy")
 
@@ -55,14 +56,11 @@ def load_benchmark_table(path: str | Path, columns: Sequence[str] = DEFAULT_COLU
     column or line at fault."""
     key_column, accuracy_column = columns
     path = Path(path).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         raise UserError(
             f"benchmark table {path} does not exist; set --nas.search.benchmark to a CSV file or null"
-        ) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read benchmark table {path}: {getattr(e, 'strerror', None) or e}") from None
+        )
+    text = read_text(path, "benchmark table", UserError, max_bytes=MAX_TEXT_BYTES)
     reader = csv.DictReader(io.StringIO(text))
     found = reader.fieldnames or []
     for column in (key_column, accuracy_column):

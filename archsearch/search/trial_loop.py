@@ -35,13 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
 from archsearch.common import distributed
 from archsearch.common.checkpoint import fault_point
 from archsearch.common.errors import ConfigError
 from archsearch.common.io import atomic_write_yaml
 from archsearch.common.logging import plain
+from archsearch.common.readers import read_yaml
 
 TRIALS_FILE = "trials.yaml"
 BEST_FILE = "best_trial.yaml"
@@ -56,6 +55,26 @@ def trial_seed(run_seed: int, index: int) -> int:
 
 def finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+REPAIR = "delete it, or rerun without --common.resume true to start over (the earlier run is moved aside)"
+
+
+def read_trials(path: Path, what: str) -> list[dict[str, Any]]:
+    """The trial records of `path` (the index, or the trials in flight), each a mapping with an integer
+    `index` >= 0 and a `seed`; a broken or planted file is one line naming it."""
+    records = read_yaml(path, what, ConfigError, expect=list, empty=[])
+    seen: set[int] = set()
+    for n, r in enumerate(records):
+        index = r.get("index") if isinstance(r, dict) else None
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise ConfigError(f"{what} {path}: entry {n + 1} is not a trial record with an index >= 0; {REPAIR}")
+        if index in seen:
+            raise ConfigError(f"{what} {path}: trial {index} appears twice; {REPAIR}")
+        seen.add(index)
+        if "arch" not in r or not isinstance(r.get("seed"), int) or isinstance(r.get("seed"), bool):
+            raise ConfigError(f"{what} {path}: trial {index} lacks its arch or an integer seed; {REPAIR}")
+    return records
 
 
 def _fmt(value: Any) -> str:
@@ -221,9 +240,15 @@ class TrialLoop:
     def read_index(self) -> list[dict[str, Any]]:
         if not (self.resume and self.index_file is not None and self.index_file.exists()):
             return []
-        records = yaml.safe_load(self.index_file.read_text(encoding="utf-8")) or []
-        if not isinstance(records, list):
-            raise ConfigError(f"{self.index_file} is not a trial index; delete it or rerun without resume")
+        records = read_trials(self.index_file, "trial index")
+        for r in records:
+            if not isinstance(r.get("metrics"), dict) or self.objective not in r["metrics"]:
+                raise ConfigError(
+                    f"trial index {self.index_file}: trial {r['index']} has no metrics.{self.objective}; "
+                    f"{REPAIR}"
+                )
+            if not finite_number(r.get("time_s")) or r["time_s"] < 0:
+                raise ConfigError(f"trial index {self.index_file}: trial {r['index']} has no time_s >= 0; {REPAIR}")
         return records
 
     def better(self, a: float, b: float | None) -> bool:
@@ -334,11 +359,14 @@ class TrialLoop:
         if not (self.resume and path is not None and path.exists()):
             return []
         done = {r["index"] for r in records}
-        pending = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-        if not isinstance(pending, list):
-            raise ConfigError(f"{path} is not a list of trials; delete it or rerun without resume")
+        pending = read_trials(path, "list of unfinished trials")
+        for t in pending:
+            if not isinstance(t.get("extra", {}), dict):
+                raise ConfigError(
+                    f"list of unfinished trials {path}: trial {t['index']}'s extra is not a mapping; {REPAIR}"
+                )
         # those at or above next_index were never finished before a later one either: they are proposed anew
-        unfinished = [Trial(t["index"], t["arch"], t["seed"], t["extra"]) for t in pending
+        unfinished = [Trial(t["index"], t["arch"], t["seed"], t.get("extra", {})) for t in pending
                       if t["index"] not in done and t["index"] < next_index]  # fmt: skip
         if unfinished:
             self.log(f"[search] rerunning {len(unfinished)} trials the interrupted search left unfinished: "

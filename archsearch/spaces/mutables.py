@@ -21,7 +21,6 @@ share one decision. An architecture is a *choice JSON* `{key: candidate name | [
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from archsearch.common.errors import ArchitectureError
+from archsearch.common.readers import MAX_ARCH_BYTES, read_json
 
 REDUCTIONS = ("sum", "mean", "concat", "none")
 Decision = int | tuple[int, ...]  # a LayerChoice's candidate index, an InputChoice's sorted input indices
@@ -337,12 +337,7 @@ def read_choice_json(arch: Mapping[str, Any] | str | Path) -> tuple[dict[str, An
         data, where = dict(arch), "choice JSON"
     else:
         where = str(arch)
-        try:
-            data = json.loads(Path(arch).expanduser().read_text())
-        except FileNotFoundError:
-            raise ArchitectureError(f"choice JSON {where} does not exist") from None
-        except json.JSONDecodeError as e:
-            raise ArchitectureError(f"{where} is not valid JSON: {e.msg} at line {e.lineno}") from None
+        data = read_json(arch, "choice JSON", ArchitectureError, max_bytes=MAX_ARCH_BYTES)
         if not isinstance(data, dict):
             raise ArchitectureError(f"{where}: expected a JSON object {{key: choice}}, got {type(data).__name__}")
     if isinstance(data.get("choices"), Mapping) and "model" in data:  # a LayerChoice value is never a mapping

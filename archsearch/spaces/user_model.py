@@ -36,6 +36,7 @@ from torch import nn
 
 from archsearch.common.errors import ArchitectureError, UserError
 from archsearch.common.io import atomic_write_text
+from archsearch.common.readers import MAX_ARCH_BYTES, MAX_NODES, check_finite_tree, read_text
 from archsearch.model.load import ARCH_FORMATS, BuiltModel, CodeAllowed
 from archsearch.search.space import SPACES, SearchSpace
 from archsearch.spaces.mutables import MutableSpace, apply_fixed_arch
@@ -120,6 +121,65 @@ def _import(module_name: str, path: str):
         ) from None
 
 
+class _FirstLayerReached(BaseException):  # not an Exception: a model's own `except Exception` cannot swallow it
+    pass
+
+
+def check_model_inputs(model: nn.Module, conf_dataset: Mapping, path: str) -> None:
+    """One line when the model's first layer cannot take the dataset's images (a model built for 3 channels on
+    1-channel digits), instead of torch's traceback at the first training step.
+
+    A zero batch shaped like the dataset's goes in until the first convolution or linear layer is called (a
+    forward pre-hook stops it there: nothing is computed past it); that layer's expected input channels (or
+    features) are compared with what it receives. A model whose forward fails before any such layer for
+    another reason is left to fail where it runs, with its own error."""
+    import torch
+
+    if "channels" not in conf_dataset or "image_size" not in conf_dataset:
+        return  # not a run's dataset section (a run's always has both: the schema declares them)
+    channels, size = conf_dataset["channels"], conf_dataset["image_size"]
+    first: dict[str, Any] = {}
+
+    def stop(module: nn.Module, args: tuple) -> None:
+        first.setdefault("module", module)
+        first.setdefault("input", args[0] if args and isinstance(args[0], torch.Tensor) else None)
+        raise _FirstLayerReached
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    handles = [m.register_forward_pre_hook(stop) for m in layers]
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(2, channels, size, size))
+    except _FirstLayerReached:
+        pass
+    except Exception:  # noqa: BLE001 - not this check's problem: the model's own error shows where it runs
+        return
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(training)
+    module, x = first.get("module"), first.get("input")
+    if module is None or x is None or x.dim() < 2:
+        return
+    name = next((n for n, m in model.named_modules() if m is module), "") or "the model"
+    layer = f"{name!r} ({type(module).__name__})"
+    dataset = f"dataset {conf_dataset['name']}" if "name" in conf_dataset else "dataset"
+    if isinstance(module, nn.modules.conv._ConvNd) and x.shape[1] != module.in_channels:
+        raise UserError(
+            f"{CONF_KEY} {path}: its first layer {layer} takes {module.in_channels} input channels, but the "
+            f"{dataset} has {x.shape[1]} (dataset.channels {channels}); build the model for {x.shape[1]} channels "
+            f"(nas.search.space.model_kwargs) or use a dataset with {module.in_channels}"
+        )
+    if isinstance(module, nn.Linear) and x.shape[-1] != module.in_features:
+        raise UserError(
+            f"{CONF_KEY} {path}: its first layer {layer} takes {module.in_features} input features, but the "
+            f"{dataset}'s {channels}x{size}x{size} images give it {x.shape[-1]}; build the model for the dataset "
+            f"(nas.search.space.model_kwargs) or use a dataset whose images fit it"
+        )
+
+
 @dataclass
 class UserModelArch:
     """The contents of final_arch.json: a model reference and the choice JSON found for it."""
@@ -145,6 +205,9 @@ class UserModelArch:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ArchitectureError(f"{where} is not valid JSON: {e.msg} at line {e.lineno}") from None
+        except RecursionError:
+            raise ArchitectureError(f"{where} is nested too deeply") from None
+        check_finite_tree(data, where, ArchitectureError, max_nodes=max(MAX_NODES, len(text)))
         if not isinstance(data, dict):
             raise ArchitectureError(f"{where}: expected a JSON object, got {type(data).__name__}")
         if "choices" not in data and model is not None:
@@ -160,10 +223,8 @@ class UserModelArch:
 
     @classmethod
     def load(cls, path: Path, model: UserModelRef | None = None) -> UserModelArch:
-        try:
-            return cls.from_json(Path(path).read_text(), str(path), model)
-        except FileNotFoundError:
-            raise ArchitectureError(f"architecture file {path} does not exist") from None
+        text = read_text(path, "architecture file", ArchitectureError, max_bytes=MAX_ARCH_BYTES)
+        return cls.from_json(text, str(path), model)
 
     def save(self, path: Path) -> Path:
         return atomic_write_text(path, self.to_json())
@@ -203,11 +264,20 @@ class UserModelSpace(SearchSpace):
             raise UserError(f"the user_model space needs a model: set --{CONF_KEY} package.module:Class")
         self.ref = UserModelRef.from_conf(conf_space)
         self._tokens: EnasMutableSpace | None = None
+        self._inputs_checked = False
+
+    def _model(self) -> nn.Module:
+        """A fresh instance of the user's model; the first one is checked to take the dataset's images."""
+        model = self.ref.build()
+        if not self._inputs_checked:
+            check_model_inputs(model, self.conf_dataset, self.ref.path)
+            self._inputs_checked = True
+        return model
 
     def mutables(self) -> EnasMutableSpace:
         """The choices of one instance of the model (built once: what every instance shares)."""
         if self._tokens is None:
-            model = self.ref.build()
+            model = self._model()
             self._tokens = EnasMutableSpace(model, f"model {self.ref.path}")
         return self._tokens
 
@@ -236,7 +306,7 @@ class UserModelSpace(SearchSpace):
         return self.mutables().to_json(self.parse(data, where))
 
     def build(self, arch: Mapping[str, Any]) -> nn.Module:
-        return apply_fixed_arch(self.ref.build(), arch)
+        return apply_fixed_arch(self._model(), arch)
 
     def save_arch(self, arch: Mapping[str, Any], folder: Path, meta: Mapping[str, Any]) -> Path:
         return UserModelArch(self.ref, dict(arch), dict(meta)).save(Path(folder) / FINAL_ARCH)
@@ -249,16 +319,17 @@ class UserModelSpace(SearchSpace):
         another one is refused, never imported. A bare choice JSON is taken for the configured model."""
         arch = UserModelArch.load(path, self.ref)
         model = arch.build_fixed(CodeAllowed(self.ref.path, named_by=CONF_KEY), str(path))
+        check_model_inputs(model, self.conf_dataset, arch.model.path)
         if eval_dir is not None:
             arch.save(Path(eval_dir) / FINAL_ARCH)
         return BuiltModel(model, ARCH_FORMAT, arch.to_json())
 
     def differentiable_supernet(self) -> nn.Module:
-        model = self.ref.build()
+        model = self._model()
         return DartsSupernet(model, MutableSpace(model, f"model {self.ref.path}"))
 
     def sampled_supernet(self) -> nn.Module:
-        model = self.ref.build()
+        model = self._model()
         return EnasChildren(model, MutableSpace(model, f"model {self.ref.path}"))
 
     def token_spec(self) -> list[Token]:

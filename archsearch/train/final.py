@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from archsearch.common.checkpoint import save_checkpoint
-from archsearch.common.errors import TrainingDiverged
+from archsearch.common.errors import TrainingDiverged, UserError
 from archsearch.common.io import atomic_write_yaml
 from archsearch.common.logging import plain
+from archsearch.common.readers import read_yaml
 from archsearch.data.loaders import eval_loaders
 from archsearch.model.load import BuiltModel
 from archsearch.model.network import count_params
@@ -78,6 +79,15 @@ def read_eval_metrics(eval_dir: Path) -> dict[str, Any] | None:
     path = eval_dir / "metrics.yaml"
     if not path.exists() or not (eval_dir / "model.pt").exists():
         return None
-    import yaml
+    metrics = read_yaml(path, "eval metrics", UserError, expect=dict, max_bytes=4 * 1024 * 1024)
+    for key in METRIC_KEYS:
+        value = metrics.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(
+                f"eval metrics {path}: {key} is {str(value)[:40]!r}, not a number; delete it to evaluate again, "
+                "or rerun without --common.resume true to start over (the earlier run is moved aside)"
+            )
+    return metrics
 
-    return yaml.safe_load(path.read_text())
+
+METRIC_KEYS = ("test_top1", "test_top5", "params", "macs")  # what a finished run's summary prints

@@ -36,7 +36,9 @@ import torch
 
 from archsearch.common.checkpoint import load_checkpoint, save_checkpoint
 from archsearch.common.devices import select_device
+from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
+from archsearch.common.readers import read_text
 from archsearch.config.schema import POSITIVE_INT, Float, Str, register_section
 from archsearch.data.loaders import search_loaders
 from archsearch.search.space import SearchSpace
@@ -44,7 +46,7 @@ from archsearch.search.strategy import SearchOutcome, Strategy, register_strateg
 from archsearch.search.trial_eval import run_trials
 from archsearch.search.trial_loop import Budget, Trial, TrialLog, finite_number
 from archsearch.spaces.morphism.graph import Graph
-from archsearch.spaces.morphism.ir_json import graph_to_json, json_to_graph, load_graph_file
+from archsearch.spaces.morphism.ir_json import graph_to_json, json_to_graph
 from archsearch.strategies.morphism.optimizer import MorphismSearchStrategy, SearchExhausted
 from archsearch.train.context import RunContext
 from archsearch.train.trainer import Trainer
@@ -137,6 +139,28 @@ class MorphismTrials:
     def file(self, index: int, suffix: str) -> Path:
         return self.folder / TRIALS_DIR / f"trial_{index:03d}{suffix}"
 
+    def arch_file(self, index: int, arch: Any) -> Path:
+        """The graph document of trial `index`, whose index entry `arch` must name exactly that file (an index
+        pointing elsewhere, e.g. at ../../x or /etc/passwd, is refused, never read)."""
+        path = self.file(index, ".json")
+        if arch != str(path.relative_to(self.folder)):
+            raise ArchitectureError(
+                f"trial index in {self.folder}: trial {index}'s arch {str(arch)[:80]!r} is not its file "
+                f"{path.relative_to(self.folder)}; delete the search folder or rerun without --common.resume true"
+            )
+        return path
+
+    def read_arch(self, index: int, arch: Any) -> str:
+        """The text of trial `index`'s graph document, through the guarded reader."""
+        return read_text(self.arch_file(index, arch), "morphism trial graph", ArchitectureError)
+
+    def load_arch(self, index: int, arch: Any) -> Graph:
+        path = self.arch_file(index, arch)
+        try:
+            return json_to_graph(self.read_arch(index, arch))
+        except ArchitectureError as e:
+            raise ArchitectureError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+
     def propose(self, index: int, rng: random.Random, history: list[dict[str, Any]]) -> Any:
         self._replay(history)
         last = history[-MAX_CONSECUTIVE_FAILURES:]
@@ -174,7 +198,7 @@ class MorphismTrials:
     def adopt(self, trial: Trial) -> None:
         """A trial a killed parallel search left unfinished: its graph from its file, without the weights it
         had inherited (they were not kept), so it trains from its initialization."""
-        self.queue.adopt(trial.index, load_graph_file(self.folder / trial.arch), trial.extra["father_id"])
+        self.queue.adopt(trial.index, self.load_arch(trial.index, trial.arch), trial.extra.get("father_id"))
         trial.extra["inherited_weights"] = False
 
     # ---- Shippable: the trial off-process (archsearch/search/trial_loop.py) ------------------------------
@@ -184,7 +208,7 @@ class MorphismTrials:
     def payload(self, trial: Trial) -> dict[str, Any]:
         graph = self.queue.trials[trial.index].graph
         weights = graph.weights_state_dict() if graph.has_weights() else None
-        return {"json": (self.folder / trial.arch).read_text(encoding="utf-8"), "weights": weights}
+        return {"json": self.read_arch(trial.index, trial.arch), "weights": weights}
 
     def receive(self, trial: Trial, metrics: dict[str, Any], artifacts: dict[str, Any]) -> dict[str, Any]:
         graph, weights = self.queue.trials[trial.index].graph, artifacts["weights"]
@@ -202,17 +226,17 @@ class MorphismTrials:
             metric = metric if finite_number(metric) else None  # a failed trial (NaN, 'nan' in the index)
             known = self.queue.trials.get(record["index"])
             if known is None:  # a resumed search: the trial's graph and trained weights come from its files
-                graph = load_graph_file(self.folder / record["arch"])
+                graph = self.load_arch(record["index"], record["arch"])
                 weights = self.file(record["index"], ".pt")
                 if metric is not None and weights.exists():
                     graph.set_weights_from_state_dict(load_checkpoint(weights, require_checksum=True))
-                self.queue.restore(record["index"], graph, record["father_id"], metric)
+                self.queue.restore(record["index"], graph, record.get("father_id"), metric)
             elif known.status == "pending":
                 self.queue.report(record["index"], metric)
 
     def write_best(self, best: Mapping[str, Any]) -> dict[str, Any]:
         """search/best_model.{json,pt,txt} of the best trial; returns its graph document."""
-        graph, text = self.queue.trials[best["index"]].graph, (self.folder / best["arch"]).read_text()
+        graph, text = self.queue.trials[best["index"]].graph, self.read_arch(best["index"], best["arch"])
         lines = [f"best model: {best['index']}", f"metric: {best['metrics'][self.objective]}", f"json: {best['arch']}"]
         atomic_write_text(self.folder / "best_model.json", text)
         if graph.has_weights():
