@@ -14,25 +14,35 @@ import click
 import torch
 from torch import nn
 
-from archsearch.common.errors import UserError
+from archsearch.common.readers import read_json
 from archsearch.report.drawing import draw_cells
-from archsearch.report.export import DEFAULT_IMAGE_SIZE, input_shape_of, parse_shape, run_click
+from archsearch.report.export import (
+    DEFAULT_IMAGE_SIZE,
+    ExportError,
+    check_fits,
+    check_model_file,
+    check_shape,
+    input_shape_of,
+    load_net,
+    load_state,
+    parse_shape,
+    run_click,
+)
 
 BATCHES = (1, 64)
 
 
-def _load(path: Path, model: str | None, trust_code: bool) -> tuple[nn.Module, tuple[int, int, int], Any]:
+def _load(
+    path: Path, model: str | None, trust_code: bool, given: tuple[int, int, int] | None
+) -> tuple[nn.Module, tuple[int, int, int], Any]:
     """(untrained or trained module, input C,H,W, the ModelDesc when there is one) for any file show reads."""
-    from archsearch.plugins import load_model
-
     if path.suffix == ".pt":
-        from archsearch.common.checkpoint import load_checkpoint
         from archsearch.model.model_desc import ModelDesc
 
-        net = load_model(path, model=model, trust_code=trust_code)
-        state = load_checkpoint(path)
+        net = load_net(path, model, trust_code)
+        state = load_state(path)
         desc = ModelDesc.from_yaml(state["arch"], str(path)) if state.get("arch_format") == "model_desc" else None
-        return net, input_shape_of(path), desc
+        return net, input_shape_of(path, given), desc
     if path.suffix in (".yaml", ".yml"):
         from archsearch.model.model_desc import ModelDesc
         from archsearch.model.network import Model
@@ -40,7 +50,7 @@ def _load(path: Path, model: str | None, trust_code: bool) -> tuple[nn.Module, t
         desc = ModelDesc.load(path)
         return Model(desc), (desc.ch_in, DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE), desc
     if path.suffix == ".json":
-        data = json.loads(path.read_text())
+        data = read_json(path, "architecture file", ExportError)
         if isinstance(data, dict) and "choices" in data:  # a user model's final_arch.json
             from archsearch.model.load import CodeAllowed
             from archsearch.spaces.user_model import UserModelArch
@@ -52,7 +62,7 @@ def _load(path: Path, model: str | None, trust_code: bool) -> tuple[nn.Module, t
         graph = load_graph_file(path)
         h, w, c = graph.input_shape
         return graph.produce_torch_model(), (int(c), int(h), int(w)), None
-    raise UserError(f"{path}: show reads a model.pt, a desc YAML, a morphism JSON or a user-model arch JSON")
+    raise ExportError(f"{path}: show reads a model.pt, a desc YAML, a morphism JSON or a user-model arch JSON")
 
 
 @torch.no_grad()
@@ -104,12 +114,15 @@ def show(
     from archsearch.model.stats import count_macs
 
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"{path} does not exist")
-    net, shape, desc = _load(path, model, trust_code)
-    shape = input_shape or shape
+    if input_shape is not None:
+        input_shape = check_shape(tuple(input_shape), "--input-shape")
+    check_model_file(path, "file")
+    net, shape, desc = _load(path, model, trust_code, input_shape)
+    where = "--input-shape" if input_shape else f"the input shape of {path}"
+    shape = check_shape(tuple(input_shape or shape), where)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     net = net.to(dev).eval()
+    check_fits(net, torch.randn(2, *shape, device=dev), where)
     info: dict[str, Any] = {
         "path": str(path),
         "input_shape": list(shape),

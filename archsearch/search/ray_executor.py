@@ -13,14 +13,25 @@ Failures: a trial whose task raises, runs out of memory or loses its worker or n
 handed back as failed (`{"error": ..., "attempts": n}`): the loop records it and goes on. A user error raised
 in a trial (a config value no trial can work with) is not retried: it ends the search with its one line, as
 it would in this process. Ctrl-C cancels (kills) the running tasks; the index keeps every finished trial.
+
+Nothing of a Ray started here outlives its driver. Ray ties its GCS and raylet to the driver, but the raylet's
+agents (DashboardAgent, RuntimeEnvAgent) survive a driver killed with SIGKILL and ignore SIGTERM. So a Ray
+started here gets a watchdog: a small stdlib-only process in its own session that holds the read end of a pipe
+only the driver writes to and follows the driver's Ray processes (its children started from Ray, and all their
+descendants) in /proc, recording each (pid, start time) in `archsearch_ray_pids.json` in Ray's session folder.
+When the pipe closes (the driver exited, however) it SIGKILLs what is left of them, each pid checked against its
+recorded start time so a reused pid is never hit. Should the watchdog be killed too, the next Ray started here
+reaps what a dead driver's file lists, by the same check (`reap_orphans`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import math
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -68,6 +79,179 @@ def _run_trial(
 _remote_trial = ray.remote(_run_trial)
 
 
+# ---- nothing of a local Ray outlives its driver ------------------------------------------------------------
+
+PIDS_FILE = "archsearch_ray_pids.json"  # in Ray's session folder: {"driver": [pid, start], "pids": [[pid, start]]}
+
+# The watchdog and the reaper share this stdlib-only code: the watchdog runs it with `python -I -c` (importing
+# this module would import torch and Ray, seconds and hundreds of MB), the driver execs it for `reap_orphans`.
+_PROC_CODE = r"""
+import json, os, select, signal, sys, time
+
+
+def start_time(pid):
+    # the start time of `pid` in clock ticks since boot (None when it is gone or a zombie): a pid plus its
+    # start time names one process, where a pid alone may have been reused
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return None if fields[0] in ("Z", "X") else int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def alive(pid, start):
+    return start is not None and start_time(pid) == start
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def children(pid):
+    kids = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids.extend(int(k) for k in f.read().split())
+    except OSError:
+        pass
+    return kids
+
+
+def kill_all(tracked):
+    # SIGKILL every tracked process still alive (checked by its start time), then wait until they are gone
+    for pid, start in list(tracked.items()):
+        if alive(pid, start):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(p, s) for p, s in tracked.items()):
+        time.sleep(0.05)
+
+
+def reap_file(path):
+    # kill what a pids file lists when its driver is gone, then remove the file; True when it reaped
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        driver = tuple(data["driver"])
+        tracked = {int(p): int(s) for p, s in data["pids"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if alive(*driver):
+        return False
+    kill_all(tracked)
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    return True
+
+
+def watch(driver, driver_start, session, ray_dir, pids_file, fd, poll):
+    tracked = {}
+
+    def write():
+        tmp = pids_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"driver": [driver, driver_start], "pids": sorted(tracked.items())}, f)
+        os.replace(tmp, pids_file)
+
+    def refresh(include_driver):
+        before = dict(tracked)
+        roots = [k for k in children(driver) if session in cmdline(k) or ray_dir in cmdline(k)]
+        todo = (roots if include_driver else []) + [p for p, s in tracked.items() if alive(p, s)]
+        seen = set()
+        while todo:
+            pid = todo.pop()
+            start = start_time(pid)
+            if start is None or pid == os.getpid() or pid in seen:
+                continue
+            seen.add(pid)
+            tracked[pid] = start
+            todo.extend(children(pid))
+        if tracked != before:
+            write()
+
+    refresh(True)
+    while alive(driver, driver_start):
+        ready, _, _ = select.select([fd], [], [], poll)
+        if ready and not os.read(fd, 1):
+            break  # the driver closed its end, or exited however it exited
+        refresh(True)
+    refresh(False)  # what the last poll did not see yet, below what it did
+    kill_all(tracked)
+    try:
+        os.unlink(pids_file)
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    d, ds, sess, rdir, pf, fd_, pl = sys.argv[1:8]
+    watch(int(d), int(ds), sess, rdir, pf, int(fd_), float(pl))
+"""
+_PROC: dict[str, Any] = {"__name__": "archsearch_ray_proc"}
+exec(compile(_PROC_CODE, "<archsearch ray watchdog>", "exec"), _PROC)
+WATCH_POLL_S = 0.5
+
+
+def ray_temp_dir() -> str:
+    """Where a Ray started on this machine keeps its session folders (/tmp/ray unless RAY_TMPDIR says)."""
+    try:
+        from ray._common.utils import get_default_ray_temp_dir
+
+        return get_default_ray_temp_dir()
+    except ImportError:  # another Ray version: its documented default
+        return os.path.join(os.environ.get("RAY_TMPDIR", "/tmp"), "ray")
+
+
+def reap_orphans(temp_dir: str | None = None) -> int:
+    """SIGKILL the Ray processes that drivers killed before their watchdog could act left behind, as listed in
+    the pids files of Ray's session folders whose driver is gone (each pid checked by its start time).
+    Returns how many files were reaped."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    files = glob.glob(os.path.join(temp_dir or ray_temp_dir(), "session_*", PIDS_FILE))
+    return sum(bool(_PROC["reap_file"](path)) for path in files)
+
+
+class _Watchdog:
+    """The process that SIGKILLs the local Ray's processes once this driver is gone (see the module doc)."""
+
+    def __init__(self, session_dir: str) -> None:
+        self.pids_file = os.path.join(session_dir, PIDS_FILE)
+        read, self._write = os.pipe()  # both non-inheritable: no process Ray spawns holds the write end
+        me = os.getpid()
+        args = [str(me), str(_PROC["start_time"](me)), session_dir, os.path.dirname(ray.__file__)]
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-c", _PROC_CODE, *args, self.pids_file, str(read), str(WATCH_POLL_S)],
+                pass_fds=(read,),
+                start_new_session=True,  # a terminal's Ctrl-C to the driver's group does not stop it first
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(read)
+
+    def close(self, timeout: float = 15.0) -> None:
+        """Ray was shut down: the watchdog kills what is left (agents slow to exit) and ends."""
+        if self._write is not None:
+            os.close(self._write)
+            self._write = None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout)
+
+
 @dataclass
 class _Running:
     trial: Trial
@@ -103,6 +287,7 @@ class RayExecutor:
         self.address, self.num_cpus, self.num_gpus = address, num_cpus, num_gpus
         self.max_retries, self.num_threads, self.log = max_retries, num_threads, log
         self._owned = False  # this executor started Ray (and shuts it down)
+        self._watchdog: _Watchdog | None = None
         self._start(local_cpus, local_gpus, dashboard)
         self.max_concurrent = self._capacity(max_concurrent)
         self._running: dict[ray.ObjectRef, _Running] = {}  # in submission order
@@ -139,6 +324,10 @@ class RayExecutor:
             options.update(num_cpus=local_cpus, num_gpus=local_gpus, include_dashboard=None if dashboard else False)
         elif local_cpus is not None or local_gpus is not None:
             self._warn("common.ray.local_cpus/local_gpus are ignored: Ray runs elsewhere (common.ray.address)")
+        if self.address is None:
+            reaped = reap_orphans()  # what killed drivers' Rays left, should their watchdogs be gone too
+            if reaped:
+                self._warn(f"[ray] killed what {reaped} earlier killed run(s) left of their Ray")
         try:
             self._reachable()
             context = ray.init(address=self.address, **options)
@@ -149,11 +338,20 @@ class RayExecutor:
                 "`ray start --head` or use --common.ray.address null (Ray on this machine)"
             ) from None
         self._owned = True
+        if self.address is None and sys.platform.startswith("linux"):
+            self._watchdog = _Watchdog(self._session_dir())
         where = "started on this machine" if self.address is None else f"joined at {self.address}"
         self._info(f"[ray] {ray.__version__} {where}: {self._resources_text()}")
         url = getattr(context, "dashboard_url", None)
         if url:
             self._info(f"[ray] dashboard: http://{url}")
+
+    @staticmethod
+    def _session_dir() -> str:
+        node = getattr(ray._private.worker, "_global_node", None)  # Ray has no public accessor for it
+        if node is not None:
+            return node.get_session_dir_path()
+        return os.path.realpath(os.path.join(ray_temp_dir(), "session_latest"))
 
     def _reachable(self) -> None:
         """A HOST:PORT address must accept a connection within CONNECT_S: Ray itself retries for minutes."""
@@ -265,3 +463,6 @@ class RayExecutor:
         if self._owned and ray.is_initialized():
             ray.shutdown()
             self._owned = False
+        if self._watchdog is not None:
+            self._watchdog.close()
+            self._watchdog = None
