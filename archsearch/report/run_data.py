@@ -80,6 +80,13 @@ def mapping(value: Any, where: str, key: str) -> dict:
     return value
 
 
+def entry(value: Any, where: str, key: str) -> dict:
+    """A list's item that must be a mapping (an event, a trial, a score)."""
+    if not isinstance(value, dict):
+        raise _fail(where, key, "a mapping", value)
+    return value
+
+
 def sequence(value: Any, where: str, key: str) -> list:
     if value is None:
         return []
@@ -221,7 +228,7 @@ class RunData:
         where = str(path)
         items = readers.read_yaml(path, "scores file", ReportError, expect=list, empty=[])
         for i, item in enumerate(items):
-            mapping(item, where, f"[{i}]")
+            entry(item, where, f"[{i}]")
             text(item.get("arch"), where, f"[{i}].arch")
             item["score"] = number(item.get("score"), where, f"[{i}].score")
         return items
@@ -330,7 +337,7 @@ def check_events(events: list, where: str) -> list[dict]:
     shapes = None  # every arch_weights entry holds tables of the same names and shapes
     for i, e in enumerate(events):
         key = f"entry {i}"
-        mapping(e, where, key)
+        entry(e, where, key)
         kind = text(e.get("event"), where, f"{key}.event")
         if kind == "start":
             argv = sequence(e.get("argv"), where, f"{key}.argv")
@@ -369,7 +376,7 @@ def check_events(events: list, where: str) -> list[dict]:
 def check_trials(trials: list, where: str) -> list[dict]:
     for i, t in enumerate(trials):
         key = f"trial {i}"
-        mapping(t, where, key)
+        entry(t, where, key)
         if number(t.get("index"), where, f"{key}.index", integer=True) is None:
             raise ReportError(f"{where}: {key} has no index")
         metrics = t["metrics"] = mapping(t.get("metrics"), where, f"{key}.metrics")
@@ -426,7 +433,7 @@ def read_arch(run_root: Path, summary: dict, summary_where: str, configured: str
     if not rel:
         return None, None, ""
     path = inside(run_root, rel, summary_where, "final_arch")
-    if not path.is_file():
+    if not path.exists():  # a FIFO or a folder in its place is one line, from the reader
         return None, path, ""
     where = f"final architecture {path}"
     if path.suffix == ".json":
