@@ -10,11 +10,12 @@ so drawing never needs the op registry or a network.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,27 @@ X_GAP_VERTICAL, Y_GAP_VERTICAL = 2.4, 1.0  # the same for a DAG drawn top to bot
 INCHES_PER_UNIT = 0.55
 NODE_COLOURS = {"input": "#bee3f8", "inner": "#feebc8", "output": "#c6f6d5"}
 PARAM_FREE = ("skip_connect", "max_pool_3x3", "avg_pool_3x3", "none", "identity", "zero")
+MAX_NODES, MAX_EDGES = 300, 1200  # larger architectures are not drawn (the report says so): a picture's size
+MAX_LABEL = 40  # characters of an op or layer name drawn; a longer name from a file is cut
+MAX_PIXELS = 16000  # a PNG's largest side; a larger figure is saved at a lower resolution
+STATE_NAME = re.compile(r"c_\{k(-\d+)?\}")  # the cell-state names drawn as math text (a subscript)
+
+
+@contextlib.contextmanager
+def plain_text() -> Iterator[None]:
+    """Draw every text as written: names from a run folder such as `$\\frac{$` are not parsed as math
+    text or handed to LaTeX. Figures must be built and saved inside (tick labels are made when drawn);
+    the cell-state names this module writes itself ask for math text explicitly."""
+    import matplotlib
+
+    with matplotlib.rc_context({"text.usetex": False, "text.parse_math": False}):
+        yield
+
+
+def label(name: Any) -> str:
+    """An op or layer name as drawn: a string of at most MAX_LABEL characters."""
+    name = str(name)
+    return name if len(name) <= MAX_LABEL else name[: MAX_LABEL - 3] + "..."
 
 
 def op_family(name: str) -> str:
@@ -97,7 +119,7 @@ def cell_dag(
             if op_family(op) == "none":
                 dropped += 1
                 continue
-            dag.edges.append((int(src), n_inputs + j, op))
+            dag.edges.append((int(src), n_inputs + j, label(op)))
     if not single_out:
         out = dag.add_node("c_{k}", "output")
         for s in concat:
@@ -157,7 +179,7 @@ def macro_dag(layer_ops: Sequence[str], skips: Sequence[Sequence[int]]) -> Dag:
     dag = Dag(f"ENAS macro network ({len(layer_ops)} layers; orange: skip connections)", chain=True, plain_solid=True)
     dag.add_node("stem", "input")
     for j, op in enumerate(layer_ops):
-        dag.add_node(f"{j}\n{short_op(op)}", "inner")
+        dag.add_node(f"{j}\n{short_op(label(op))}", "inner")
     out = dag.add_node("out", "output")
     for j in range(len(layer_ops)):
         dag.edges.append((j, j + 1, None))
@@ -202,7 +224,7 @@ def morphism_dag(doc: Mapping[str, Any]) -> Dag:
 
 
 def morphism_label(spec: Sequence[Any]) -> str:
-    kind = str(spec[0]).removeprefix("Stub")
+    kind = label(spec[0]).removeprefix("Stub")
     short = {
         "BatchNormalization2d": "BN",
         "GlobalPooling2d": "global pool",
@@ -212,9 +234,9 @@ def morphism_label(spec: Sequence[Any]) -> str:
         "Pooling2d": "pool",
     }
     if kind == "Conv2d" and len(spec) >= 6:
-        return f"conv {spec[5]}x{spec[5]}\n{spec[4]} ch"
+        return f"conv {label(spec[5])}x{label(spec[5])}\n{label(spec[4])} ch"
     if kind == "Dense" and len(spec) >= 5:
-        return f"dense {spec[4]}"
+        return f"dense {label(spec[4])}"
     return short.get(kind, kind)
 
 
@@ -333,9 +355,10 @@ def _mid(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
     return (a[0] + b[0]) / 2, (a[1] + b[1]) / 2
 
 
-def _mathtext(label: str) -> str:
-    """State names such as c_{k-2} as math text (a subscript), everything else as written."""
-    return f"${label}$" if "_{" in label and "\n" not in label else label
+def _mathtext(name: str) -> tuple[str, bool]:
+    """(text, parse as math): this module's own state names such as c_{k-2} as math text (a subscript),
+    everything else (an op or layer name from a file) as written."""
+    return (f"${name}$", True) if STATE_NAME.fullmatch(name) else (name, False)
 
 
 def draw_dag(ax: Any, dag: Dag, *, font_size: float = 9) -> None:
@@ -358,7 +381,8 @@ def draw_dag(ax: Any, dag: Dag, *, font_size: float = 9) -> None:
                 zorder=3,
             )
         )
-        ax.text(x, y, _mathtext(label), ha="center", va="center", fontsize=font_size + 1, zorder=4)
+        shown, math_text = _mathtext(label)
+        ax.text(x, y, shown, ha="center", va="center", fontsize=font_size + 1, zorder=4, parse_math=math_text)
     placed: list[tuple[float, float, tuple[float, float]]] = []  # op labels drawn so far: centre, half size
     multiplicity = Counter((u, v) for u, v, _ in dag.edges)
     seen: Counter = Counter()
@@ -414,13 +438,14 @@ def draw_dag(ax: Any, dag: Dag, *, font_size: float = 9) -> None:
                 fontsize=font_size - 1,
                 color=colour,
                 zorder=2,
+                parse_math=False,
                 bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.92},
             )
     (x0, x1), (y0, y1) = _extent(dag, pos, bends, halves)
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
     ax.set_aspect("equal", adjustable="box")  # boxes are sized in data units: the same shape in every picture
-    ax.set_title(dag.title + (f"\n{dag.note}" if dag.note else ""), fontsize=font_size + 2)
+    ax.set_title(dag.title + (f"\n{dag.note}" if dag.note else ""), fontsize=font_size + 2, parse_math=False)
     ax.axis("off")
 
 
@@ -444,6 +469,7 @@ def dag_size(dag: Dag) -> tuple[float, float]:
 TITLE_INCHES, MARGIN_INCHES = 0.45, 0.2
 
 
+@plain_text()
 def figure_of(dags: Sequence[Dag]) -> Any:
     """A matplotlib figure with the DAGs side by side, each axis placed by hand at exactly INCHES_PER_UNIT
     per data unit (a layout engine would shrink a wide graph's axis and its labels would no longer fit the
@@ -469,10 +495,12 @@ def figure_of(dags: Sequence[Dag]) -> Any:
     return fig
 
 
+@plain_text()
 def png_bytes(fig: Any, dpi: int = 90) -> bytes:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
+    dpi = min(dpi, MAX_PIXELS / max(*fig.get_size_inches(), 1e-3))  # a huge figure: smaller, not an error
     fig.savefig(buffer, format="png", dpi=dpi)  # the figures are laid out already: one draw, no bbox pass
     plt.close(fig)
     return buffer.getvalue()

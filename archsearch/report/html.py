@@ -14,6 +14,7 @@ import base64
 import os
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import click
 from archsearch.common.errors import UserError
 from archsearch.common.io import atomic_write_text
 from archsearch.report import drawing, plots
-from archsearch.report.run_data import RunData, experiment_folders, load_run
+from archsearch.report.run_data import ReportError, RunData, experiment_folders, load_run
 
 REPORT_NAME = "report.html"
 COMPARISON_NAME = "comparison.html"
@@ -45,7 +46,20 @@ class Section:
 
 
 def data_uri(png: bytes) -> str:
+    """The one kind of URL a page embeds besides its links: a PNG inline (base64 holds no quote or '<')."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def relative_link(target: Path, page: Path) -> str | None:
+    """The href from the page `page` to the file `target`: a relative path inside the page's folder, each
+    segment percent-quoted (a folder named `javascript:x` becomes `javascript%3Ax`, which no browser reads
+    as a scheme; `//`, `?`, `#` and quotes are quoted too). None when `target` is not inside that folder:
+    a page links only into its own folder."""
+    base = page.parent.resolve()
+    target = target.resolve()
+    if not target.is_relative_to(base) or target == base:
+        return None
+    return "/".join(urllib.parse.quote(part, safe="") for part in target.relative_to(base).parts)
 
 
 def _figure(title: str, fig: Any, caption: str = "") -> Figure | None:
@@ -131,27 +145,34 @@ def architecture_section(run: RunData) -> Section:
     if arch is None:
         section.text = "The run wrote no final architecture file."
         return section
-    section.text = f"from {path.relative_to(run.path) if path and path.is_relative_to(run.path) else path}"
-    space = run.space
-    if isinstance(arch, dict) and "choices" in arch:  # a user model: its choices, one per mutable
+    section.text = f"from {path.relative_to(run.path.resolve())}"  # run_data keeps it inside the folder
+    if run.arch_kind == "choices":  # a user model: its choices, one per mutable
         section.table = [(name, _choice_text(value)) for name, value in arch["choices"].items()]
-        section.text += f" (user model {arch.get('model', '')})"
+        section.text += f" (user model {arch.get('model') or ''})"
         return section
-    if isinstance(arch, dict) and "layer_list" in arch:  # an NNI morphism graph
-        fig = drawing.figure_of([drawing.morphism_dag(arch)])
-        section.figures.append(Figure("morphism network", data_uri(drawing.png_bytes(fig))))
-        return section
-    if space == "enas_macro":
-        dags = [_macro_dag(arch)]
+    if run.arch_kind == "morphism":  # an NNI morphism graph
+        dags = [drawing.morphism_dag(arch)]
+    elif run.arch_kind == "macro":
+        dags = [drawing.macro_dag(arch["macro"]["ops"], [[], *arch["macro"]["skips"]])]
     else:
-        dags = drawing.desc_cell_dags(arch, space)
-    fig = drawing.figure_of(dags)
+        dags = drawing.desc_cell_dags(arch["desc"], run.space)
+        genotype = arch["desc"].meta.get("genotype") or arch["desc"].meta.get("arch")
+        if genotype:
+            section.text += f": {genotype}"
+    too_big = [d for d in dags if len(d.nodes) > drawing.MAX_NODES or len(d.edges) > drawing.MAX_EDGES]
+    if too_big:
+        section.text += (
+            f" ({len(too_big[0].nodes)} nodes, {len(too_big[0].edges)} edges: too large to draw; "
+            f"at most {drawing.MAX_NODES} nodes and {drawing.MAX_EDGES} edges are drawn)"
+        )
+        return section
+    title = "morphism network" if run.arch_kind == "morphism" else None
     section.figures.append(
-        Figure("the cells the search found" if len(dags) > 1 else dags[0].title, data_uri(drawing.png_bytes(fig)))
+        Figure(
+            title or ("the cells the search found" if len(dags) > 1 else dags[0].title),
+            data_uri(drawing.png_bytes(drawing.figure_of(dags))),
+        )
     )
-    genotype = (arch.get("meta") or {}).get("genotype") or (arch.get("meta") or {}).get("arch")
-    if genotype:
-        section.text += f": {genotype}"
     return section
 
 
@@ -161,22 +182,6 @@ def _choice_text(value: Any) -> str:
     return str(value)
 
 
-def _macro_dag(desc: dict) -> drawing.Dag:
-    """ENAS' macro network from the desc's arc: the layer ops and each layer's skip sources."""
-    from archsearch.spaces.enas_spaces import MacroSpace
-
-    meta = desc.get("meta") or {}
-    geometry = {
-        k: v
-        for k, v in (meta.get("space") or {}).items()
-        if k in ("n_layers", "pool_layers", "skip_combine", "double_channels")
-    }
-    space = MacroSpace(**geometry)
-    ops, skips = space.decode(meta["arc_seq"])
-    sources = [[]] + [[i for i, bit in enumerate(bits) if bit] for bits in skips]
-    return drawing.macro_dag([space.ops[o] for o in ops], sources)
-
-
 # ---- per-algorithm views -------------------------------------------------------------------------
 
 
@@ -184,13 +189,17 @@ def search_sections(run: RunData) -> list[Section]:
     sections = []
     if run.differentiable:
         section = Section("Architecture weights")
-        section.figures.append(
-            _figure(
-                "softmax of the architecture weights per edge, first to last epoch",
-                plots.arch_weight_heatmaps(run),
-                "rows: edges of the cell (in node order); columns: candidate ops",
+        heatmaps = plots.arch_weight_heatmaps(run)
+        if isinstance(heatmaps, str):  # too large to draw: the page says so
+            section.text = heatmaps
+        else:
+            section.figures.append(
+                _figure(
+                    "softmax of the architecture weights per edge, first to last epoch",
+                    heatmaps,
+                    "rows: edges of the cell (in node order); columns: candidate ops",
+                )
             )
-        )
         counted = plots.param_free_counts(run)
         if counted is not None:
             fig, source = counted
@@ -213,9 +222,13 @@ def search_sections(run: RunData) -> list[Section]:
         versus = plots.score_vs_benchmark(run)
         if versus is not None:
             fig, n = versus
-            tau, rho = run.search_metric("kendall_tau"), run.search_metric("spearman_rho")
-            ranks = f"Kendall tau {tau:.3f}, Spearman rho {rho:.3f}" if tau is not None and rho is not None else ""
-            section.figures.append(_figure(f"score vs benchmark accuracy ({n} architectures in the table)", fig, ranks))
+            if isinstance(fig, str):  # the table could not be used: the view is left out, the page says why
+                section.text = fig
+            else:
+                tau, rho = run.search_metric("kendall_tau"), run.search_metric("spearman_rho")
+                ranks = f"Kendall tau {tau:.3f}, Spearman rho {rho:.3f}" if tau is not None and rho is not None else ""
+                title = f"score vs benchmark accuracy ({n} architectures in the table)"
+                section.figures.append(_figure(title, fig, ranks))
         sections.append(section)
     return [s for s in sections if s.figures or s.table or s.text]
 
@@ -253,15 +266,18 @@ def _write_page(template: str, out: Path, title: str, **values: Any) -> Path:
     html = (
         _environment().get_template(template).render(title=title, generated=time.strftime("%Y-%m-%d %H:%M"), **values)
     )
-    atomic_write_text(out, html)
+    try:
+        atomic_write_text(out, html)
+    except OSError as e:  # a read-only folder, a full disk, report.html that is a folder
+        raise ReportError(f"cannot write {out}: {e.strerror or e}") from None
     return out
 
 
 def _write_run_page(run: RunData, out: Path, latency_text: str) -> tuple[Path, list[tuple[str, str]]]:
     rows = summary_rows(run, latency_text)
-    page = _write_page(
-        "report.html", out, f"{run.algo} on {run.dataset}", run=run, rows=rows, sections=run_sections(run)
-    )
+    with drawing.plain_text():
+        sections = run_sections(run)
+    page = _write_page("report.html", out, f"{run.algo} on {run.dataset}", run=run, rows=rows, sections=sections)
     return page, rows
 
 
@@ -282,15 +298,18 @@ def write_comparison(
     columns = []
     for run in runs:
         report, rows = _write_run_page(run, run.path / REPORT_NAME, _latency_text(run, latency, model))
-        columns.append({"run": run, "rows": rows, "link": os.path.relpath(report, out.parent)})
-    fig, left_out = plots.comparison_curves(runs)
+        # a run's page outside the comparison's folder (--out elsewhere) is named, not linked
+        columns.append({"run": run, "rows": rows, "link": relative_link(report, out), "page": str(report)})
+    with drawing.plain_text():
+        fig, left_out = plots.comparison_curves(runs)
+        curves = Figure("best accuracy so far against search time", data_uri(drawing.png_bytes(fig)))
     return _write_page(
         "comparison.html",
         out,
         f"comparison of {len(runs)} runs",
         columns=columns,
         values={label: [dict(c["rows"]).get(label, "-") for c in columns] for label in _all_labels(columns)},
-        curves=Figure("best accuracy so far against search time", data_uri(drawing.png_bytes(fig))),
+        curves=curves,
         left_out=left_out,
     )
 
@@ -309,7 +328,8 @@ def report_after_run(out_dir: Path, log: Any, *, latency: bool = True) -> Path |
     with its reason (a bug in the report must still be seen), never a failed run."""
     try:
         # the run itself just imported the user model its config names: timing it imports nothing new
-        model = load_run(out_dir).config.get("nas", {}).get("search", {}).get("space", {}).get("model")
+        space = load_run(out_dir).search_conf.get("space")
+        model = space.get("model") if isinstance(space, dict) else None
         path = write_report(out_dir, latency=latency, model=model)
     except Exception as e:  # noqa: BLE001 - any failure of the report must leave the finished run alone
         log.warning(

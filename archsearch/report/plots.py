@@ -3,12 +3,19 @@ when the run has nothing to show for it). The same heatmap goes to TensorBoard e
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from archsearch.report.run_data import RunData
+from archsearch.common import readers
+from archsearch.common.errors import UserError
+from archsearch.report.drawing import label, plain_text
+from archsearch.report.run_data import ReportError, RunData
 
 PHASE_COLOURS = {"train": "#2b6cb0", "val": "#dd6b20", "test": "#2f855a"}
+MAX_TABLES, MAX_ROWS, MAX_COLUMNS = 16, 400, 200  # larger architecture-weight tables are not drawn (page says so)
 
 
 def _plt():
@@ -20,6 +27,12 @@ def _plt():
     return plt
 
 
+def _nan(value: Any) -> float:
+    """A checked value (a number or None, see run_data) for plotting: None is a gap."""
+    return math.nan if value is None else float(value)
+
+
+@plain_text()
 def learning_curves(run: RunData) -> Any:
     """Loss, top-1 and learning rate per epoch, one row per phase (search, eval) that logged epochs."""
     phases = [(p, run.of(f"{p}_epoch")) for p in ("search", "eval")]
@@ -54,10 +67,10 @@ def column_names(run: RunData, key: str, width: int) -> list[str]:
     for event in run.of("arch_weights"):
         names = (event.get("columns") or {}).get(key)
         if names and len(names) == width:
-            return list(names)
-    primitives = run.config.get("nas", {}).get("search", {}).get("model_desc", {}).get("primitives")
+            return [label(n) for n in names]
+    primitives = run.search_conf["model_desc"].get("primitives")
     if run.space in ("darts", "-") and primitives and len(primitives) == width:
-        return list(primitives)
+        return [label(n) for n in primitives]
     if run.space == "nasbench201":
         from archsearch.spaces.nasbench201 import NB201_OPS
 
@@ -82,12 +95,19 @@ def heatmap_axes(
     return image
 
 
+@plain_text()
 def arch_weight_heatmaps(run: RunData, max_epochs: int = 5) -> Any:
     """The architecture weights (softmax) of every table at up to `max_epochs` epochs, first to last: one row
     of heatmaps per table (DARTS: normal and reduction cell), so the drift of each edge reads left to right."""
     records = run.of("arch_weights")
     if not records:
         return None
+    last = records[-1]["softmax"]
+    if len(last) > MAX_TABLES or any(len(t) > MAX_ROWS or len(t[0]) > MAX_COLUMNS for t in last.values()):
+        return (
+            f"{len(last)} tables of up to {max(len(t) for t in last.values())} rows: too large to draw "
+            f"(at most {MAX_TABLES} tables of {MAX_ROWS} rows and {MAX_COLUMNS} columns are drawn)"
+        )
     shown = min(max_epochs, len(records))  # evenly spread over the search, first and last always
     picks = sorted({round(i * (len(records) - 1) / max(1, shown - 1)) for i in range(shown)})
     keys = list(records[-1]["softmax"])
@@ -107,7 +127,7 @@ def arch_weight_heatmaps(run: RunData, max_epochs: int = 5) -> Any:
         limits = (min(min(r) for t in shown for r in t), max(max(r) for t in shown for r in t))
         for i, (ax, pick) in enumerate(zip(row, picks, strict=True)):
             record = records[pick]
-            name = {"regular": "normal cell", "reduction": "reduction cell"}.get(key, key)
+            name = {"regular": "normal cell", "reduction": "reduction cell"}.get(key, label(key))
             image = heatmap_axes(ax, record["softmax"][key], columns, f"{name}, epoch {record['epoch']}", limits=limits)
             if i:
                 ax.set_yticklabels([])
@@ -115,6 +135,7 @@ def arch_weight_heatmaps(run: RunData, max_epochs: int = 5) -> Any:
     return fig
 
 
+@plain_text()
 def epoch_heatmap(
     weights: Mapping[str, Sequence[Sequence[float]]], names: Mapping[str, Sequence[str]], epoch: int
 ) -> Any:
@@ -134,6 +155,7 @@ def epoch_heatmap(
     return fig
 
 
+@plain_text()
 def param_free_counts(run: RunData) -> tuple[Any, str] | None:
     """Parameter-free ops (skip, pooling, none) in the derived architecture per epoch, and where the counts
     came from: the search's own `collapse` events when it logged them, else counted from the per-epoch
@@ -194,12 +216,13 @@ def _candidate_names(run: RunData) -> set[str]:
     from archsearch.model.ops import OPS
 
     names = set(OPS.names()) if hasattr(OPS, "names") else set()
-    primitives = run.config.get("nas", {}).get("search", {}).get("model_desc", {}).get("primitives") or []
+    primitives = run.search_conf["model_desc"].get("primitives") or []
     from archsearch.spaces.nasbench201 import NB201_OPS
 
     return names | set(primitives) | set(NB201_OPS)
 
 
+@plain_text()
 def controller_curves(run: RunData) -> Any:
     """ENAS' controller per epoch: mean reward, its moving-average baseline, and the policy's entropy."""
     rows = [r for r in run.of("search_epoch") if "controller_reward" in r]
@@ -208,11 +231,11 @@ def controller_curves(run: RunData) -> Any:
     plt = _plt()
     epochs = [r["epoch"] for r in rows]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.2))
-    ax.plot(epochs, [r["controller_reward"] for r in rows], marker="o", ms=3, color="#2b6cb0", label="reward")
-    if "controller_baseline" in rows[0]:
-        ax.plot(epochs, [r["controller_baseline"] for r in rows], color="#dd6b20", label="baseline")
+    ax.plot(epochs, [_nan(r["controller_reward"]) for r in rows], marker="o", ms=3, color="#2b6cb0", label="reward")
+    if rows[0].get("controller_baseline") is not None:
+        ax.plot(epochs, [_nan(r.get("controller_baseline")) for r in rows], color="#dd6b20", label="baseline")
     ax.set_title("ENAS controller: reward and baseline")
-    ax2.plot(epochs, [r.get("controller_entropy") for r in rows], marker="o", ms=3, color="#805ad5")
+    ax2.plot(epochs, [_nan(r.get("controller_entropy")) for r in rows], marker="o", ms=3, color="#805ad5")
     ax2.set_title("ENAS controller: policy entropy")
     for a in (ax, ax2):
         a.set_xlabel("epoch")
@@ -230,6 +253,7 @@ def objective_of(trials: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
+@plain_text()
 def trial_scatter(run: RunData) -> Any:
     """Every trial's objective in order, the best so far as a step line; morphism's parent links drawn."""
     objective = objective_of(run.trials)
@@ -237,7 +261,7 @@ def trial_scatter(run: RunData) -> Any:
         return None
     plt = _plt()
     index = [t["index"] for t in run.trials]
-    values = [float(t["metrics"][objective]) for t in run.trials]
+    values = [_nan(t["metrics"][objective]) for t in run.trials]
     best = [t.get("best_so_far") for t in run.trials]
     fig, ax = plt.subplots(figsize=(7, 3.6))
     by_index = dict(zip(index, values, strict=True))
@@ -253,37 +277,64 @@ def trial_scatter(run: RunData) -> Any:
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(objective)
-    ax.set_title(f"{run.algo}: {len(values)} trials")
+    ax.set_title(f"{label(run.algo)}: {len(values)} trials")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
+@plain_text()
 def score_vs_benchmark(run: RunData) -> tuple[Any, int] | None:
     """NASWOT (or another proxy) score of every scored architecture against its benchmark accuracy, when
-    the search was given a table (nas.search.benchmark); None without one."""
-    search = run.config.get("nas", {}).get("search", {})
-    scores_file = run.path / "search" / "scores.yaml"
-    if not search.get("benchmark") or not scores_file.is_file():
+    the search was given a table (nas.search.benchmark); None without one, (a note saying why, 0) when the
+    table cannot be used (a folder from another machine need not have it)."""
+    search = run.search_conf
+    if not search.get("benchmark") or not (run.path / "search" / "scores.yaml").is_file():
         return None
-    from archsearch.report.run_data import _yaml
-    from archsearch.search.benchmark_table import table_from_conf
-
-    table = table_from_conf(search)
-    pairs = [(s["score"], table.get(str(s["arch"]))) for s in _yaml(scores_file) or []]
+    scores = run.scores()
+    columns = search.get("benchmark_columns") or ["architecture", "accuracy"]
+    try:
+        table = benchmark_accuracies(search["benchmark"], columns)
+    except UserError as e:
+        return f"score vs benchmark accuracy not drawn: {e}", 0
+    pairs = [(s["score"], table.get(s["arch"])) for s in scores]
     pairs = [(s, a) for s, a in pairs if a is not None and s is not None]
     if not pairs:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.scatter([a for _, a in pairs], [s for s, _ in pairs], s=16, color="#2b6cb0")
-    ax.set_xlabel(f"benchmark {search.get('benchmark_columns', ['', 'accuracy'])[1]}")
-    ax.set_ylabel(f"{run.search_metric('proxy') or 'proxy'} score")
+    ax.set_xlabel(f"benchmark {label(columns[1])}")
+    ax.set_ylabel(f"{label(run.search_metric('proxy') or 'proxy')} score")
     ax.set_title("proxy score vs benchmark accuracy")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig, len(pairs)
+
+
+def benchmark_accuracies(path: str, columns: Sequence[str]) -> dict[str, float]:
+    """The accuracy per architecture of the benchmark table the run's config names: the one file the report
+    reads from outside the run folder. It is read through the guarded reader (a regular file, size limit,
+    UTF-8) and only numbers matched to the scored architectures reach the page, never the file's text; any
+    fault is one ReportError line (the page then says the view was left out)."""
+    text = readers.read_text(path, "benchmark table", ReportError)
+    key_column, accuracy_column = columns
+    reader = csv.DictReader(io.StringIO(text))
+    try:
+        found = reader.fieldnames or []
+        if key_column not in found or accuracy_column not in found:
+            raise ReportError(f"benchmark table {path} has no columns {key_column!r} and {accuracy_column!r}")
+        accuracies = {}
+        for row in reader:
+            value = float(row.get(accuracy_column) or "nan")
+            if math.isfinite(value):
+                accuracies[row.get(key_column)] = value
+    except (csv.Error, ValueError):
+        raise ReportError(f"benchmark table {path} is not a CSV table of accuracies") from None
+    if accuracies and max(accuracies.values()) > 1.0:  # percent, as NAS-Bench-201's tables
+        accuracies = {k: v / 100.0 for k, v in accuracies.items()}
+    return accuracies
 
 
 def best_so_far_series(run: RunData) -> tuple[list[float], list[float], str] | None:
@@ -298,7 +349,7 @@ def best_so_far_series(run: RunData) -> tuple[list[float], list[float], str] | N
         for t in run.trials:
             elapsed += float(t.get("time_s") or 0.0)
             times.append(elapsed)
-        return times, [float(t["best_so_far"]) for t in run.trials], objective
+        return times, [_nan(t["best_so_far"]) for t in run.trials], objective
     rows = [r for r in run.of("search_epoch") if r.get("val_top1") is not None]
     if not rows:
         return None
@@ -311,6 +362,7 @@ def best_so_far_series(run: RunData) -> tuple[list[float], list[float], str] | N
     return times, best, "val_top1"
 
 
+@plain_text()
 def comparison_curves(runs: Sequence[RunData]) -> tuple[Any, list[str]]:
     """Best-so-far accuracy of every run against search time on one axis, and the runs left out (no
     accuracy-ranked search)."""
@@ -323,7 +375,7 @@ def comparison_curves(runs: Sequence[RunData]) -> tuple[Any, list[str]]:
             left_out.append(run.name)
             continue
         times, best, what = series
-        ax.step(times, best, where="post", marker="o", ms=3, label=f"{run.name} ({what})")
+        ax.step(times, best, where="post", marker="o", ms=3, label=f"{label(run.name)} ({what})")
     ax.set_xlabel("search time (s)")
     ax.set_ylabel("best accuracy so far")
     ax.set_title("best so far during the search")

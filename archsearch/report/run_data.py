@@ -1,46 +1,175 @@
 """What one experiment folder holds, read once for the report: summary.yaml, config.yaml, log.yaml's event
-stream, the search's trials and the final architecture file. Reading only: nothing here writes."""
+stream, the search's trials and scores and the final architecture file. Reading only: nothing here writes.
+
+A run folder may come from anywhere (mailed, downloaded, edited), so everything here is checked once, on
+reading, and the drawing code after it can trust what it gets:
+- every file is read through archsearch.common.readers (regular files only, a size limit, UTF-8, safe YAML
+  without alias bombs, the top-level type) and only from inside the run folder: a path a file names is
+  resolved (symlinks too) and refused when it leaves the folder;
+- every value the report shows or draws has its type checked: a wrong one is one `ReportError` line naming
+  the file and the key. Numbers that are not finite (.nan, .inf) are taken as not recorded ('-' on the
+  page, a gap in a curve).
+"""
 
 from __future__ import annotations
 
-import json
+import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from archsearch.common import readers
 from archsearch.common.errors import UserError
 
+MAX_NAME = 80  # the longest op, cell or table name drawn as it is; longer ones are cut (a figure's size follows)
 
-def _yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}{where} is not valid YAML; was the run interrupted while writing it?") from None
+
+class ReportError(UserError):
+    """A run folder the report cannot read: one line naming the file and the key or value at fault."""
+
+
+# ---- typed values ----------------------------------------------------------------------------------
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "nothing"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__
+    )
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fail(where: str, key: str, wanted: str, value: Any) -> ReportError:
+    shown = repr(value) if isinstance(value, (str, int, float)) and len(repr(value)) <= 40 else _kind(value)
+    return ReportError(f"{where}: {key} must be {wanted}, not {shown}")
+
+
+def number(value: Any, where: str, key: str, *, integer: bool = False, finite: bool = False) -> float | int | None:
+    """`value` as a number (None when absent, or not finite unless `finite` demands it), else one line."""
+    if value is None:
+        return None
+    if integer:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _fail(where, key, "a whole number", value)
+        return value
+    if not is_number(value):
+        raise _fail(where, key, "a number", value)
+    if not math.isfinite(value):
+        if finite:
+            raise _fail(where, key, "a finite number", value)
+        return None
+    return value
+
+
+def text(value: Any, where: str, key: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _fail(where, key, "a string", value)
+    return value
+
+
+def mapping(value: Any, where: str, key: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(where, key, "a mapping", value)
+    return value
+
+
+def entry(value: Any, where: str, key: str) -> dict:
+    """A list's item that must be a mapping (an event, a trial, a score)."""
+    if not isinstance(value, dict):
+        raise _fail(where, key, "a mapping", value)
+    return value
+
+
+def sequence(value: Any, where: str, key: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _fail(where, key, "a list", value)
+    return value
+
+
+def names(value: Any, where: str, key: str) -> list[str] | None:
+    """A list of strings (op names, table columns), None when absent."""
+    if value is None:
+        return None
+    items = sequence(value, where, key)
+    for i, item in enumerate(items):
+        text(item, where, f"{key}[{i}]")
+    return items
+
+
+def table(value: Any, where: str, key: str) -> list[list[float]]:
+    """A non-empty table of finite numbers whose rows have one width (a softmax of architecture weights)."""
+    rows = sequence(value, where, key)
+    if not rows:
+        raise _fail(where, key, "a table with at least one row", value)
+    width = None
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or not row:
+            raise _fail(where, f"{key}[{i}]", "a non-empty list of numbers", row)
+        if width is not None and len(row) != width:
+            raise ReportError(f"{where}: {key}[{i}] has {len(row)} values, the rows before it {width}")
+        width = len(row)
+        for j, v in enumerate(row):
+            number(v, where, f"{key}[{i}][{j}]", finite=True)
+    return rows
+
+
+def clip(name: Any) -> str:
+    """A user-supplied name as drawn: a string of at most MAX_NAME characters."""
+    name = str(name)
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 3] + "..."
+
+
+# ---- paths -----------------------------------------------------------------------------------------
+
+
+def inside(root: Path, rel: Any, where: str, key: str) -> Path:
+    """The path `rel` (a value of `key` in `where`) names, resolved, when it lies inside the run folder
+    `root`; one line otherwise: the report reads only the run's own files."""
+    rel = text(rel, where, key)
+    if not rel or "\x00" in rel:
+        raise _fail(where, key, "a path inside the run folder", rel)
+    base = root.resolve()
+    path = (base / rel).resolve()  # an absolute rel replaces base; symlinks are followed, then checked
+    if not path.is_relative_to(base):
+        raise ReportError(
+            f"{where}: {key} {rel!r} leaves the run folder {root}; the report reads only the run's own files"
+        )
+    return path
+
+
+# ---- the run ---------------------------------------------------------------------------------------
 
 
 @dataclass
 class RunData:
-    """One experiment folder (logdir/<name>/<algo>) as the report reads it."""
+    """One experiment folder (logdir/<name>/<algo>) as the report reads it, every value checked."""
 
     path: Path
     summary: dict[str, Any]
     config: dict[str, Any]
     events: list[dict[str, Any]] = field(default_factory=list)
     trials: list[dict[str, Any]] = field(default_factory=list)
+    arch: Any = None  # the final architecture file's checked content (a dict), None when there is none
+    arch_path: Path | None = None
+    arch_kind: str = ""  # "desc" | "macro" | "morphism" | "choices"
 
     # ---- identity --------------------------------------------------------------------------------
     @property
     def algo(self) -> str:
-        return str(self.summary.get("algo") or self.path.name)
+        return self.summary.get("algo") or self.path.name
 
     @property
     def dataset(self) -> str:
-        return str(self.summary.get("dataset") or self.config.get("dataset", {}).get("name", "?"))
+        return self.summary.get("dataset") or self.config["dataset"].get("name") or "?"
 
     @property
     def name(self) -> str:
@@ -49,7 +178,7 @@ class RunData:
 
     @property
     def seed(self) -> Any:
-        return self.config.get("common", {}).get("seed")
+        return self.config["common"].get("seed")
 
     @property
     def command(self) -> str:
@@ -57,43 +186,52 @@ class RunData:
         return "archsearch " + shlex.join(str(a) for a in start["argv"]) if start and start.get("argv") else ""
 
     @property
+    def search_conf(self) -> dict[str, Any]:
+        return self.config["nas"]["search"]
+
+    @property
     def final_arch_path(self) -> Path | None:
-        rel = self.summary.get("final_arch")
-        if not rel:
-            return None
-        path = Path(rel)
-        return path if path.is_absolute() else self.path / path
+        return self.arch_path
 
     @property
     def model_path(self) -> Path | None:
         rel = self.summary.get("model")
         if not rel:
             return None
-        path = Path(rel) if Path(rel).is_absolute() else self.path / rel
+        path = inside(self.path, rel, f"{self.path / 'summary.yaml'}", "model")
         return path if path.is_file() else None
 
     def final_arch(self) -> Any:
-        """The final architecture file's content (a ModelDesc dict or a JSON document), None if absent."""
-        path = self.final_arch_path
-        if path is None or not path.is_file():
-            return None
-        if path.suffix == ".json":
-            return json.loads(path.read_text(encoding="utf-8"))
-        return _yaml(path)
+        """The final architecture file's checked content (a dict), None if absent."""
+        return self.arch
 
     @property
     def space(self) -> str:
         """The search space: the final file's tag, else the configured name, else '-' (not a space search)."""
-        arch = self.final_arch()
+        arch = self.arch
         if isinstance(arch, dict):
-            tag = (arch.get("meta") or arch.get("archsearch") or {}).get("space")
+            tag = mapping(arch.get("meta") or arch.get("archsearch"), str(self.arch_path), "meta").get("space")
             if isinstance(tag, dict):  # ENAS writes its geometry under the name
                 tag = tag.get("name")
-            if tag:
-                return str(tag)
-        configured = self.config.get("nas", {}).get("search", {}).get("space", {})
+            if isinstance(tag, str) and tag:
+                return tag
+        configured = self.search_conf.get("space")
         name = configured.get("name") if isinstance(configured, dict) else None
-        return str(name) if name else "-"
+        return name if isinstance(name, str) and name else "-"
+
+    def scores(self) -> list[dict[str, Any]]:
+        """search/scores.yaml's scored architectures ({arch: str, score: number}), checked; [] without it."""
+        path = self.path / "search" / "scores.yaml"
+        if not path.is_file():
+            return []
+        path = inside(self.path, "search/scores.yaml", str(self.path), "search/scores.yaml")
+        where = str(path)
+        items = readers.read_yaml(path, "scores file", ReportError, expect=list, empty=[])
+        for i, item in enumerate(items):
+            entry(item, where, f"[{i}]")
+            text(item.get("arch"), where, f"[{i}].arch")
+            item["score"] = number(item.get("score"), where, f"[{i}].score")
+        return items
 
     # ---- events ----------------------------------------------------------------------------------
     def of(self, event: str) -> list[dict[str, Any]]:
@@ -109,10 +247,10 @@ class RunData:
         return bool(self.of("arch_weights"))
 
     def search_metric(self, key: str) -> Any:
-        return (self.summary.get("search") or {}).get(key)
+        return self.summary["search"].get(key)
 
     def eval_metric(self, key: str) -> Any:
-        return (self.summary.get("eval") or {}).get(key)
+        return self.summary["eval"].get(key)
 
 
 def is_experiment(path: Path) -> bool:
@@ -121,33 +259,237 @@ def is_experiment(path: Path) -> bool:
 
 def experiment_folders(paths: list[Path]) -> list[Path]:
     """The experiment folders `paths` name: each path itself, or for a folder holding several (one
-    --exp-prefix with several --algos: logdir/<name>/<algo>), its experiment subfolders."""
+    --exp-prefix with several --algos: logdir/<name>/<algo>), its experiment subfolders (a symlinked one
+    that leads out of the folder is refused: the report writes into each)."""
     found: list[Path] = []
     for path in paths:
         path = Path(path).expanduser()
         if not path.is_dir():
-            raise UserError(f"{path} is not a folder; pass an experiment folder such as ~/logdir/<name>/<algo>")
+            raise ReportError(f"{path} is not a folder; pass an experiment folder such as ~/logdir/<name>/<algo>")
         if is_experiment(path):
             found.append(path)
             continue
         children = sorted(p for p in path.iterdir() if p.is_dir() and is_experiment(p))
         if not children:
-            raise UserError(
+            raise ReportError(
                 f"{path} holds no experiment (no summary.yaml or log.yaml); pass a folder such as "
                 "~/logdir/<name>/<algo> written by `archsearch --algos ...`"
             )
+        for child in children:
+            if not child.resolve().is_relative_to(path.resolve()):
+                raise ReportError(f"{child} is a link leading out of {path}; pass the folder it leads to itself")
         found.extend(children)
     return found
 
 
+# ---- checking what a run folder holds ----------------------------------------------------------------
+
+SUMMARY_TEXT = ("algo", "dataset", "final_arch", "model")
+SEARCH_NUMBERS = (
+    "benchmark_top1", "benchmark_best_top1", "best_val_top1", "val_top1", "search_time_s", "kendall_tau",
+    "spearman_rho",
+)  # fmt: skip
+EVAL_NUMBERS = ("test_top1", "macs", "train_time_s")
+EPOCH_EVENTS = ("search_epoch", "eval_epoch", "arch_weights", "collapse", "genotype", "cell", "choices")
+EPOCH_NUMBERS = ("lr", "epoch_time", "controller_reward", "controller_baseline", "controller_entropy")
+COLLAPSE_NUMBERS = ("param_free", "n_ops", "entropy", "hessian_eigenvalue")
+
+
+def check_summary(summary: dict, where: str) -> dict:
+    for key in SUMMARY_TEXT:
+        text(summary.get(key), where, key)
+    search = summary["search"] = mapping(summary.get("search"), where, "search")
+    for key in SEARCH_NUMBERS:
+        search[key] = number(search.get(key), where, f"search.{key}")
+    text(search.get("proxy"), where, "search.proxy")
+    ev = summary["eval"] = mapping(summary.get("eval"), where, "eval")
+    for key in EVAL_NUMBERS:
+        ev[key] = number(ev.get(key), where, f"eval.{key}")
+    number(ev.get("params"), where, "eval.params", integer=True)
+    return summary
+
+
+def check_config(config: dict, where: str) -> dict:
+    config["dataset"] = mapping(config.get("dataset"), where, "dataset")
+    text(config["dataset"].get("name"), where, "dataset.name")
+    config["common"] = mapping(config.get("common"), where, "common")
+    seed = config["common"].get("seed")
+    if seed is not None and not isinstance(seed, (int, str)):
+        raise _fail(where, "common.seed", "a whole number", seed)
+    config["nas"] = nas = mapping(config.get("nas"), where, "nas")
+    nas["search"] = search = mapping(nas.get("search"), where, "nas.search")
+    space = search.get("space")
+    if isinstance(space, dict):
+        text(space.get("name"), where, "nas.search.space.name")
+        text(space.get("model"), where, "nas.search.space.model")
+    elif space is not None:
+        text(space, where, "nas.search.space")
+    search["model_desc"] = mapping(search.get("model_desc"), where, "nas.search.model_desc")
+    names(search["model_desc"].get("primitives"), where, "nas.search.model_desc.primitives")
+    text(search.get("benchmark"), where, "nas.search.benchmark")
+    columns = names(search.get("benchmark_columns"), where, "nas.search.benchmark_columns")
+    if columns is not None and len(columns) != 2:
+        raise _fail(where, "nas.search.benchmark_columns", "two column names", columns)
+    return config
+
+
+def check_events(events: list, where: str) -> list[dict]:
+    shapes = None  # every arch_weights entry holds tables of the same names and shapes
+    for i, e in enumerate(events):
+        key = f"entry {i}"
+        entry(e, where, key)
+        kind = text(e.get("event"), where, f"{key}.event")
+        if kind == "start":
+            argv = sequence(e.get("argv"), where, f"{key}.argv")
+            for j, arg in enumerate(argv):
+                if not isinstance(arg, (str, int, float)):
+                    raise _fail(where, f"{key}.argv[{j}]", "a string", arg)
+        if kind not in EPOCH_EVENTS:
+            continue
+        if number(e.get("epoch"), where, f"{key}.epoch", finite=True) is None:
+            raise ReportError(f"{where}: {key} ({kind}) has no epoch")
+        if kind in ("search_epoch", "eval_epoch"):
+            for name in [k for k in e if k in EPOCH_NUMBERS or k.endswith(("_loss", "_top1", "_top5"))]:
+                e[name] = number(e[name], where, f"{key}.{clip(name)}")
+        elif kind == "collapse":
+            for name in COLLAPSE_NUMBERS:
+                if name in e:
+                    e[name] = number(e[name], where, f"{key}.{name}")
+        elif kind == "arch_weights":
+            softmax = mapping(e.get("softmax"), where, f"{key}.softmax")
+            if not softmax:
+                raise ReportError(f"{where}: {key} (arch_weights) holds no softmax tables")
+            for name, rows in softmax.items():
+                text(name, where, f"{key}.softmax key")
+                table(rows, where, f"{key}.softmax.{clip(name)}")
+            for name, cols in mapping(e.get("columns"), where, f"{key}.columns").items():
+                names(cols, where, f"{key}.columns.{clip(name)}")
+            shape = {name: (len(rows), len(rows[0])) for name, rows in softmax.items()}
+            if shapes is not None and shape != shapes:
+                raise ReportError(
+                    f"{where}: {key} (arch_weights) holds tables of other names or shapes than the entries before it"
+                )
+            shapes = shape
+    return events
+
+
+def check_trials(trials: list, where: str) -> list[dict]:
+    for i, t in enumerate(trials):
+        key = f"trial {i}"
+        entry(t, where, key)
+        if number(t.get("index"), where, f"{key}.index", integer=True) is None:
+            raise ReportError(f"{where}: {key} has no index")
+        metrics = t["metrics"] = mapping(t.get("metrics"), where, f"{key}.metrics")
+        for name in list(metrics):
+            text(name, where, f"{key}.metrics key")
+            metrics[name] = number(metrics[name], where, f"{key}.metrics.{clip(name)}")
+        t["best_so_far"] = number(t.get("best_so_far"), where, f"{key}.best_so_far")
+        t["time_s"] = number(t.get("time_s"), where, f"{key}.time_s")
+        number(t.get("father_id"), where, f"{key}.father_id", integer=True)
+    return trials
+
+
+def check_choices(arch: dict, where: str) -> None:
+    text(arch.get("model"), where, "model")
+    for name, value in mapping(arch.get("choices"), where, "choices").items():
+        text(name, where, "choices key")
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if not isinstance(item, (str, int, float)):
+                raise _fail(where, f"choices.{clip(name)}", "a string, number or list of them", value)
+
+
+def check_macro(arch: dict, where: str) -> dict:
+    """ENAS' macro network: the geometry and arc sequence its meta names, checked by the space itself."""
+    from archsearch.spaces.enas_spaces import MacroSpace
+
+    meta = mapping(arch.get("meta"), where, "meta")
+    space = mapping(meta.get("space"), where, "meta.space")
+    geometry = {}
+    for key, kind in (("n_layers", int), ("pool_layers", list), ("skip_combine", str), ("double_channels", bool)):
+        if space.get(key) is not None:
+            if not isinstance(space[key], kind) or (kind is int and isinstance(space[key], bool)):
+                raise _fail(where, f"meta.space.{key}", f"a {kind.__name__}", space[key])
+            geometry[key] = space[key]
+    for i, p in enumerate(geometry.get("pool_layers") or []):
+        number(p, where, f"meta.space.pool_layers[{i}]", integer=True)
+    if "pool_layers" in geometry:
+        geometry["pool_layers"] = tuple(geometry["pool_layers"])
+    arc = sequence(meta.get("arc_seq"), where, "meta.arc_seq")
+    if "n_layers" in geometry and geometry["n_layers"] > 1000:
+        raise _fail(where, "meta.space.n_layers", "at most 1000", geometry["n_layers"])
+    try:
+        macro = MacroSpace(**geometry)
+        macro.check(arc)
+        ops, skips = macro.decode(arc)
+    except UserError as e:
+        raise ReportError(f"{where}: {e}") from None
+    return {"ops": [macro.ops[o] for o in ops], "skips": skips}
+
+
+def read_arch(run_root: Path, summary: dict, summary_where: str, configured: str) -> tuple[Any, Path | None, str]:
+    """(the final architecture's checked content, its path, its kind) or (None, None, '') without one."""
+    rel = summary.get("final_arch")
+    if not rel:
+        return None, None, ""
+    path = inside(run_root, rel, summary_where, "final_arch")
+    if not path.exists():  # a FIFO or a folder in its place is one line, from the reader
+        return None, path, ""
+    where = f"final architecture {path}"
+    if path.suffix == ".json":
+        arch = readers.read_json(path, "final architecture", ReportError, expect=dict)
+    else:
+        arch = readers.read_yaml(path, "final architecture", ReportError, expect=dict)
+    if arch is None:
+        return None, path, ""
+    if "choices" in arch:
+        check_choices(arch, where)
+        return arch, path, "choices"
+    if "layer_list" in arch:
+        from archsearch.spaces.morphism.ir_json import json_to_graph
+
+        try:
+            json_to_graph(arch)
+        except UserError as e:
+            raise ReportError(f"{where}: {e}") from None
+        return arch, path, "morphism"
+    from archsearch.model.model_desc import ModelDesc
+
+    try:
+        desc = ModelDesc.from_dict(arch, where)
+    except UserError as e:
+        raise ReportError(str(e) if where in str(e) else f"{where}: {e}") from None
+    meta = desc.meta if isinstance(desc.meta, dict) else {}
+    tag = meta.get("space")
+    tag = tag.get("name") if isinstance(tag, dict) else tag
+    if (tag if isinstance(tag, str) and tag else configured) == "enas_macro":
+        arch["macro"] = check_macro(arch, where)
+        return arch, path, "macro"
+    for key in ("genotype", "arch"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise _fail(where, f"meta.{key}", "a string", meta[key])
+    arch["desc"] = desc
+    return arch, path, "desc"
+
+
 def load_run(path: Path) -> RunData:
-    """Read an experiment folder; a one-line UserError when it is not one."""
+    """Read and check an experiment folder; a one-line ReportError when it is not one or a file is bad."""
     path = Path(path).expanduser()
     if not is_experiment(path):
-        raise UserError(f"{path} is not an experiment folder (no summary.yaml); run `archsearch --algos ...` first")
-    summary = _yaml(path / "summary.yaml") if (path / "summary.yaml").is_file() else {}
-    config = _yaml(path / "config.yaml") if (path / "config.yaml").is_file() else {}
-    events = _yaml(path / "log.yaml") if (path / "log.yaml").is_file() else []
-    trials_file = path / "search" / "trials.yaml"
-    trials = _yaml(trials_file) if trials_file.is_file() else []
-    return RunData(path, summary or {}, config or {}, [e for e in events or [] if isinstance(e, dict)], trials or [])
+        raise ReportError(f"{path} is not an experiment folder (no summary.yaml); run `archsearch --algos ...` first")
+
+    def read(rel: str, what: str, expect: type, empty: Any) -> Any:
+        file = path / rel
+        if not file.exists() and not file.is_symlink():
+            return empty
+        inside(path, rel, str(path), rel)  # a symlinked file leading out of the folder is refused
+        return readers.read_yaml(file, what, ReportError, expect=expect, empty=empty)
+
+    summary = check_summary(read("summary.yaml", "summary", dict, {}), str(path / "summary.yaml"))
+    config = check_config(read("config.yaml", "config", dict, {}), str(path / "config.yaml"))
+    events = check_events(read("log.yaml", "event log", list, []), str(path / "log.yaml"))
+    trials = check_trials(read("search/trials.yaml", "trials file", list, []), str(path / "search" / "trials.yaml"))
+    space = config["nas"]["search"].get("space")
+    configured = space.get("name") if isinstance(space, dict) else space
+    arch, arch_path, kind = read_arch(path, summary, str(path / "summary.yaml"), configured or "-")
+    return RunData(path, summary, config, events, trials, arch, arch_path, kind)

@@ -50,7 +50,8 @@ def log_epoch_images(
         return
     from archsearch.report import drawing
 
-    writer.add_figure("arch/weights", _heatmap(cache, weights, names, epoch), epoch, close=False)
+    with drawing.plain_text():  # names are drawn as written, never as math text (tick labels are made here)
+        writer.add_figure("arch/weights", _heatmap(cache, weights, names, epoch), epoch, close=False)
     view = model.log_view() if hasattr(model, "log_view") else {}
     arch = str(next(iter(view.values()), ""))
     if arch and arch != cache.get("arch"):
@@ -58,7 +59,8 @@ def log_epoch_images(
         if dags:
             fig = drawing.figure_of(dags)
             fig.set_dpi(DPI)
-            writer.add_figure("arch/cell", fig, epoch, close=True)
+            with drawing.plain_text():
+                writer.add_figure("arch/cell", fig, epoch, close=True)
         cache["arch"] = arch
     writer.flush()
 
