@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,10 +22,55 @@ REPO = Path(__file__).resolve().parent.parent
 MAIN = REPO / "scripts" / "main.py"
 
 
-def run_cli(*args: str, logdir: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", **(env or {})}
+# Safety nets only, never a measurement: a tiny run takes seconds on a quiet machine, minutes on a busy 2-core one.
+RUN_TIMEOUT_S = 900
+WAIT_TIMEOUT_S = 600
+
+
+def cli_env(env: dict | None = None) -> dict:
+    return {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", **(env or {})}
+
+
+def run_cli(
+    *args: str, logdir: Path, timeout: int = RUN_TIMEOUT_S, env: dict | None = None
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(MAIN), *args, "--common.logdir", str(logdir), "--common.num_threads", "1"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=cli_env(env), cwd=REPO)
+
+
+def _default_sigint() -> None:  # runs in the child before exec
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_cli(*args: str, logdir: Path, out: Path, env: dict | None = None) -> subprocess.Popen:
+    """The CLI in the background, stdout and stderr into files beside `out` (`out`.stdout, `out`.stderr: a pipe
+    nobody reads while the test waits could fill and stall the run). SIGINT is reset to its default in the
+    child, so Python turns it into KeyboardInterrupt even when this process ignores it (a background job)."""
+    cmd = [sys.executable, str(MAIN), *args, "--common.logdir", str(logdir), "--common.num_threads", "1"]
+    with open(f"{out}.stdout", "w") as stdout, open(f"{out}.stderr", "w") as stderr:
+        return subprocess.Popen(
+            cmd, stdout=stdout, stderr=stderr, env=cli_env(env), cwd=REPO, preexec_fn=_default_sigint
+        )
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen | None = None, timeout: float = WAIT_TIMEOUT_S) -> str:
+    """Wait until `path` exists (a fault point's marker, written atomically) and return its text; fail at
+    once if `proc` ends first, or after the generous `timeout` (a safety net, not a measurement)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the process ended (status {proc.returncode}) before {path} appeared")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{path} did not appear within {timeout:.0f} s")
+        time.sleep(0.05)
+    return path.read_text()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGKILL `proc` if it still runs and reap it (a failed test leaves no process behind)."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
 
 
 @pytest.fixture

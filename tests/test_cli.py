@@ -1,16 +1,14 @@
 """The real CLI in a subprocess: errors users make, end-to-end runs, outputs, resume after a kill."""
 
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from tests.conftest import MAIN, REPO, assert_user_error, config_fixture
+from archsearch.common.checkpoint import KILL_AT_ENV, WAIT_AT_ENV, WAIT_FILE_ENV
+from tests.conftest import WAIT_TIMEOUT_S, assert_user_error, config_fixture, start_cli, stop, wait_for_file
 
 TINY = {
     "nas": {
@@ -145,7 +143,7 @@ def test_search_only_then_eval_only_reproduces_the_combined_run(cli, tiny):
         assert both[key] == split[key]
 
 
-def test_resume_after_kill_gives_identical_results(cli, tiny, tmp_path):
+def test_resume_after_kill_gives_identical_results(cli, tiny):
     args = [
         "--algos",
         "manual",
@@ -159,23 +157,15 @@ def test_resume_after_kill_gives_identical_results(cli, tiny, tmp_path):
         "4",
         "--nas.eval.trainer.drop_path_prob",
         "0.2",
-        "--common.logdir",
-        str(cli.logdir),
-        "--common.num_threads",
-        "1",
     ]
-    assert cli(*args[:-4], "--exp-prefix", "straight").returncode == 0
-    cmd = [sys.executable, str(MAIN), *args, "--exp-prefix", "killed"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert cli(*args, "--exp-prefix", "straight").returncode == 0
+    # SIGKILL right after epoch 5's checkpoint: the same point however fast the machine is
+    killed = cli(*args, "--exp-prefix", "killed", env={KILL_AT_ENV: "eval:epoch:5"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     checkpoint = cli.logdir / "killed_synthetic_toy" / "manual" / "eval" / "checkpoint.pt"
-    deadline = time.time() + 120
-    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert checkpoint.exists() and proc.returncode == -signal.SIGKILL
-    assert not (checkpoint.parent / "metrics.yaml").exists(), "the run finished before it was killed"
-    resumed = cli(*args[:-4], "--exp-prefix", "killed", "--common.resume", "true")
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 5
+    assert not (checkpoint.parent / "metrics.yaml").exists()
+    resumed = cli(*args, "--exp-prefix", "killed", "--common.resume", "true")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout
     a = yaml.safe_load((cli.logdir / "straight_synthetic_toy/manual/eval/metrics.yaml").read_text())
@@ -197,35 +187,25 @@ def test_saved_model_reloads_with_its_weights(cli, tiny):
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
 
 
-def test_ctrl_c_leaves_a_valid_checkpoint_and_says_how_to_resume(cli, tiny):
-    args = [
-        "--algos",
-        "manual",
-        "--datasets",
-        "synthetic",
-        "--config",
-        tiny,
-        "--nas.eval.trainer.epochs",
-        "50",
-        "--common.logdir",
-        str(cli.logdir),
-        "--common.num_threads",
-        "1",
-    ]
-    proc = subprocess.Popen(
-        [sys.executable, str(MAIN), *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    checkpoint = cli.logdir / "archsearch_synthetic_toy" / "manual" / "eval" / "checkpoint.pt"
-    deadline = time.time() + 120
-    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+def test_ctrl_c_leaves_a_valid_checkpoint_and_says_how_to_resume(cli, tiny, tmp_path):
+    args = ["--algos", "manual", "--datasets", "synthetic", "--config", tiny, "--nas.eval.trainer.epochs", "3"]
+    # the run stops after epoch 1's checkpoint until the signal comes: it cannot finish first
+    marker = tmp_path / "waiting"
+    env = {WAIT_AT_ENV: "eval:epoch:1", WAIT_FILE_ENV: str(marker)}
+    proc = start_cli(*args, logdir=cli.logdir, out=tmp_path / "run", env=env)
+    try:
+        assert "waiting at eval:epoch:1" in wait_for_file(marker, proc)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=WAIT_TIMEOUT_S)
+    finally:
+        stop(proc)
+    err = (tmp_path / "run.stderr").read_text()
+    assert proc.returncode == 130, err[-3000:]
     assert err.strip().splitlines()[-1].startswith("interrupted") and "--common.resume true" in err
     assert "Traceback" not in err
-    state = torch.load(checkpoint, weights_only=True)
-    assert 1 <= state["epoch"] < 50
+    checkpoint = cli.logdir / "archsearch_synthetic_toy" / "manual" / "eval" / "checkpoint.pt"
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
+    assert not (checkpoint.parent / "metrics.yaml").exists()
 
 
 @pytest.mark.parametrize(

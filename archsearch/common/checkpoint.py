@@ -2,7 +2,8 @@
 on load) and verified, so a flipped bit, a truncated file or another file copied in its place is one line.
 
 `safe_torch_load` is the project's one `torch.load`: every tensor file (checkpoints, trial weights, models)
-is read through it. `fault_point` is the one place a test can make the process SIGKILL itself.
+is read through it. `fault_point` is the one place a test can make the process SIGKILL itself, raise, or
+stop and wait for a signal.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import hashlib
 import io
 import os
 import signal
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +30,46 @@ KILL_AT_ENV = "ARCHSEARCH_TEST_KILL_AT"
 KILL_RANK_ENV = "ARCHSEARCH_TEST_KILL_RANK"
 # ... or raises RuntimeError there (a trial that fails on purpose: "trial:run:2" makes trial 2 raise)
 RAISE_AT_ENV = "ARCHSEARCH_TEST_RAISE_AT"
+# ... or stops there until a signal arrives (a Ctrl-C test sends SIGINT to a process that cannot have finished):
+# it first writes "PID waiting at POINT" to the file ARCHSEARCH_TEST_WAIT_FILE names (atomically, so a test
+# that sees the file sees all of it), or to stderr without one. Every process reaching the point waits.
+WAIT_AT_ENV = "ARCHSEARCH_TEST_WAIT_AT"
+WAIT_FILE_ENV = "ARCHSEARCH_TEST_WAIT_FILE"
+WAIT_LIMIT_S = 1800.0  # a safety net only: a test that never signals leaves no process behind for ever
 
 
 def fault_point(name: str) -> None:
     """SIGKILL this process if ARCHSEARCH_TEST_KILL_AT names `name` (resume tests kill at exact points) and,
     when ARCHSEARCH_TEST_KILL_RANK is set, this process is that torchrun rank; raise RuntimeError if
-    ARCHSEARCH_TEST_RAISE_AT names it."""
+    ARCHSEARCH_TEST_RAISE_AT names it; wait for a signal if ARCHSEARCH_TEST_WAIT_AT names it."""
     if os.environ.get(RAISE_AT_ENV) == name:
         raise RuntimeError(f"test fault at {name} ({RAISE_AT_ENV})")
+    if os.environ.get(WAIT_AT_ENV) == name:
+        wait_for_signal(name)
     if os.environ.get(KILL_AT_ENV) != name:
         return
     target = os.environ.get(KILL_RANK_ENV)
     if target is None or target == os.environ.get("RANK", "0"):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def wait_for_signal(name: str, limit_s: float | None = None) -> None:
+    """Say that this process reached `name`, then sleep until a signal ends the wait: SIGINT raises
+    KeyboardInterrupt out of the sleep (as a Ctrl-C at this point would), SIGTERM or SIGKILL end the process.
+    A signal whose handler returns (SIGCHLD, ...) does not; after `limit_s` (WAIT_LIMIT_S) without one,
+    RuntimeError."""
+    limit_s = WAIT_LIMIT_S if limit_s is None else limit_s
+    line = f"{os.getpid()} waiting at {name}\n"
+    marker = os.environ.get(WAIT_FILE_ENV)
+    if marker:
+        atomic_write_text(Path(marker), line)
+    else:
+        sys.stderr.write(f"{WAIT_AT_ENV}: {line}")
+        sys.stderr.flush()
+    deadline = time.monotonic() + limit_s
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(left)
+    raise RuntimeError(f"test fault at {name}: no signal came within {limit_s:.0f} s ({WAIT_AT_ENV})")
 
 
 def checksum_path(path: Path) -> Path:

@@ -24,7 +24,7 @@ import yaml
 
 from archsearch.common.checkpoint import KILL_AT_ENV, KILL_RANK_ENV
 from archsearch.common.errors import ConfigError
-from tests.conftest import MAIN, REPO
+from tests.conftest import MAIN, REPO, RUN_TIMEOUT_S
 
 TINY = {
     "dataset": {"synthetic_train": 96, "synthetic_test": 36},  # 36 test images: an uneven last test batch
@@ -61,7 +61,7 @@ EXAMPLE = str(REPO / "examples" / "mnist_space.yaml")
 
 
 def torchrun(
-    *args: str, logdir: Path, env: dict | None = None, launcher: tuple[str, ...] = (), timeout: int = 300
+    *args: str, logdir: Path, env: dict | None = None, launcher: tuple[str, ...] = (), timeout: int = RUN_TIMEOUT_S
 ) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", **(env or {})}
     cmd = [

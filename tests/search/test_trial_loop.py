@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import random
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from archsearch.common.errors import ConfigError
+from archsearch.search import trial_loop
 from archsearch.search.trial_loop import BEST_FILE, PENDING_FILE, TRIALS_FILE, Budget, TrialLoop, trial_seed
 
 
@@ -51,8 +54,10 @@ def test_resume_runs_only_the_trials_not_in_the_index(tmp_path):
 
 
 def test_budget_in_seconds_counts_the_time_of_finished_trials(tmp_path, monkeypatch):
-    clock = iter(range(0, 1000, 2))  # every evaluation takes exactly 2 s
-    monkeypatch.setattr("archsearch.search.trial_loop.time.perf_counter", lambda: next(clock))
+    clock = itertools.count(0, 2)  # every evaluation takes exactly 2 s
+    # the trial loop's own clock only: patching time.perf_counter itself would let any other caller in this
+    # process (a thread, a library) advance the fake clock and change the count
+    monkeypatch.setattr(trial_loop, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
     assert len(loop(tmp_path, time_s=5).run(propose, scored([])).records) == 3  # 2, 4, 6 >= 5
     assert len(loop(tmp_path, 10, time_s=7, resume=True).run(propose, scored([])).records) == 4
     with pytest.raises(ConfigError, match="budget"):

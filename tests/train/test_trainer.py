@@ -1,13 +1,22 @@
 """The shared training loop: hooks, divergence handling, checkpoints, CUDA-only switches."""
 
 import hashlib
+import os
 import shutil
 
 import pytest
 import torch
 from torch import nn
 
-from archsearch.common.checkpoint import CheckpointError, checksum_path, load_checkpoint, save_checkpoint
+from archsearch.common import checkpoint as checkpoint_module
+from archsearch.common.checkpoint import (
+    WAIT_AT_ENV,
+    WAIT_FILE_ENV,
+    CheckpointError,
+    checksum_path,
+    load_checkpoint,
+    save_checkpoint,
+)
 from archsearch.common.errors import TrainingDiverged
 from archsearch.common.logging import RunLog
 from archsearch.train.trainer import Trainer
@@ -181,6 +190,20 @@ def test_a_kill_between_checkpoint_and_checksum_writes_still_verifies(tmp_path):
     path.write_bytes(old)
     checksum_path(path).write_text(f"{new_digest}\n{hashlib.sha256(old).hexdigest()}\n")
     assert torch.equal(load_checkpoint(path, require_checksum=True)["x"], torch.zeros(1))
+
+
+def test_a_wait_fault_point_stops_after_its_checkpoint_and_says_so(tmp_path, monkeypatch):
+    """ARCHSEARCH_TEST_WAIT_AT: the marker names the process and the point, written after that epoch's
+    checkpoint; without a signal the wait ends with an error at its limit (shortened here)."""
+    marker, checkpoint = tmp_path / "waiting", tmp_path / "checkpoint.pt"
+    monkeypatch.setenv(WAIT_AT_ENV, "search:epoch:2")
+    monkeypatch.setenv(WAIT_FILE_ENV, str(marker))
+    monkeypatch.setattr(checkpoint_module, "WAIT_LIMIT_S", 0.01)
+    trainer = Trainer(CONF, nn.Linear(5, 3), RunLog(None, verbose=False), torch.device("cpu"), "search", checkpoint)
+    with pytest.raises(RuntimeError, match="test fault at search:epoch:2: no signal came within"):
+        trainer.fit(batches())
+    assert marker.read_text() == f"{os.getpid()} waiting at search:epoch:2\n"
+    assert load_checkpoint(checkpoint)["epoch"] == 2
 
 
 def test_a_malicious_pickle_is_one_line_and_runs_nothing(tmp_path):
