@@ -37,12 +37,15 @@ fi
 SIGNAL_TESTS=(
     # SIGINT sent once the run waits at ARCHSEARCH_TEST_WAIT_AT=eval:epoch:1 (the marker file appeared)
     "tests/test_cli.py::test_ctrl_c_leaves_a_valid_checkpoint_and_says_how_to_resume"
+    # Ctrl-C at start-up and while a finished run writes its report (ARCHSEARCH_TEST_SIGINT_AT waits for it)
+    "tests/test_hostile_inputs.py::test_ctrl_c_during_start_up_is_one_interrupted_line"
+    "tests/test_hostile_inputs.py::test_ctrl_c_while_a_finished_run_writes_its_report_says_how_to_write_it"
     # the wait fault point itself: its marker file, its place after the checkpoint, its limit
-    "tests/nas/test_trainer.py::test_a_wait_fault_point_stops_after_its_checkpoint_and_says_so"
+    "tests/train/test_trainer.py::test_a_wait_fault_point_stops_after_its_checkpoint_and_says_so"
     # the trial loop's fake clock (time budget) and a driver dying with trials in flight
-    "tests/nas/test_trial_loop.py"
+    "tests/search/test_trial_loop.py"
     # an exception at an exact epoch, then resume
-    "tests/algos/darts/test_collapse.py::test_early_stop_returns_the_earlier_architecture_and_a_resumed_run_stops_at_the_same_epoch"
+    "tests/strategies/darts/test_collapse.py::test_early_stop_returns_the_earlier_architecture_and_a_resumed_run_stops_at_the_same_epoch"
 )
 KILL_TESTS=(
     # SIGKILL at fault points (ARCHSEARCH_TEST_KILL_AT), then resume equals the uninterrupted run
@@ -51,7 +54,7 @@ KILL_TESTS=(
     "tests/test_resume.py::test_kill_in_search_and_in_eval_then_resume_equals_the_uninterrupted_run[random]"
     "tests/test_resume.py::test_kill_in_search_and_in_eval_then_resume_equals_the_uninterrupted_run[morphism]"
     "tests/test_resume.py::test_manual_killed_in_search_and_in_eval_equals_the_uninterrupted_run"
-    "tests/algos/random/test_random.py::test_random_in_tabular_mode_draws_no_cell_twice_and_resumes_without_rerunning"
+    "tests/strategies/random/test_random.py::test_random_in_tabular_mode_draws_no_cell_twice_and_resumes_without_rerunning"
     # rank 1 SIGKILLs itself under torchrun: rank 0's one line, torchrun's report, resume; the elastic restart
     "tests/distributed/test_torchrun_cli.py::test_a_killed_rank_ends_the_job_and_resume_matches_the_uninterrupted_run"
     "tests/distributed/test_torchrun_cli.py::test_torchrun_elastic_restart_resumes_from_the_checkpoint_by_itself"
@@ -61,6 +64,8 @@ RAY_TESTS=(
     "tests/ray/test_ray_executor.py::test_ctrl_c_cancels_running_trials_and_leaves_a_resumable_index"
     "tests/ray/test_ray_executor.py::test_a_killed_driver_resumes_rerunning_only_unfinished_trials"
     "tests/ray/test_ray_executor.py::test_a_failing_or_dying_trial_is_retried_recorded_and_skipped"
+    # a SIGKILLed driver's local Ray: nothing of it outlives the driver, and the resumed run leaves nothing either
+    "tests/ray/test_ray_orphans.py"
 )
 
 if [[ $# -gt 0 ]]; then

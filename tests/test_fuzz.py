@@ -27,7 +27,10 @@ from archsearch.spaces.nasbench201 import arch_to_desc, index_to_arch, parse_arc
 from archsearch.spaces.token_space import ModelSpace, Operation
 
 FUZZ = settings(
-    max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],  # no speed dependence
 )
 TOY = config_files("random", None, False)
 

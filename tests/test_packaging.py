@@ -39,7 +39,7 @@ def run(*cmd: str | Path, cwd: Path, env: dict | None = None) -> subprocess.Comp
     # no PYTHONPATH or ARCHSEARCH_CONFS from the caller's shell: the installed package must stand alone
     base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ARCHSEARCH_CONFS")}
     full_env = {**base, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([str(c) for c in cmd], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([str(c) for c in cmd], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=900)
 
 
 def checked(proc: subprocess.CompletedProcess) -> str:

@@ -22,6 +22,7 @@ import torch
 from archsearch.common import distributed
 from archsearch.common.errors import CheckpointError
 from archsearch.common.io import atomic_write_bytes, atomic_write_text
+from archsearch.common.readers import read_bytes, read_text
 
 # Test-only fault injection: the process kills itself (SIGKILL, like the OOM killer or a lost node) when it
 # reaches the named point, e.g. ARCHSEARCH_TEST_KILL_AT="search:epoch:1" right after search's epoch-1 checkpoint.
@@ -95,7 +96,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
 
 def _valid_digests(path: Path) -> list[str]:
     sums = checksum_path(path)
-    return sums.read_text().split() if sums.exists() else []
+    return read_text(sums, "checksum file", CheckpointError, max_bytes=4096).split() if sums.exists() else []
 
 
 def delete_checkpoint(path: Path) -> None:
@@ -150,6 +151,8 @@ def load_checkpoint(
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint does not exist")
+    if not path.is_file():  # a directory, FIFO or device: torch.load would fail obscurely or wait forever
+        raise CheckpointError(f"{path}: not a regular file (a directory, pipe or device); give a model.pt file")
     digests = _valid_digests(path)
     # a resume reads its own checkpoints (require_checksum): start over; any other caller reads a model file
     fresh = (
@@ -158,7 +161,7 @@ def load_checkpoint(
         else "use a model file archsearch wrote (an experiment's eval/model.pt), complete and with its .sha256"
     )
     if digests:
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        actual = hashlib.sha256(read_bytes(path, "checkpoint", CheckpointError, max_bytes=1 << 40)).hexdigest()
         if actual not in digests:
             raise CheckpointError(
                 f"{path}: checksum mismatch (the file is corrupt or was replaced; {checksum_path(path).name} "

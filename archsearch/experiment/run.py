@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -230,7 +231,10 @@ def run_experiment(
             except RuntimeError as e:  # a rank died or hung: one line, not a trace per rank
                 if not distributed.lost_peer(e):
                     raise
-                raise SystemExit(distributed.lost_rank_message(e)) from None
+                # the line goes out now, not when SystemExit reaches the top: torchrun's SIGTERM may arrive while
+                # the log closes and the lock is released, and its handler stays silent once this line is reported
+                print(distributed.lost_rank_message(e), file=sys.stderr, flush=True)
+                raise SystemExit(1) from None
             distributed.barrier()  # no rank tears the group down while another still writes its last files
             if conf["report"]["auto"] and distributed.is_writer():  # report.html (issue 14): a failure is a warning
                 try:

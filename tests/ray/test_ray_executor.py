@@ -175,7 +175,7 @@ def test_ctrl_c_cancels_running_trials_and_leaves_a_resumable_index(cluster, tmp
     slow = {"nas.search.random.n_candidates": 6, **TRAIN, "nas.search.trainer.epochs": 3}
     with pytest.raises(KeyboardInterrupt):
         search(tmp_path, "random", "interrupted", **slow, **RAY)
-    deadline = time.time() + 30  # the cancelled trials give their CPUs back to the cluster
+    deadline = time.time() + 300  # the cancelled trials give their CPUs back to the cluster (slowly when busy)
     while ray.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
         time.sleep(0.2)
     assert ray.available_resources().get("CPU", 0) == 2

@@ -9,7 +9,7 @@ from tests.conftest import MAIN, REPO, assert_user_error
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(MAIN), *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+    return subprocess.run([sys.executable, str(MAIN), *args], capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
 def test_show_and_export_are_subcommands_with_one_line_errors(tmp_path):

@@ -77,7 +77,7 @@ def test_standalone_python_matches_without_archsearch(kind, model_pts, tmp_path)
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        timeout=120,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == list(expected.shape)

@@ -32,7 +32,7 @@ def one_line(capsys, code: int, *fragments: str) -> str:
 
 def archsearch(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(REPO / "scripts" / "main.py"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV, cwd=REPO)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV, cwd=REPO)
 
 
 # ---- OUT ------------------------------------------------------------------------------------------------

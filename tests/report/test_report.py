@@ -115,7 +115,7 @@ def test_the_comparison_page_of_two_runs_lists_both(browser, tmp_path):
     out = tmp_path / "comparison.html"
     proc = subprocess.run(
         [sys.executable, str(MAIN), "report", str(a), str(b), "--out", str(out), "--no-latency"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        capture_output=True, text=True, cwd=REPO, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == str(out)

@@ -331,7 +331,7 @@ def test_cli_broken_folder_is_one_line_with_status_2(toys, tmp_path):
     edit_yaml(folder, "summary.yaml", lambda d: d.update(final_arch="../../../../../../etc/hostname"))
     proc = subprocess.run(
         [sys.executable, str(MAIN), "report", str(folder), "--no-latency"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True, text=True, cwd=REPO, timeout=600,
     )  # fmt: skip
     assert_user_error(proc, "summary.yaml", "final_arch", "leaves the run folder")
     assert not (folder / "report.html").exists()

@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archsearch.common.errors import ArchitectureError, ConfigError
@@ -58,7 +58,7 @@ def space_and_arc(draw):
     return space, arc
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(space_and_arc())
 def test_decode_encode_are_inverses(case):
     space, arc = case
@@ -161,7 +161,7 @@ def test_micro_arc_to_genotype_and_desc():
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.randoms(use_true_random=False))
 def test_any_micro_arc_builds_a_valid_desc(rng):
     space = MicroSpace(n_nodes=3)

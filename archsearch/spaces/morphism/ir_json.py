@@ -14,13 +14,13 @@ import json
 import os
 from collections import Counter
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
+from archsearch.common.readers import MAX_ARCH_BYTES, read_bytes
 from archsearch.spaces.morphism.graph import Graph, Node
 from archsearch.spaces.morphism.layers import ATTR_COUNTS, LAYER_CLASSES, LayerShapeError, build_layer
 
@@ -118,12 +118,8 @@ def json_to_graph(json_model: str | bytes | Mapping[str, Any]) -> Graph:
 
 def load_graph_file(path: str | os.PathLike) -> Graph:
     """`json_to_graph` of a file, with a missing, unreadable or non-UTF-8 file as one line naming it."""
-    try:
-        raw = Path(path).read_bytes()  # bytes, so a non-UTF-8 file is reported, not raised
-    except FileNotFoundError:
-        raise ArchitectureError(f"IR JSON file {path} does not exist") from None
-    except OSError as e:
-        raise ArchitectureError(f"cannot read IR JSON file {path}: {e.strerror}") from None
+    # bytes, so a non-UTF-8 file is reported, not raised; a FIFO, device or oversized file is one line too
+    raw = read_bytes(path, "IR JSON file", ArchitectureError, max_bytes=MAX_ARCH_BYTES)
     try:
         return json_to_graph(raw)
     except ArchitectureError as e:

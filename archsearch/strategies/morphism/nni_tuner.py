@@ -20,7 +20,7 @@ from typing import Any
 from archsearch.spaces.morphism.constants import BETA, MAX_MODEL_SIZE, MODEL_LEN, MODEL_WIDTH, T_MIN
 from archsearch.spaces.morphism.generators import TASKS
 from archsearch.spaces.morphism.graph import Graph
-from archsearch.spaces.morphism.ir_json import graph_to_json, json_to_graph
+from archsearch.spaces.morphism.ir_json import graph_to_json, json_to_graph, load_graph_file
 from archsearch.strategies.morphism.optimizer import MorphismSearchStrategy
 from archsearch.strategies.morphism.transformer import MorphismLimits
 
@@ -149,8 +149,7 @@ class NetworkMorphismTuner:
         return pick(self.history, key=lambda item: item["metric_value"])["model_id"]
 
     def load_model_by_id(self, model_id: int) -> Graph:
-        with open(os.path.join(self.path, f"{model_id}.json")) as fin:
-            return json_to_graph(fin.read())
+        return load_graph_file(os.path.join(self.path, f"{model_id}.json"))
 
     def load_best_model(self) -> Graph:
         return self.load_model_by_id(self.get_best_model_id())
