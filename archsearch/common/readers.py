@@ -66,12 +66,26 @@ def read_bytes(
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise error(f"{what} {path} is not a regular file (a device, pipe or socket); give a file")
-            data = f.read(max_bytes + 1)
+            data = _read_at_most(f, max_bytes)
     except OSError as e:
         raise error(f"cannot read {what} {path}: {e.strerror}") from None
-    if len(data) > max_bytes:
+    if data is None:  # it grew past the limit while being read
         raise error(f"{what} {path} is over the {max_bytes:,}-byte limit")
     return data
+
+
+def _read_at_most(f: Any, max_bytes: int, chunk: int = 1 << 20) -> bytes | None:
+    """The rest of `f` if it holds at most `max_bytes`, else None; read in chunks, so a large limit (a
+    checkpoint's) never allocates the limit itself."""
+    parts, total = [], 0
+    while True:
+        part = f.read(chunk)
+        if not part:
+            return b"".join(parts)
+        total += len(part)
+        if total > max_bytes:
+            return None
+        parts.append(part)
 
 
 def read_text(

@@ -23,6 +23,7 @@ import yaml
 from archsearch.common.errors import ArchitectureError
 from archsearch.common.io import atomic_write_text
 from archsearch.common.readers import MAX_ARCH_BYTES, read_text, safe_yaml
+from archsearch.model import ops as _builtin_ops  # noqa: F401 - registers the ops every desc may name
 from archsearch.model.op_registry import REGISTERED_OPS, OpTable
 
 CELL_TYPES = ("regular", "reduction")

@@ -7,11 +7,12 @@ own ops (MixedOp, NAS-Bench-201 ops) by registering into `OPS`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archsearch.model.model_desc import OpDesc
 from archsearch.model.op_registry import (  # noqa: F401 - the registry, re-exported where ops are built
     OP_DOWNSAMPLE,
     OP_PARAMS,
@@ -22,6 +23,9 @@ from archsearch.model.op_registry import (  # noqa: F401 - the registry, re-expo
     build_op,
     declare_op,
 )
+
+if TYPE_CHECKING:
+    from archsearch.model.model_desc import OpDesc
 
 # The DARTS search space, in the original code's order (index 0 is `none`).
 DARTS_PRIMITIVES = [
