@@ -3,9 +3,9 @@
 Every architecture is first turned into a small DAG (labelled nodes, op-labelled edges) and then drawn
 the same way: igraph's Sugiyama layered layout places the nodes in layers (left to right), orders each
 layer to reduce crossings and routes an edge that spans several layers through dummy points, so no edge
-runs through a node; matplotlib draws it. The DAG builders read plain data (a ModelDesc's dict, a
-genotype string, an NB201 cell string, a macro arc, an NNI morphism graph document), not built modules,
-so drawing never needs the op registry or a network.
+runs through a node; matplotlib draws it. The DAGs come from the spaces themselves (`SearchSpace.pictures`,
+`arch_pictures`; archsearch.search.pictures), built from plain data, so this module draws any space's
+architecture without knowing which space it is.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import io
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from archsearch.search.pictures import ArchPicture
 
 # op families, coloured alike everywhere (report, show, TensorBoard): parameter-free ops stand out,
 # because a search collapsing onto them (skip connections, pooling) is what one looks for first
@@ -35,7 +36,6 @@ INCHES_PER_UNIT = 0.55
 NODE_COLOURS = {"input": "#bee3f8", "inner": "#feebc8", "output": "#c6f6d5"}
 PARAM_FREE = ("skip_connect", "max_pool_3x3", "avg_pool_3x3", "none", "identity", "zero")
 MAX_NODES, MAX_EDGES = 300, 1200  # larger architectures are not drawn (the report says so): a picture's size
-MAX_LABEL = 40  # characters of an op or layer name drawn; a longer name from a file is cut
 MAX_PIXELS = 16000  # a PNG's largest side; a larger figure is saved at a lower resolution
 STATE_NAME = re.compile(r"c_\{k(-\d+)?\}")  # the cell-state names drawn as math text (a subscript)
 
@@ -49,12 +49,6 @@ def plain_text() -> Iterator[None]:
 
     with matplotlib.rc_context({"text.usetex": False, "text.parse_math": False}):
         yield
-
-
-def label(name: Any) -> str:
-    """An op or layer name as drawn: a string of at most MAX_LABEL characters."""
-    name = str(name)
-    return name if len(name) <= MAX_LABEL else name[: MAX_LABEL - 3] + "..."
 
 
 def op_family(name: str) -> str:
@@ -75,169 +69,7 @@ def is_param_free(name: str) -> bool:
     return name in PARAM_FREE or op_family(name) in ("skip", "pool", "none")
 
 
-@dataclass
-class Dag:
-    """A picture-ready DAG: node labels and roles (input | inner | output), edges (u, v, op label or None for
-    a plain connection such as a concatenation), and a title."""
-
-    title: str
-    nodes: list[tuple[str, str]] = field(default_factory=list)
-    edges: list[tuple[int, int, str | None]] = field(default_factory=list)
-    note: str = ""
-    vertical: bool = False  # layers top to bottom (long chains such as a morphism network)
-    chain: bool = False  # nodes on one line in order, the other edges as arcs (ENAS' macro network)
-    plain_solid: bool = False  # draw unlabelled edges solid (a chain's main path) instead of dashed
-
-    def add_node(self, label: str, role: str) -> int:
-        self.nodes.append((label, role))
-        return len(self.nodes) - 1
-
-
-# ---- architectures -> DAGs -------------------------------------------------------------------------
-
-
-def cell_dag(
-    title: str, n_inputs: int, nodes: Sequence[Sequence[tuple[str, int]]], concat: Sequence[int], input_names=None
-) -> Dag:
-    """A cell: `n_inputs` input states, then one state per node whose edges are (op name, input state);
-    the output concatenates the `concat` states. `none` edges (zero ops) are left out and counted in the
-    note; a single-state output (NB201) is that state itself, drawn as the output."""
-    dag = Dag(title)
-    names = list(input_names) if input_names else [f"c_{{k-{n_inputs - i}}}" for i in range(n_inputs)]
-    for name in names:
-        dag.add_node(name, "input")
-    single_out = len(concat) == 1 and concat[0] >= n_inputs
-    for j in range(len(nodes)):
-        state = n_inputs + j
-        dag.add_node(
-            "out" if single_out and state == concat[0] else str(j),
-            "output" if single_out and state == concat[0] else "inner",
-        )
-    dropped = 0
-    for j, edges in enumerate(nodes):
-        for op, src in edges:
-            if op_family(op) == "none":
-                dropped += 1
-                continue
-            dag.edges.append((int(src), n_inputs + j, label(op)))
-    if not single_out:
-        out = dag.add_node("c_{k}", "output")
-        for s in concat:
-            dag.edges.append((int(s), out, None))
-    if dropped:
-        dag.note = f"{dropped} 'none' edge{'s' if dropped > 1 else ''} (no connection) not drawn"
-    return dag
-
-
-def desc_cell_dags(desc: Mapping[str, Any] | Any, space: str | None = None) -> list[Dag]:
-    """One DAG per distinct searched cell type of a ModelDesc (object or its dict): DARTS' normal and
-    reduction cells; NB201's one searched cell (its reduction blocks are fixed residual blocks)."""
-    data = desc.to_dict() if hasattr(desc, "to_dict") else desc
-    meta = data.get("meta") or {}
-    space = space or meta.get("space")
-    seen: dict[str, Dag] = {}
-    for cell in data.get("cells", []):
-        kind = cell["cell_type"]
-        if kind in seen or (space == "nasbench201" and kind != "regular"):
-            continue
-        n_in = len(cell.get("input_states") or cell.get("stems") or [0, 0])
-        nodes = [[(e["op"]["name"], int(e["input_id"])) for e in node["edges"]] for node in cell["nodes"]]
-        if space == "nasbench201":
-            seen[kind] = cell_dag("NAS-Bench-201 cell", n_in, nodes, cell["concat"], input_names=["in"])
-        else:
-            name = "normal" if kind == "regular" else kind
-            seen[kind] = cell_dag(f"{name} cell ({len(nodes)} nodes)", n_in, nodes, cell["concat"])
-    return list(seen.values())
-
-
-def genotype_dags(text: str) -> list[Dag]:
-    """The normal and reduction cells of a DARTS genotype string."""
-    from archsearch.model.genotype import genotype_to_templates, parse_genotype
-
-    dags = []
-    for kind, template in genotype_to_templates(parse_genotype(text)).items():
-        name = "normal" if kind == "regular" else kind
-        n_in = getattr(template, "n_inputs", 2)
-        dags.append(cell_dag(f"{name} cell", n_in, template.nodes, template.concat))
-    return dags
-
-
-def nb201_dag(arch: str) -> Dag:
-    """The NAS-Bench-201 cell of a benchmark string `|op~0|+|op~0|op~1|+|...|`."""
-    from archsearch.spaces.nasbench201 import EDGES, N_NODES, parse_arch
-
-    ops = parse_arch(arch)
-    nodes: list[list[tuple[str, int]]] = [[] for _ in range(N_NODES - 1)]
-    for (j, i), op in zip(EDGES, ops, strict=True):
-        nodes[j - 1].append((op, i))
-    return cell_dag("NAS-Bench-201 cell", 1, nodes, [N_NODES - 1], input_names=["in"])
-
-
-def macro_dag(layer_ops: Sequence[str], skips: Sequence[Sequence[int]]) -> Dag:
-    """ENAS' macro network: a chain of layers, each labelled with its op, plus the skip connections
-    (`skips[j]`: the earlier layer inputs, 0 = the stem, that layer j adds)."""
-    dag = Dag(f"ENAS macro network ({len(layer_ops)} layers; orange: skip connections)", chain=True, plain_solid=True)
-    dag.add_node("stem", "input")
-    for j, op in enumerate(layer_ops):
-        dag.add_node(f"{j}\n{short_op(label(op))}", "inner")
-    out = dag.add_node("out", "output")
-    for j in range(len(layer_ops)):
-        dag.edges.append((j, j + 1, None))
-        for s in skips[j] if j < len(skips) else ():
-            if s != j:
-                dag.edges.append((s, j + 1, "skip"))
-    dag.edges.append((len(layer_ops), out, None))
-    return dag
-
-
-def short_op(name: str) -> str:
-    return name.replace("_conv_", " conv ").replace("_pool_", " pool ").replace("_", " ")
-
-
-def morphism_dag(doc: Mapping[str, Any]) -> Dag:
-    """An NNI network-morphism graph (its JSON document): one node per layer, edges along the tensors."""
-    layers = {
-        int(lid): spec
-        for lid, spec in (dict(doc["layer_list"]) if isinstance(doc["layer_list"], list) else doc["layer_list"]).items()
-    }
-    inputs = {int(k): [int(n) for n in v] for k, v in doc["layer_id_to_input_node_ids"].items()}
-    outputs = {int(k): [int(n) for n in v] for k, v in doc["layer_id_to_output_node_ids"].items()}
-    produced_by = {n: lid for lid, nodes in outputs.items() for n in nodes}
-    dag = Dag(f"morphism network ({len(layers)} layers)", vertical=True, plain_solid=True)
-    index = {dag.add_node("input", "input"): None}
-    vertex: dict[int, int] = {}
-    for lid in sorted(layers):
-        vertex[lid] = dag.add_node(morphism_label(layers[lid]), "inner")
-    consumed = set()
-    for lid in sorted(layers):
-        for n in inputs.get(lid, []):
-            src = produced_by.get(n)
-            dag.edges.append((vertex[src] if src is not None else 0, vertex[lid], None))
-            if src is not None:
-                consumed.add(src)
-    out = dag.add_node("output", "output")
-    for lid in sorted(layers):
-        if lid not in consumed:
-            dag.edges.append((vertex[lid], out, None))
-    del index
-    return dag
-
-
-def morphism_label(spec: Sequence[Any]) -> str:
-    kind = label(spec[0]).removeprefix("Stub")
-    short = {
-        "BatchNormalization2d": "BN",
-        "GlobalPooling2d": "global pool",
-        "Concatenate": "concat",
-        "Flatten": "flatten",
-        "Softmax": "softmax",
-        "Pooling2d": "pool",
-    }
-    if kind == "Conv2d" and len(spec) >= 6:
-        return f"conv {label(spec[5])}x{label(spec[5])}\n{label(spec[4])} ch"
-    if kind == "Dense" and len(spec) >= 5:
-        return f"dense {label(spec[4])}"
-    return short.get(kind, kind)
+Dag = ArchPicture  # what the renderer draws: a space's picture (archsearch.search.pictures)
 
 
 # ---- drawing ---------------------------------------------------------------------------------------
@@ -506,9 +338,9 @@ def png_bytes(fig: Any, dpi: int = 90) -> bytes:
     return buffer.getvalue()
 
 
-def draw_cells(desc: Any, out: Path) -> Path:
-    """A PNG of a ModelDesc's searched cells (DARTS: normal and reduction; NB201: its cell)."""
-    dags = desc_cell_dags(desc)
+def draw_pictures(pictures: Sequence[ArchPicture], out: Path) -> Path:
+    """A PNG of an architecture's pictures (a space's `pictures` or `arch_pictures`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(png_bytes(figure_of(dags), dpi=110))
+    with plain_text():
+        out.write_bytes(png_bytes(figure_of(list(pictures)), dpi=110))
     return out

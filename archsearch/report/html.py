@@ -146,19 +146,22 @@ def architecture_section(run: RunData) -> Section:
         section.text = "The run wrote no final architecture file."
         return section
     section.text = f"from {path.relative_to(run.path.resolve())}"  # run_data keeps it inside the folder
+    space = run.space_class  # the space draws its own architectures
+    if space is None:
+        section.text += f" (search space {run.space!r} is not registered here: not drawn)"
+        return section
+    raw = {k: v for k, v in arch.items() if k not in ("desc", "macro")}  # the file's content, checked on reading
     if run.arch_kind == "choices":  # a user model: its choices, one per mutable
-        section.table = [(name, _choice_text(value)) for name, value in arch["choices"].items()]
+        section.table = space.arch_table(raw)
         section.text += f" (user model {arch.get('model') or ''})"
         return section
-    if run.arch_kind == "morphism":  # an NNI morphism graph
-        dags = [drawing.morphism_dag(arch)]
-    elif run.arch_kind == "macro":
-        dags = [drawing.macro_dag(arch["macro"]["ops"], [[], *arch["macro"]["skips"]])]
-    else:
-        dags = drawing.desc_cell_dags(arch["desc"], run.space)
+    dags = space.pictures(raw)
+    if run.arch_kind == "desc":
         genotype = arch["desc"].meta.get("genotype") or arch["desc"].meta.get("arch")
         if genotype:
             section.text += f": {genotype}"
+    if not dags:
+        return section
     too_big = [d for d in dags if len(d.nodes) > drawing.MAX_NODES or len(d.edges) > drawing.MAX_EDGES]
     if too_big:
         section.text += (
@@ -174,12 +177,6 @@ def architecture_section(run: RunData) -> Section:
         )
     )
     return section
-
-
-def _choice_text(value: Any) -> str:
-    if isinstance(value, list):
-        return "inputs " + ", ".join(str(v) for v in value) if value else "no input (skipped)"
-    return str(value)
 
 
 # ---- per-algorithm views -------------------------------------------------------------------------

@@ -68,15 +68,9 @@ def column_names(run: RunData, key: str, width: int) -> list[str]:
         names = (event.get("columns") or {}).get(key)
         if names and len(names) == width:
             return [label(n) for n in names]
-    primitives = run.search_conf["model_desc"].get("primitives")
-    if run.space in ("darts", "-") and primitives and len(primitives) == width:
-        return [label(n) for n in primitives]
-    if run.space == "nasbench201":
-        from archsearch.spaces.nasbench201 import NB201_OPS
-
-        if len(NB201_OPS) == width:
-            return list(NB201_OPS)
-    return [str(i) for i in range(width)]
+    space = run.space_class  # the space knows its candidate ops
+    names = space.op_names(run.search_conf, width) if space is not None else None
+    return [label(n) for n in names] if names else [str(i) for i in range(width)]
 
 
 def heatmap_axes(

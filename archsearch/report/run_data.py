@@ -219,6 +219,13 @@ class RunData:
         name = configured.get("name") if isinstance(configured, dict) else None
         return name if isinstance(name, str) and name else "-"
 
+    @property
+    def space_class(self) -> Any:
+        """The registered space that draws this run's architectures: `space`, else (a run that named none) the
+        space whose files have this run's kind; None for a space not registered here."""
+        kinds = {"morphism": "morphism", "choices": "user_model", "macro": "enas_macro"}
+        return space_class(self.space if self.space != "-" else kinds.get(self.arch_kind, "darts"))
+
     def scores(self) -> list[dict[str, Any]]:
         """search/scores.yaml's scored architectures ({arch: str, score: number}), checked; [] without it."""
         path = self.path / "search" / "scores.yaml"
@@ -493,3 +500,12 @@ def load_run(path: Path) -> RunData:
     configured = space.get("name") if isinstance(space, dict) else space
     arch, arch_path, kind = read_arch(path, summary, str(path / "summary.yaml"), configured or "-")
     return RunData(path, summary, config, events, trials, arch, arch_path, kind)
+
+
+def space_class(name: str) -> Any:
+    """The registered search space `name` (every shipped one, and plugins imported before the report), or None:
+    the report asks the space how to draw its architectures instead of knowing every space itself."""
+    import archsearch.plugins  # noqa: F401 - registers every shipped space
+    from archsearch.search.space import SPACES
+
+    return SPACES.get(name) if isinstance(name, str) and name in SPACES else None

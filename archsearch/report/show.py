@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from archsearch.common.readers import read_json
-from archsearch.report.drawing import draw_cells
+from archsearch.report.drawing import draw_pictures
 from archsearch.report.export import (
     DEFAULT_IMAGE_SIZE,
     ExportError,
@@ -28,6 +28,7 @@ from archsearch.report.export import (
     parse_shape,
     run_click,
 )
+from archsearch.report.run_data import space_class
 
 BATCHES = (1, 64)
 
@@ -137,11 +138,20 @@ def show(
     info["peak_memory_bytes"], info["peak_memory_method"] = peak, f"{how}, batch {BATCHES[-1]}"
     for batch in BATCHES:
         info["latency_ms"][batch] = round(_latency_ms(net, torch.randn(batch, *shape, device=dev), runs, warmup), 3)
-    if desc is not None and {c.cell_type for c in desc.cells} >= {"regular", "reduction"}:
+    pictures = desc_pictures(desc) if desc is not None else []
+    if pictures:
         info["cells_png"] = str(
-            draw_cells(desc, Path(picture) if picture else path.with_name(path.stem + "_cells.png"))
+            draw_pictures(pictures, Path(picture) if picture else path.with_name(path.stem + "_cells.png"))
         )
     return info
+
+
+def desc_pictures(desc: Any) -> list[Any]:
+    """The pictures the desc's space draws of it (its meta names the space; DARTS cells without a tag)."""
+    tag = desc.meta.get("space") if isinstance(desc.meta, dict) else None
+    tag = tag.get("name") if isinstance(tag, dict) else tag
+    space = space_class(tag if isinstance(tag, str) and tag else "darts")
+    return space.pictures(desc.to_dict()) if space is not None else []
 
 
 def render(info: dict[str, Any]) -> str:

@@ -20,19 +20,9 @@ def tb_writer(log: Any) -> Any:
 
 
 def derived_arch_dags(model: Any) -> list[Any]:
-    """The DAGs of the architecture the supernet's weights pick now: a DARTS genotype or an NB201 cell;
-    none for architectures that are not cells (a user model's choices)."""
-    from archsearch.report import drawing
-
-    view = model.log_view() if hasattr(model, "log_view") else {}
-    arch = next(iter(view.values()), None)
-    if not isinstance(arch, str):
-        return []
-    if arch.startswith("Genotype("):
-        return drawing.genotype_dags(arch)
-    if arch.startswith("|"):
-        return [drawing.nb201_dag(arch)]
-    return []
+    """The pictures of the architecture the supernet's weights pick now, as its space draws them (a DARTS
+    genotype's cells, an NB201 cell); none for a supernet whose space has no picture (a user model's)."""
+    return model.pictures() if hasattr(model, "pictures") else []
 
 
 def log_epoch_images(

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from torch import nn
 
 from archsearch.common.registry import Registry
+from archsearch.search.pictures import ArchPicture, desc_cell_pictures
 
 Arch = Any  # a JSON value: str, list or dict, as the space encodes architectures
 
@@ -142,6 +143,29 @@ class SearchSpace(ABC):
     def eval_model(self, path: Path, conf_model_desc: Mapping, eval_dir: Path | None) -> Any:
         """The network of the architecture file at evaluation size, as an evaluater BuiltModel
         (module, arch_format, arch_text for model.pt); writes the scaled description into eval_dir."""
+
+    # ---- how an architecture looks (the report, TensorBoard and `archsearch show` render these) --------
+    @classmethod
+    def pictures(cls, final_file: Mapping[str, Any]) -> list[ArchPicture]:
+        """Pictures of the architecture in a final file's content, already checked by whoever read it; by
+        default one per distinct cell type of a ModelDesc (DARTS' normal and reduction cells)."""
+        return desc_cell_pictures(final_file)
+
+    @classmethod
+    def arch_pictures(cls, arch: Arch) -> list[ArchPicture]:
+        """Pictures of an architecture in this space's encoding (a supernet's current pick, drawn per epoch);
+        none where the encoding has no picture."""
+        return []
+
+    @classmethod
+    def arch_table(cls, final_file: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(decision, choice) rows for an architecture better read as a table than drawn (a user model's)."""
+        return []
+
+    @classmethod
+    def op_names(cls, conf_search: Mapping[str, Any], width: int) -> list[str] | None:
+        """The names of an architecture-weight table's `width` columns (its candidate ops), where known."""
+        return None
 
     # ---- optional capabilities -------------------------------------------------------------------
     def mutate(self, arch: Arch, rng: random.Random) -> Arch:

@@ -43,6 +43,7 @@ from archsearch.model.mixed_op import MixedOpOptions, MixedOpSupernet
 from archsearch.model.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archsearch.model.network import Model
 from archsearch.model.ops import DARTS_PRIMITIVES
+from archsearch.search.pictures import ArchPicture, cell_picture, label
 from archsearch.search.space import SPACES, SearchSpace
 from archsearch.spaces.enas_spaces import MicroSpace
 from archsearch.spaces.enas_supernet import MicroSupernet
@@ -107,6 +108,10 @@ class DartsCellSupernet(MixedOpSupernet):
             templates[cell.desc.cell_type] = CellTemplate(nodes, list(cell.desc.concat), cell.desc.n_inputs)
         return format_genotype(templates_to_genotype(templates))
 
+    def pictures(self) -> list[ArchPicture]:
+        """The cells the current alphas pick (TensorBoard draws them per epoch)."""
+        return DartsCellSpace.arch_pictures(self.derive_arch())
+
 
 class DartsCellSpace(SearchSpace):
     name = SPACE_NAME
@@ -128,6 +133,21 @@ class DartsCellSpace(SearchSpace):
     @property
     def n_nodes(self) -> int:
         return self.conf_model_desc["n_nodes"]
+
+    @classmethod
+    def arch_pictures(cls, arch: str) -> list[ArchPicture]:
+        """The normal and reduction cells of a genotype string."""
+        pictures = []
+        for kind, template in genotype_to_templates(parse_genotype(arch)).items():
+            name = "normal" if kind == "regular" else kind
+            n_inputs = getattr(template, "n_inputs", 2)
+            pictures.append(cell_picture(f"{name} cell", n_inputs, template.nodes, template.concat))
+        return pictures
+
+    @classmethod
+    def op_names(cls, conf_search: Mapping[str, Any], width: int) -> list[str] | None:
+        primitives = conf_search.get("model_desc", {}).get("primitives") or DARTS_PRIMITIVES
+        return [label(p) for p in primitives] if len(primitives) == width else None
 
     def describe(self) -> str:
         return f"darts: 2 cells x {self.n_nodes} nodes x 2 of {len(self.ops)} ops ({', '.join(self.ops)})"

@@ -22,6 +22,7 @@ from archsearch.model.builder import ModelDescBuilder, scaled_eval_model
 from archsearch.model.load import BuiltModel
 from archsearch.model.model_desc import ModelDesc
 from archsearch.model.network import Model
+from archsearch.search.pictures import ArchPicture, label, short_op
 from archsearch.search.space import SPACES, SearchSpace
 from archsearch.spaces.enas_spaces import (
     EnasSpace,
@@ -154,6 +155,19 @@ class EnasMacroSpace(EnasSearchSpace):
             double_channels=keys["double_channels"],
         )
 
+    @classmethod
+    def pictures(cls, final_file: Mapping[str, Any]) -> list[ArchPicture]:
+        """The macro chain of a final file (its meta holds the geometry and the arc_seq): the layer ops and each
+        layer's skip sources, not the stack of cells its ModelDesc compiles to."""
+        meta = final_file.get("meta") or {}
+        keys = {k: v for k, v in (meta.get("space") or {}).items() if k in cls.space_keys}
+        if keys.get("pool_layers") is not None:
+            keys["pool_layers"] = tuple(keys["pool_layers"])
+        geometry = MacroSpace(**keys)
+        ops, skips = geometry.decode(meta["arc_seq"])
+        sources = [[]] + [[i for i, bit in enumerate(bits) if bit] for bits in skips]
+        return [macro_picture([geometry.ops[o] for o in ops], sources)]
+
     def eval_builder(self, conf_model_desc: Mapping) -> MacroEvalBuilder:
         """A macro chain is not a stack of repeated cells: rebuild it from its arc_seq at the eval size, with the
         file's space keys and nas.eval.macro_space on top (the original's final network concatenates skips)."""
@@ -187,3 +201,21 @@ ENAS_SPACE = {
 }
 register_section("nas.search.space", ENAS_SPACE)
 register_section("nas.eval.macro_space", ENAS_SPACE)
+
+
+def macro_picture(layer_ops: Sequence[str], skips: Sequence[Sequence[int]]) -> ArchPicture:
+    """ENAS' macro network: a chain of layers, each labelled with its op, plus the skip connections
+    (`skips[j]`: the earlier layer inputs, 0 = the stem, that layer j adds)."""
+    title = f"ENAS macro network ({len(layer_ops)} layers; orange: skip connections)"
+    picture = ArchPicture(title, chain=True, plain_solid=True)
+    picture.add_node("stem", "input")
+    for j, op in enumerate(layer_ops):
+        picture.add_node(f"{j}\n{short_op(label(op))}", "inner")
+    out = picture.add_node("out", "output")
+    for j in range(len(layer_ops)):
+        picture.edges.append((j, j + 1, None))
+        for s in skips[j] if j < len(skips) else ():
+            if s != j:
+                picture.edges.append((s, j + 1, "skip"))
+    picture.edges.append((len(layer_ops), out, None))
+    return picture

@@ -39,6 +39,7 @@ from archsearch.model.choice_ops import choice_op
 from archsearch.model.mixed_op import MixedOpOptions, MixedOpSupernet
 from archsearch.model.model_desc import CellDesc, EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archsearch.model.network import Model
+from archsearch.search.pictures import ArchPicture, cell_picture, desc_cell_pictures
 from archsearch.search.space import SPACES, SearchSpace
 from archsearch.spaces import nasbench201_ops  # noqa: F401  (registers the NAS-Bench-201 ops)
 from archsearch.spaces.token_space import Token, check_arc
@@ -326,6 +327,10 @@ class NB201DartsSupernet(MixedOpSupernet):
         table = self.arch_tables[ARCH_KEY].detach()
         return format_arch([NB201_OPS[int(row.argmax())] for row in table])
 
+    def pictures(self) -> list[ArchPicture]:
+        """The cell the current alphas pick (TensorBoard draws it per epoch)."""
+        return NasBench201Space.arch_pictures(self.derive_arch())
+
 
 class NB201SampledSupernet(Model):
     """The NAS-Bench-201 network with one `enas_choice` per edge holding all 5 ops; `set_arch` picks the op
@@ -342,6 +347,23 @@ class NB201SampledSupernet(Model):
 class NasBench201Space(SearchSpace):
     name = SPACE_NAME
     summary = "NAS-Bench-201: one cell of 6 edges x 5 ops, 15,625 cells with trained accuracies"
+
+    # ---- pictures: the one searched cell (its reduction blocks are fixed residual blocks) --------------
+    @classmethod
+    def pictures(cls, final_file: Mapping[str, Any]) -> list[ArchPicture]:
+        return desc_cell_pictures(final_file, ("regular",), lambda kind, n: "NAS-Bench-201 cell", input_names=["in"])
+
+    @classmethod
+    def arch_pictures(cls, arch: str) -> list[ArchPicture]:
+        ops = parse_arch(arch)
+        nodes: list[list[tuple[str, int]]] = [[] for _ in range(N_NODES - 1)]
+        for (j, i), op in zip(EDGES, ops, strict=True):
+            nodes[j - 1].append((op, i))
+        return [cell_picture("NAS-Bench-201 cell", 1, nodes, [N_NODES - 1], input_names=["in"])]
+
+    @classmethod
+    def op_names(cls, conf_search: Mapping[str, Any], width: int) -> list[str] | None:
+        return list(NB201_OPS) if len(NB201_OPS) == width else None
 
     def describe(self) -> str:
         return f"{SPACE_NAME}: {N_CELLS:,} cells of {N_EDGES} edges x {len(NB201_OPS)} ops"

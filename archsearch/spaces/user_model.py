@@ -38,6 +38,7 @@ from archsearch.common.errors import ArchitectureError, UserError
 from archsearch.common.io import atomic_write_text
 from archsearch.common.readers import MAX_ARCH_BYTES, MAX_NODES, check_finite_tree, read_text
 from archsearch.model.load import ARCH_FORMATS, BuiltModel, CodeAllowed
+from archsearch.search.pictures import ArchPicture
 from archsearch.search.space import SPACES, SearchSpace
 from archsearch.spaces.mutables import MutableSpace, apply_fixed_arch
 from archsearch.spaces.token_space import Token, mutate_arc
@@ -257,6 +258,20 @@ class UserModelSpace(SearchSpace):
     summary = "your own nn.Module with LayerChoice/InputChoice (nas.search.space.model)"
     final_file = FINAL_ARCH
     cell_based = False  # no cell model_desc to show in --dry-run
+
+    @classmethod
+    def pictures(cls, final_file: Mapping[str, Any]) -> list[ArchPicture]:
+        return []  # a model's choices read better as a table (arch_table)
+
+    @classmethod
+    def arch_table(cls, final_file: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """One row per mutable: its key and the chosen candidate, or the chosen inputs."""
+        rows = []
+        for name, value in (final_file.get("choices") or {}).items():
+            if isinstance(value, list):
+                value = "inputs " + ", ".join(str(v) for v in value) if value else "no input (skipped)"
+            rows.append((str(name), str(value)))
+        return rows
 
     def __init__(self, conf_space: Mapping, conf_model_desc: Mapping, conf_dataset: Mapping) -> None:
         super().__init__(conf_space, conf_model_desc, conf_dataset)

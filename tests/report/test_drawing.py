@@ -1,5 +1,6 @@
-"""The architecture pictures: igraph's layered layout gives every node its own place (no two boxes of a
-DARTS cell overlap), every op of the genotype is drawn as a labelled edge, and the PNG decodes."""
+"""The architecture pictures, as each space draws its own (SearchSpace.pictures / arch_pictures) and the report
+renders them: igraph's layered layout gives every node its own place (no two boxes of a DARTS cell overlap),
+every op of the genotype is drawn as a labelled edge, and the PNG decodes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import pytest
 
 from archsearch.model.genotype import DARTS_V2, NASNET, format_genotype
 from archsearch.report import drawing
+from archsearch.spaces.darts_cells import DartsCellSpace
+from archsearch.spaces.enas import macro_picture
+from archsearch.spaces.morphism.space import MorphismSpace
+from archsearch.spaces.nasbench201 import NasBench201Space
 from tests.report.conftest import MORPH_JSON
 
 
@@ -27,7 +32,7 @@ def boxes_overlap(dag: drawing.Dag) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("genotype", [DARTS_V2, NASNET], ids=["darts_v2", "nasnet"])
 def test_darts_cells_have_no_overlapping_nodes_and_every_op_labelled(genotype):
-    dags = drawing.genotype_dags(format_genotype(genotype))
+    dags = DartsCellSpace.arch_pictures(format_genotype(genotype))
     assert [d.title.split()[0] for d in dags] == ["normal", "reduction"]
     for dag, edges in zip(dags, (genotype.normal, genotype.reduce), strict=True):
         assert not boxes_overlap(dag), dag.title
@@ -39,16 +44,17 @@ def test_darts_cells_have_no_overlapping_nodes_and_every_op_labelled(genotype):
 
 
 def test_nb201_cell_leaves_out_none_edges_and_says_so():
-    dag = drawing.nb201_dag("|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|")
+    cell = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|"
+    (dag,) = NasBench201Space.arch_pictures(cell)
     assert sorted(op for _, _, op in dag.edges) == ["avg_pool_3x3", "nor_conv_1x1", "nor_conv_3x3", "skip_connect"]
     assert "2 'none' edges" in dag.note and not boxes_overlap(dag)
     assert [role for _, role in dag.nodes] == ["input", "inner", "inner", "output"]
 
 
 def test_macro_chain_and_morphism_graph_draw_to_png(tmp_path):
-    macro = drawing.macro_dag(["conv_3x3", "sep_conv_5x5", "max_pool_3x3"], [[], [0], [0, 1]])
+    macro = macro_picture(["conv_3x3", "sep_conv_5x5", "max_pool_3x3"], [[], [0], [0, 1]])
     assert (0, 2, "skip") in macro.edges and (0, 3, "skip") in macro.edges and (1, 3, "skip") in macro.edges
-    morph = drawing.morphism_dag(json.loads(MORPH_JSON.read_text()))
+    (morph,) = MorphismSpace.pictures(json.loads(MORPH_JSON.read_text()))
     assert not boxes_overlap(morph) and morph.vertical
     path = tmp_path / "picture.png"
     path.write_bytes(drawing.png_bytes(drawing.figure_of([macro])))

@@ -288,15 +288,17 @@ def test_names_are_drawn_as_written_never_as_math_text(toys, tmp_path):
     assert "Architecture weights" in page.read_text()
     # a genotype with such op names draws too (the drawing's own math text is only c_{k-2}, c_{k-1}, c_{k})
     from archsearch.report import drawing
+    from archsearch.search.pictures import cell_picture
 
-    dag = drawing.cell_dag("$\\frac{$", 2, [[(name, 0) for name in MATH_NAMES]], [2])
+    dag = cell_picture("$\\frac{$", 2, [[(name, 0) for name in MATH_NAMES]], [2])
     assert drawing.png_bytes(drawing.figure_of([dag]))[:4] == b"\x89PNG"
 
 
 def test_a_huge_architecture_is_not_drawn_and_the_page_says_so(toys, tmp_path):
     from archsearch.report import drawing
+    from archsearch.search.pictures import cell_picture
 
-    dag = drawing.cell_dag("big", 2, [[("sep_conv_3x3", 0)] for _ in range(drawing.MAX_NODES + 1)], [2])
+    dag = cell_picture("big", 2, [[("sep_conv_3x3", 0)] for _ in range(drawing.MAX_NODES + 1)], [2])
     assert len(dag.nodes) > drawing.MAX_NODES  # what the report checks before drawing
     folder = copy_run(toys, tmp_path / "run")
     edit_yaml(

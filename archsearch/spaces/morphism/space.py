@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from archsearch.common.io import atomic_write_text
 from archsearch.config import choice
 from archsearch.config.schema import Str, register_section
 from archsearch.model.load import ARCH_FORMATS, BuiltModel
+from archsearch.search.pictures import ArchPicture, label
 from archsearch.search.space import SPACES, Arch, SearchSpace
 from archsearch.spaces.morphism.constants import MODEL_LEN, MODEL_WIDTH
 from archsearch.spaces.morphism.generators import TASKS
@@ -33,12 +34,59 @@ ARCH_FORMAT = "morphism_graph_json"
 META_KEY = "archsearch"  # the document's own keys are NNI's; ours go under one extra key that NNI ignores
 
 
+
+def graph_picture(doc: Mapping[str, Any]) -> ArchPicture:
+    """An NNI network-morphism graph (its JSON document, already checked): one node per layer."""
+    raw = doc["layer_list"]
+    layers = {int(lid): spec for lid, spec in (dict(raw) if isinstance(raw, list) else raw).items()}
+    inputs = {int(k): [int(n) for n in v] for k, v in doc["layer_id_to_input_node_ids"].items()}
+    outputs = {int(k): [int(n) for n in v] for k, v in doc["layer_id_to_output_node_ids"].items()}
+    produced_by = {n: lid for lid, nodes in outputs.items() for n in nodes}
+    picture = ArchPicture(f"morphism network ({len(layers)} layers)", vertical=True, plain_solid=True)
+    picture.add_node("input", "input")
+    vertex = {lid: picture.add_node(layer_label(layers[lid]), "inner") for lid in sorted(layers)}
+    consumed = set()
+    for lid in sorted(layers):
+        for n in inputs.get(lid, []):
+            src = produced_by.get(n)
+            picture.edges.append((vertex[src] if src is not None else 0, vertex[lid], None))
+            if src is not None:
+                consumed.add(src)
+    out = picture.add_node("output", "output")
+    for lid in sorted(layers):
+        if lid not in consumed:
+            picture.edges.append((vertex[lid], out, None))
+    return picture
+
+
+def layer_label(spec: Sequence[Any]) -> str:
+    kind = label(spec[0]).removeprefix("Stub")
+    short = {
+        "BatchNormalization2d": "BN",
+        "GlobalPooling2d": "global pool",
+        "Concatenate": "concat",
+        "Flatten": "flatten",
+        "Softmax": "softmax",
+        "Pooling2d": "pool",
+    }
+    if kind == "Conv2d" and len(spec) >= 6:
+        return f"conv {label(spec[5])}x{label(spec[5])}\n{label(spec[4])} ch"
+    if kind == "Dense" and len(spec) >= 5:
+        return f"dense {label(spec[4])}"
+    return short.get(kind, kind)
+
+
 @SPACES.register("morphism")
 class MorphismSpace(SearchSpace):
     name = "morphism"
     summary = "network morphism's growing graph (NNI's JSON graph IR), grown by function-preserving morphisms"
     final_file = "best_model.json"
     cell_based = False
+
+    @classmethod
+    def pictures(cls, final_file: Mapping[str, Any]) -> list[ArchPicture]:
+        """The network of an NNI graph document: one node per layer, edges along the tensors, top to bottom."""
+        return [graph_picture(final_file)]
 
     def __init__(self, conf_space: Mapping, conf_model_desc: Mapping, conf_dataset: Mapping) -> None:
         super().__init__(conf_space, conf_model_desc, conf_dataset)
