@@ -202,7 +202,7 @@ def test_random_yaml_as_model_desc(text):
 
 @pytest.fixture(scope="module")
 def ir_doc() -> dict:
-    path = Path(__file__).parent / "algos" / "morphism" / "data" / "nni_seed_cnn_32x32x3.json"
+    path = Path(__file__).parent / "strategies" / "morphism" / "data" / "nni_seed_cnn_32x32x3.json"
     return json.loads(path.read_text())
 
 

@@ -24,20 +24,10 @@ import types
 from collections.abc import MutableMapping
 from typing import Any
 
+from archsearch.spaces.morphism import constants, generators, graph, ir_json, layers, morphisms
 from archsearch.spaces.morphism.graph import NodeIds
 from archsearch.spaces.morphism.layers import StubLayer
-from archsearch.strategies.morphism import (
-    bayesian,
-    constants,
-    distance,
-    generators,
-    graph,
-    ir_json,
-    layers,
-    morphisms,
-    nni_tuner,
-    transformer,
-)
+from archsearch.strategies.morphism import bayesian, distance, nni_tuner, transformer
 
 PACKAGE = "nni.algorithms.hpo.networkmorphism_tuner"
 

@@ -12,7 +12,7 @@ import torch
 from archsearch.common.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-MORPH_JSON = ROOT / "tests" / "algos" / "morphism" / "data" / "nni_cnn_morphed.json"
+MORPH_JSON = ROOT / "tests" / "strategies" / "morphism" / "data" / "nni_cnn_morphed.json"
 USER_MODEL = "examples.mnist_space:Net"
 CONF = dict(n_cells=5, init_channels=8, n_nodes=4, stem_multiplier=3, n_reductions=2, aux_weight=0.4, affine=True)
 DATASET = dict(channels=3, n_classes=10)
