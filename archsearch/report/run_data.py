@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import archsearch.plugins  # noqa: F401 - every space's ops and formats, so any run's architecture file validates
 from archsearch.common import readers
 from archsearch.common.errors import UserError
 
