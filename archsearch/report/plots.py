@@ -11,8 +11,9 @@ from typing import Any
 
 from archsearch.common import readers
 from archsearch.common.errors import UserError
-from archsearch.report.drawing import label, plain_text
+from archsearch.report.drawing import plain_text
 from archsearch.report.run_data import ReportError, RunData
+from archsearch.search.pictures import label
 
 PHASE_COLOURS = {"train": "#2b6cb0", "val": "#dd6b20", "test": "#2f855a"}
 MAX_TABLES, MAX_ROWS, MAX_COLUMNS = 16, 400, 200  # larger architecture-weight tables are not drawn (page says so)
