@@ -9,9 +9,11 @@ every item any of its architectures can hold, so one profiling pass (`archsearch
 fills the table for the whole space.
 
 `LatencyTable` maps `CostItem.key` to milliseconds, with how they were measured (device, runtime, batch
-size, threads) and one calibrated constant, `overhead_ms`: the mean of (measured - sum of items) over a
-few whole networks of the space, which is the Python glue of the network's forward pass that no single op
-pays. `predict(items) = sum(op_ms(item)) + overhead_ms`.
+size, threads) and two calibrated constants, fitted by least squares on a few whole networks of the space
+(`archsearch profile --calibrate K`): `scale`, because an op timed alone, again and again on the same
+input, runs from warm caches that it does not find inside a network, and `overhead_ms`, the network's own
+forward-pass glue that no single op pays. `predict(items) = scale * sum(op_ms(item)) + overhead_ms`; the
+ranking of architectures depends only on the sum (scale > 0).
 
 The table is JSON, one file per device and space: `~/.cache/archsearch/latency/<device-name>/<space>.json`
 (`<space>.onnxruntime.json` for ONNX Runtime), where the device name carries the CPU model or GPU name, so
@@ -227,11 +229,13 @@ def default_table_path(space: str, device: torch.device | str = "cpu", runtime: 
 @dataclass
 class LatencyTable:
     """Measured milliseconds per `CostItem.key`, and how they were measured (`meta`: device, runtime,
-    batch_size, threads, warmup, repeats, space, ...). `overhead_ms` is added once per network."""
+    batch_size, threads, warmup, repeats, space, ...). The sum of a network's entries is multiplied by
+    `scale`, and `overhead_ms` added once per network (see the module's docstring)."""
 
     entries: dict[str, float] = field(default_factory=dict)
     overhead_ms: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    scale: float = 1.0
 
     def op_ms(self, name: str, shape: Sequence[int] | CostItem) -> float:
         """Milliseconds of op `name` at `shape`: a CostItem, or (c_in, c_out, stride, h, w[, n])."""
@@ -254,14 +258,31 @@ class LatencyTable:
                 f"`archsearch profile --space {space}` (its --init-channels, --cells, --image-size)"
             ) from None
 
+    def sum_ms(self, items: Iterable[CostItem]) -> float:
+        """The sum of the items' entries, uncalibrated."""
+        return sum(self.op_ms(item.op, item) for item in items)
+
     def predict(self, items: Iterable[CostItem]) -> float:
-        """Predicted milliseconds of a network: the sum of its items' entries plus `overhead_ms`."""
-        return sum(self.op_ms(item.op, item) for item in items) + self.overhead_ms
+        """Predicted milliseconds of a network: `scale` times the sum of its items' entries plus `overhead_ms`."""
+        return self.scale * self.sum_ms(items) + self.overhead_ms
+
+    def calibrate(self, sums: Sequence[float], measured: Sequence[float]) -> None:
+        """Fit `scale` and `overhead_ms` to whole networks (their `sum_ms` and measured ms) by least squares;
+        with fewer than 3 networks, or a fit whose scale is not positive, only the mean offset (scale 1)."""
+        if not sums:
+            self.scale, self.overhead_ms = 1.0, 0.0
+            return
+        n = len(sums)
+        mean_s, mean_m = sum(sums) / n, sum(measured) / n
+        var = sum((s - mean_s) ** 2 for s in sums)
+        scale = sum((s - mean_s) * (m - mean_m) for s, m in zip(sums, measured)) / var if n >= 3 and var > 0 else 0.0
+        self.scale = scale if scale > 0 else 1.0
+        self.overhead_ms = mean_m - self.scale * mean_s
 
     def merge(self, other: LatencyTable) -> None:
         """Add `other`'s entries (same device, runtime, batch size and threads), its overhead replacing ours."""
         self.entries.update(other.entries)
-        self.overhead_ms = other.overhead_ms
+        self.overhead_ms, self.scale = other.overhead_ms, other.scale
         self.meta.update(other.meta)
 
     def compatible(self, other: LatencyTable) -> bool:
@@ -279,6 +300,7 @@ class LatencyTable:
             "format": FORMAT,
             "version": VERSION,
             "meta": meta,
+            "scale": self.scale,
             "overhead_ms": self.overhead_ms,
             "entries": dict(sorted(self.entries.items())),
         }
@@ -302,13 +324,15 @@ class LatencyTable:
             )
         if data.get("version") != VERSION:
             raise LatencyTableError(f"{where} has version {data.get('version')!r}, expected {VERSION}; profile again")
-        entries, meta, overhead = data.get("entries"), data.get("meta", {}), data.get("overhead_ms", 0.0)
+        entries, meta = data.get("entries"), data.get("meta", {})
+        overhead, scale = data.get("overhead_ms", 0.0), data.get("scale", 1.0)
         if not isinstance(entries, dict) or not isinstance(meta, dict):
             raise LatencyTableError(f"{where}: entries and meta must be JSON objects")
-        for key, value in [*entries.items(), ("overhead_ms", overhead)]:
+        for key, value in [*entries.items(), ("overhead_ms", overhead), ("scale", scale)]:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) > 1e9:
                 raise LatencyTableError(f"{where}: {key} must be a finite number of milliseconds, got {value!r}")
-        return cls({str(k): float(v) for k, v in entries.items()}, float(overhead), {**meta, "path": str(path)})
+        entries = {str(k): float(v) for k, v in entries.items()}
+        return cls(entries, float(overhead), {**meta, "path": str(path)}, float(scale))
 
 
 def load_table_for(

@@ -3,8 +3,9 @@ latency table for this device (model/latency.py), from which `predicted_latency_
 predict any architecture's latency without running it.
 
 After the ops, `--calibrate K` whole networks (random architectures of the space, seeded) are measured
-too; the mean of measured minus the sum of their items is stored as the table's `overhead_ms`, the network
-forward pass's own Python glue that no op pays alone. The table says how it was measured (device, runtime,
+too, and the table's `scale` and `overhead_ms` are fitted to them (measured ~ scale * sum of items +
+overhead, least squares): ops timed alone run from warm caches, and the network's forward pass has glue of
+its own. The table says how it was measured (device, runtime,
 batch size, threads, warm-up, repeats, sizes) and, written over a table of the same device, runtime, batch
 size and threads, keeps that table's other entries (another size of the space).
 """
@@ -12,7 +13,6 @@ size and threads, keeps that table's other entries (another size of the space).
 from __future__ import annotations
 
 import random
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -79,7 +79,7 @@ def profile_space(
     threads: int | None = 1,
     warmup: int = 3,
     repeats: int = 10,
-    calibrate: int = 5,
+    calibrate: int = 10,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> LatencyTable:
@@ -111,13 +111,13 @@ def profile_space(
         table.entries[item.key] = ms
         say(f"[{i}/{len(items)}] {item.key:44s} {ms:8.3f} ms")
     rng = random.Random(seed)
-    residuals = []
+    sums, measured = [], []
     for i in range(calibrate):
         arch = space.sample(rng)
-        measured = measure_ms(space.build(arch), input_shape, warmup=warmup, repeats=repeats, **kwargs)
-        residuals.append(measured - table.predict(space.cost_items(arch)))
-        say(f"[calibrate {i + 1}/{calibrate}] measured {measured:.3f} ms, sum of ops {measured - residuals[-1]:.3f} ms")
-    table.overhead_ms = statistics.mean(residuals) if residuals else 0.0
+        measured.append(measure_ms(space.build(arch), input_shape, warmup=warmup, repeats=repeats, **kwargs))
+        sums.append(table.sum_ms(space.cost_items(arch)))
+        say(f"[calibrate {i + 1}/{calibrate}] measured {measured[-1]:.3f} ms, sum of ops {sums[-1]:.3f} ms")
+    table.calibrate(sums, measured)
     table.meta["calibration_networks"] = calibrate
     return table
 
@@ -152,9 +152,9 @@ def write_table(table: LatencyTable, out: Path) -> Path:
 @click.option(
     "--calibrate",
     type=click.IntRange(0, 10000),
-    default=5,
+    default=10,
     show_default=True,
-    help="Whole networks measured to calibrate the per-network overhead.",
+    help="Whole networks measured to calibrate the scale and per-network overhead.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration architectures.")
 @click.option(
@@ -179,7 +179,8 @@ def _profile_cli(space_name: str, device: str, runtime: str, out: Path | None, q
     written = write_table(table, path)
     click.echo(
         f"latency table of {space.name} on {table.meta['device_name']} ({runtime}): {len(table.entries)} entries, "
-        f"overhead {table.overhead_ms:.3f} ms, {time.perf_counter() - started:.0f} s -> {written}"
+        f"scale {table.scale:.3f}, overhead {table.overhead_ms:.3f} ms, "
+        f"{time.perf_counter() - started:.0f} s -> {written}"
     )
 
 
