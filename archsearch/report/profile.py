@@ -31,7 +31,6 @@ from archsearch.model.latency import (
     item_module,
     measure_ms,
 )
-from archsearch.report.export import run_click
 from archsearch.search.space import SPACES, SearchSpace, spaces_with
 
 DEFAULT_CELLS = {"nasbench201": 5}  # N per stage; the DARTS skeleton's n_cells otherwise
@@ -185,8 +184,21 @@ def _profile_cli(space_name: str, device: str, runtime: str, out: Path | None, q
 
 
 def profile_main(argv: list[str]) -> int:
-    """`archsearch profile --space NAME [--device cpu|cuda] [--runtime torch|onnxruntime]`."""
-    return run_click(_profile_cli, argv)
+    """`archsearch profile --space NAME [--device cpu|cuda] [--runtime torch|onnxruntime]`: a bad option or
+    value is one line and status 2, as any UserError."""
+    try:
+        _profile_cli.main(args=list(argv), prog_name="archsearch profile", standalone_mode=False)
+    except UserError as e:
+        click.echo(f"error: {e}", err=True)
+        return 2
+    except click.exceptions.Exit as done:
+        return int(done.exit_code or 0)
+    except click.ClickException as e:  # click's usage errors: one line, not its usage block
+        click.echo(f"error: {e.format_message()}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        return 130
+    return 0
 
 
 if __name__ == "__main__":
