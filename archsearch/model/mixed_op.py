@@ -37,6 +37,7 @@ NONE = "none"
 SAMPLINGS = ("softmax", "gumbel")
 
 
+
 @dataclass(frozen=True)
 class MixedOpOptions:
     """How a space's MixedOp edges mix their candidates; the defaults are DARTS."""

@@ -57,7 +57,9 @@ def load_benchmark_table(path: str | Path, columns: Sequence[str] = DEFAULT_COLU
     key_column, accuracy_column = columns
     path = Path(path).expanduser()
     if not path.exists():
-        raise UserError(f"benchmark table {path} does not exist; set --nas.search.benchmark to a CSV file or null")
+        raise UserError(
+            f"benchmark table {path} does not exist; set --nas.search.benchmark to a CSV file or null"
+        )
     text = read_text(path, "benchmark table", UserError, max_bytes=MAX_TEXT_BYTES)
     reader = csv.DictReader(io.StringIO(text))
     found = reader.fieldnames or []

@@ -244,7 +244,8 @@ class TrialLoop:
         for r in records:
             if not isinstance(r.get("metrics"), dict) or self.objective not in r["metrics"]:
                 raise ConfigError(
-                    f"trial index {self.index_file}: trial {r['index']} has no metrics.{self.objective}; {REPAIR}"
+                    f"trial index {self.index_file}: trial {r['index']} has no metrics.{self.objective}; "
+                    f"{REPAIR}"
                 )
             if not finite_number(r.get("time_s")) or r["time_s"] < 0:
                 raise ConfigError(f"trial index {self.index_file}: trial {r['index']} has no time_s >= 0; {REPAIR}")

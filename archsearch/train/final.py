@@ -42,7 +42,9 @@ def train_final(ctx: RunContext, conf_eval: Mapping, built: BuiltModel) -> EvalR
     params, macs = count_params(model), count_macs(model, input_shape)
     ctx.log.info(f"[eval] model: {params:,} parameters, {macs / 1e6:.1f}M MACs per image")
     train_loader, test_loader = eval_loaders(conf_dataset, conf_eval["loader"], ctx.device, ctx.seed)
-    trainer = Trainer(conf_eval["trainer"], model, ctx.log, ctx.device, "eval", ctx.eval_dir / "checkpoint.pt")
+    trainer = Trainer(
+        conf_eval["trainer"], model, ctx.log, ctx.device, "eval", ctx.eval_dir / "checkpoint.pt"
+    )
     start = time.time()
     trainer.fit(train_loader, test_loader, resume=ctx.resume, val_name="test")
     test = trainer.evaluate(test_loader)  # the final weights' figure is the one reported

@@ -299,9 +299,7 @@ register_section(
 )
 register_check(
     "nas.search.trainer.collapse",
-    lambda conf: (
-        ("early_stop", "true needs the eigenvalue it stops on: also set hessian true")
-        if conf.get("early_stop") and not conf.get("hessian")
-        else None
-    ),
+    lambda conf: ("early_stop", "true needs the eigenvalue it stops on: also set hessian true")
+    if conf.get("early_stop") and not conf.get("hessian")
+    else None,
 )
