@@ -182,11 +182,12 @@ def _command():
 _COMMAND = None
 
 
-# `archsearch export|show|report ...`: tools on a finished run's files, each its own command
+# `archsearch export|show|report|profile ...`: tools on a run's files or a space, each its own command
 SUBCOMMANDS = {
     "export": "archsearch.report.export:export_main",
     "show": "archsearch.report.show:show_main",
     "report": "archsearch.report.html:report_main",
+    "profile": "archsearch.report.profile:profile_main",
 }
 
 

@@ -506,7 +506,6 @@ def load_run(path: Path) -> RunData:
 def space_class(name: str) -> Any:
     """The registered search space `name` (every shipped one, and plugins imported before the report), or None:
     the report asks the space how to draw its architectures instead of knowing every space itself."""
-    import archsearch.plugins  # noqa: F401 - registers every shipped space
     from archsearch.search.space import SPACES
 
     return SPACES.get(name) if isinstance(name, str) and name in SPACES else None

@@ -1,5 +1,6 @@
 """`archsearch show PATH`: what a found architecture costs (parameters, MACs, latency, peak memory) and,
-for cell-based descs, a PNG of its normal and reduction cells."""
+for cell-based descs, a PNG of its normal and reduction cells and the latency a profiled table predicts
+beside the measured one (`archsearch profile`, `--latency-table`)."""
 
 from __future__ import annotations
 
@@ -109,8 +110,11 @@ def show(
     warmup: int = 3,
     picture: Path | None = None,
     device: str | None = None,
+    latency_table: Path | None = None,
 ) -> dict[str, Any]:
-    """Parameters, MACs, median latency at batch 1 and 64, peak memory, and the cell PNG where there is one."""
+    """Parameters, MACs, median latency at batch 1 and 64, peak memory, and the cell PNG where there is one;
+    for a cell network, the latency a profiled table predicts (`latency_table`, else this device's default
+    table of the desc's space when there is one)."""
     from archsearch.model.network import count_params
     from archsearch.model.stats import count_macs
 
@@ -138,6 +142,9 @@ def show(
     info["peak_memory_bytes"], info["peak_memory_method"] = peak, f"{how}, batch {BATCHES[-1]}"
     for batch in BATCHES:
         info["latency_ms"][batch] = round(_latency_ms(net, torch.randn(batch, *shape, device=dev), runs, warmup), 3)
+    predicted = _predicted(desc, shape, dev, latency_table)
+    if predicted is not None:
+        info["predicted_latency"] = predicted
     pictures = desc_pictures(desc) if desc is not None else []
     if pictures:
         info["cells_png"] = str(
@@ -154,6 +161,29 @@ def desc_pictures(desc: Any) -> list[Any]:
     return space.pictures(desc.to_dict()) if space is not None else []
 
 
+def _predicted(desc: Any, shape: tuple[int, int, int], dev: torch.device, path: Path | None) -> dict[str, Any] | None:
+    """{batch, ms, table} the latency table predicts for `desc`, {error} where it cannot, None where there is
+    no table to ask (none given, none profiled for the desc's space on this device)."""
+    from archsearch.model.latency import LatencyTable, LatencyTableError, default_table_path, desc_cost_items
+
+    if path is None:
+        space = desc.meta.get("space") if desc is not None and isinstance(desc.meta, dict) else None
+        if not isinstance(space, str):
+            return None
+        path = default_table_path(space, dev)
+        if not path.is_file():
+            return None
+    table = LatencyTable.load(path)  # a table given and unreadable: one line, as any bad input
+    if desc is None:
+        return {"error": "only a cell network (a desc) has cost items", "table": str(path)}
+    batch = table.meta.get("batch_size", 1)
+    try:
+        ms = table.predict(desc_cost_items(desc, shape[1:]))
+    except LatencyTableError as e:
+        return {"error": str(e), "table": str(path)}
+    return {"batch": batch, "ms": round(ms, 3), "table": str(path)}
+
+
 def render(info: dict[str, Any]) -> str:
     lines = [
         f"{info['path']}",
@@ -162,6 +192,14 @@ def render(info: dict[str, Any]) -> str:
     ]
     for batch, ms in info["latency_ms"].items():
         lines.append(f"  latency      {ms:.2f} ms at batch {batch} on {info['device']} (median of {info['runs']})")
+    predicted = info.get("predicted_latency")
+    if predicted is not None and "ms" in predicted:
+        measured = info["latency_ms"].get(predicted["batch"])
+        beside = f", measured {measured:.2f} ms" if measured is not None else ""
+        at = f"at batch {predicted['batch']}{beside}"
+        lines.append(f"  predicted    {predicted['ms']:.2f} ms {at} (table {predicted['table']})")
+    elif predicted is not None:
+        lines.append(f"  predicted    n/a: {predicted['error']}")
     lines.append(f"  peak memory  {info['peak_memory_bytes'] / 2**20:.1f} MiB ({info['peak_memory_method']})")
     if "cells_png" in info:
         lines.append(f"  cells        {info['cells_png']}")
@@ -175,6 +213,12 @@ def render(info: dict[str, Any]) -> str:
 @click.option("--png", "picture", type=click.Path(path_type=Path), default=None, help="Where to write the cells.")
 @click.option("--model", default=None, help="The user model class (package.module:Class) the file may import.")
 @click.option("--trust-code", is_flag=True, help="Let the file import whatever user code it names.")
+@click.option(
+    "--latency-table",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Latency table to predict with (default: this device's table of the desc's space, if profiled).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def _show_cli(
     path: Path,
@@ -183,11 +227,18 @@ def _show_cli(
     picture: Path | None,
     model: str | None,
     trust_code: bool,
+    latency_table: Path | None,
     as_json: bool,
 ) -> None:
     """Parameters, MACs, latency, peak memory and the cell picture of PATH."""
     info = show(
-        path, model=model, trust_code=trust_code, input_shape=parse_shape(input_shape), runs=runs, picture=picture
+        path,
+        model=model,
+        trust_code=trust_code,
+        input_shape=parse_shape(input_shape),
+        runs=runs,
+        picture=picture,
+        latency_table=latency_table,
     )
     click.echo(json.dumps(info, indent=2) if as_json else render(info))
 

@@ -19,6 +19,9 @@ Capabilities (a method group a subclass provides by overriding it):
                     one sampled child, and the token layout a controller samples (ENAS)
     morphism        configure_morphism(conf): the architecture is a growing graph document (NNI's JSON graph
                     IR) whose seed network nas.search.morphism sets (spaces/morphism.py only)
+    cost            cost_items(arch), profile_items(): what a network runs, op by op at its shapes, and every
+                    such item the space can hold; a latency table (model/latency.py) of the latter predicts
+                    the latency of any architecture as the sum of the former
 
 Both supernets are `nn.Module`s that the shared Trainer trains; see `DifferentiableSupernet` and
 `SampledSupernet` for what the one-shot strategies call on them.
@@ -35,6 +38,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from torch import nn
 
 from archsearch.common.registry import Registry
+from archsearch.model.latency import CostItem
 from archsearch.search.pictures import ArchPicture, desc_cell_pictures
 
 Arch = Any  # a JSON value: str, list or dict, as the space encodes architectures
@@ -47,6 +51,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "mixed_op": ("mixed_op_supernet",),  # MixedOp-edge supernets with DARTS-family options (PC-DARTS, GDAS)
     "sampled": ("sampled_supernet", "token_spec", "arch_from_tokens"),
     "morphism": ("configure_morphism",),  # only spaces/morphism.py: a method the base class does not declare
+    "cost": ("cost_items", "profile_items"),  # a latency table predicts the space's latencies
 }
 
 
@@ -198,5 +203,25 @@ class SearchSpace(ABC):
         """The architecture a token sequence sampled under `token_spec` stands for."""
         raise NotImplementedError
 
+    def cost_items(self, arch: Arch) -> list[CostItem]:
+        """What `build(arch)` runs for one image of the dataset's size, op by op at the shape it runs it,
+        the fixed skeleton (stem, head, cell preprocessing, sums, concatenation) included (model/latency.py)."""
+        raise NotImplementedError
+
+    def profile_items(self) -> list[CostItem]:
+        """Every distinct item `cost_items` can return for any architecture of the space (at this space's
+        sizes): what `archsearch profile` measures into a latency table."""
+        raise NotImplementedError
+
+    def image_hw(self) -> tuple[int, int]:
+        """The input's height and width: the dataset's `image_size` (32 where the section does not say)."""
+        size = self.conf_dataset["image_size"] if "image_size" in list(self.conf_dataset) else 32
+        return int(size), int(size)
+
 
 SPACES: Registry[type[SearchSpace]] = Registry("search space")
+
+
+def spaces_with(capability: str) -> list[str]:
+    """The registered spaces that provide `capability`."""
+    return [name for name in SPACES.names() if capability in SPACES.get(name).capabilities()]

@@ -39,6 +39,7 @@ from archsearch.model.genotype import (
     random_templates,
     templates_to_genotype,
 )
+from archsearch.model.latency import CostItem, desc_cost_items, unique_items
 from archsearch.model.mixed_op import MixedOpOptions, MixedOpSupernet
 from archsearch.model.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archsearch.model.network import Model
@@ -229,6 +230,25 @@ class DartsCellSpace(SearchSpace):
 
     def arch_from_tokens(self, tokens: Sequence[int]) -> str:
         return format_genotype(self.micro_space().to_genotype(tokens))
+
+    # ---- cost ---------------------------------------------------------------------------------------
+    def cost_items(self, arch: str) -> list[CostItem]:
+        return desc_cost_items(self.desc(arch), self.image_hw())
+
+    def profile_items(self) -> list[CostItem]:
+        """Items cover every op at every shape: in a cell, an edge from a cell input runs at the cell's input
+        size (stride 2 in a reduction cell), an edge from a node at the node size, so the cells where node i
+        reads states i and i+1, one op everywhere, hold each op at both. What a cell concatenates (all its
+        nodes for a sampled genotype; ENAS' loose ends for one it found) sets the next cells' preprocessing
+        widths, so each op's cells are built once per concatenation length."""
+        n = self.n_nodes
+        archs = []
+        for op in self.ops:
+            nodes = [[(op, i), (op, i + 1)] for i in range(n)]
+            for k in range(1, n + 1):
+                cell = CellTemplate(nodes, list(range(2 + n - k, 2 + n)), 2)
+                archs.append(format_genotype(templates_to_genotype({t: cell for t in CELL_TYPES})))
+        return unique_items(self.cost_items(arch) for arch in archs)
 
 
 class DartsSampledSupernet(MicroSupernet):

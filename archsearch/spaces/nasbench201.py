@@ -36,6 +36,7 @@ from archsearch.common.errors import ArchitectureError
 from archsearch.config.schema import POSITIVE_INT, register_section
 from archsearch.model.builder import scaled_eval_model
 from archsearch.model.choice_ops import choice_op
+from archsearch.model.latency import CostItem, desc_cost_items, unique_items
 from archsearch.model.mixed_op import MixedOpOptions, MixedOpSupernet
 from archsearch.model.model_desc import CellDesc, EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archsearch.model.network import Model
@@ -442,6 +443,14 @@ class NasBench201Space(SearchSpace):
     def arch_from_tokens(self, tokens: Sequence[int]) -> str:
         ops = check_arc(tokens, self.token_spec(), f"{N_EDGES} edges x {len(NB201_OPS)} ops")
         return format_arch([NB201_OPS[t] for t in ops])
+
+    def cost_items(self, arch: str) -> list[CostItem]:
+        return desc_cost_items(self.builder(self.conf_model_desc, arch).build(), self.image_hw())
+
+    def profile_items(self) -> list[CostItem]:
+        """Every edge runs stride 1 at its stage's width and map size whatever its op, so the five cells that
+        hold one op on all edges cover every (op, shape) and the whole skeleton."""
+        return unique_items(self.cost_items(format_arch([op] * N_EDGES)) for op in NB201_OPS)
 
 
 SPACES.add(SPACE_NAME, NasBench201Space)

@@ -34,7 +34,7 @@ def decisions(arch: str) -> list:
 
 def test_registered_with_every_capability_but_a_benchmark():
     assert SPACES.get("darts") is DartsCellSpace
-    assert DartsCellSpace.capabilities() == {"sample", "mutate", "differentiable", "mixed_op", "sampled"}
+    assert DartsCellSpace.capabilities() == {"sample", "mutate", "differentiable", "mixed_op", "sampled", "cost"}
     assert space().size() is None
 
 

@@ -35,7 +35,15 @@ def space(**model_desc) -> NasBench201Space:
 
 def test_registered_with_every_capability_and_its_size():
     assert SPACES.get("nasbench201") is NasBench201Space
-    assert NasBench201Space.capabilities() == {"sample", "mutate", "benchmark", "differentiable", "mixed_op", "sampled"}
+    assert NasBench201Space.capabilities() == {
+        "sample",
+        "mutate",
+        "benchmark",
+        "differentiable",
+        "mixed_op",
+        "sampled",
+        "cost",
+    }
     assert space().size() == 15_625 and "15,625" in space().describe()
 
 
