@@ -165,10 +165,11 @@ def input_shapes(model: nn.Module, modules: list[nn.Module], image_shape: tuple[
             hooks.append(m.register_forward_hook(conv_macs))
         elif id(m) not in inside and isinstance(m, nn.Linear):
             hooks.append(m.register_forward_hook(linear_macs))
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    first = next(model.parameters(), None)
+    device, dtype = (first.device, first.dtype) if first is not None else (torch.device("cpu"), torch.float32)
     try:
         with quiet_forward(model):
-            model(torch.zeros(1, *image_shape, device=device))
+            model(torch.zeros(1, *image_shape, device=device, dtype=dtype))
     finally:
         for h in hooks:
             h.remove()
@@ -229,32 +230,35 @@ class SupernetCosts:
         self.tables = tables
         self.model = model
 
-    def edge_weights(self, table: TableCosts, device: torch.device) -> torch.Tensor | None:
+    def edge_weights(self, table: TableCosts, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
         """Per row, n_in * softmax(beta_node)[edge]: 1 for uniform betas; None without edge normalization."""
         if all(k is None for k in table.edge_keys):
             return None
         weights = []
         for key in table.edge_keys:
             if key is None:
-                weights.append(torch.ones((), device=device))
+                weights.append(torch.ones((), device=device, dtype=dtype))
             else:
                 edge_key, index, count = key
-                weights.append(count * F.softmax(self.model.arch_tables[edge_key][0].float(), dim=-1)[index])
+                beta = self.model.arch_tables[edge_key][0].to(dtype)
+                weights.append(count * F.softmax(beta, dim=-1)[index])
         return torch.stack(weights)
 
     def expected(self, sampled: bool = True) -> torch.Tensor:
-        """E[cost] as a differentiable scalar of the architecture parameters (float32); `sampled=False` takes the
+        """E[cost] as a differentiable scalar of the architecture parameters (float32, or float64 in a float64
+        model); `sampled=False` takes the
         softmax expectation even on GDAS' sampled tables (what the per-epoch log shows)."""
         total = None
         for key, table in self.tables.items():
             alpha = self.model.arch_tables[key]
-            costs = table.costs.to(device=alpha.device, dtype=torch.float32)
+            dtype = torch.promote_types(alpha.dtype, torch.float32)  # float32 under AMP, float64 in a float64 model
+            costs = table.costs.to(device=alpha.device, dtype=dtype)
             if sampled and table.sampled:
-                weights = self.model.sampler.draw_for(key)[0].float()  # the draw of the last forward
+                weights = self.model.sampler.draw_for(key)[0].to(dtype)  # the draw of the last forward
             else:
-                weights = F.softmax(alpha.float(), dim=-1)
+                weights = F.softmax(alpha.to(dtype), dim=-1)
             per_row = (weights * costs).sum(dim=-1)
-            edge = self.edge_weights(table, alpha.device)
+            edge = self.edge_weights(table, alpha.device, dtype)
             if edge is not None:
                 per_row = per_row * edge
             total = per_row.sum() if total is None else total + per_row.sum()
