@@ -36,7 +36,8 @@ def nb201(options: MixedOpOptions | None = None, seed: int = 0):
 
 def darts_cells(options: MixedOpOptions | None = None):
     conf = {"n_cells": 3, "init_channels": 4, "n_nodes": 2, "affine": False, "stem_multiplier": 3, "n_reductions": 2,
-            "aux_weight": 0.0, "primitives": ["none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3"]}  # fmt: skip
+            "aux_weight": 0.0,
+            "primitives": ["none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3"]}  # fmt: skip
     space = DartsCellSpace({}, conf, DATASET)
     torch.manual_seed(0)
     return space.mixed_op_supernet(options or MixedOpOptions())
