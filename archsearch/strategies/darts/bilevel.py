@@ -29,6 +29,7 @@ from archsearch.common import distributed
 from archsearch.train.trainer import build_optimizer
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, y) -> scalar loss of the model
+Objective = Callable[[torch.Tensor], torch.Tensor]  # validation loss -> architecture objective
 
 
 class BilevelOptimizer:
@@ -57,18 +58,28 @@ class BilevelOptimizer:
         y_val: torch.Tensor,
         lr: float,
         penalty: torch.Tensor | None = None,
+        objective: Objective | None = None,
     ) -> torch.Tensor:
         """One architecture update; returns the validation loss it used (detached). `penalty`, a scalar of the
-        architecture parameters alone (beta-DARTS' weighted beta-decay loss), is added to the objective."""
+        architecture parameters alone (beta-DARTS' weighted beta-decay loss), is added to the objective.
+        `objective` maps the validation loss to the architecture objective (the expected-cost term, cost.py); it is
+        called right after the forward that computed the loss. In the second order its gradient is taken by the
+        chain rule through the loss: d objective / d loss times the unrolled gradient, plus its direct gradient."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.order == "first":
             loss = loss_fn(x_val, y_val)
-            objective = loss if penalty is None else loss + penalty
+            total = loss if objective is None else objective(loss)
+            if penalty is not None:
+                total = total + penalty
             # no weight gradients: cheaper than backward(); an alpha the loss does not reach gets zeros
-            grads = _grads(objective, self.arch_params)
+            grads = _grads(total, self.arch_params)
             grads = distributed.averaged(grads, x_val.shape[0])  # torchrun: the global val batch's gradient
         else:
             loss, grads = self.second_order_grads(loss_fn, x_train, y_train, x_val, y_val, lr)
+            if objective is not None:  # chain rule through the loss' value: the unrolled gradient stands for d loss
+                leaf = loss.detach().requires_grad_(True)
+                d_loss, *direct = _grads(objective(leaf), [leaf, *self.arch_params])
+                grads = [d_loss * g + d for g, d in zip(grads, direct)]
             if penalty is not None:  # independent of the weights: its gradient adds to the unrolled one
                 grads = [g + pg for g, pg in zip(grads, _grads(penalty, self.arch_params))]
         for p, g in zip(self.arch_params, grads):

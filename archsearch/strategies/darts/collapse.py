@@ -21,6 +21,9 @@ same trainer too):
   largest eigenvalue; power iteration gives the same number without the n x n matrix). It measures without
   disturbing the search: RNG state, BatchNorm statistics and gradients are left as they were.
 
+With the expected-cost term's source set (nas.search.trainer.cost, cost.py), the line also shows E[cost] and the
+cost of the architecture derived now (the trainer's `cost_line`; the numbers are the `cost` record).
+
 The settings are `nas.search.trainer.collapse` (declared at the end of this module, defaults in confs/common.yaml:
 everything off but the counts, which cost nothing). Each epoch is one `collapse` event in log.yaml ({epoch,
 param_free, n_ops, entropy, hessian_eigenvalue when computed}), one log line and TensorBoard scalars
@@ -243,6 +246,8 @@ class CollapseMonitor:
             self.eigenvalues.append(value)
             event["hessian_eigenvalue"] = value
             line += f", hessian eigenvalue {value:.4g}"
+        if getattr(trainer, "cost_line", ""):  # the expected-cost term's figures (cost.py), when a source is set
+            line += f", {trainer.cost_line}"
         log.info(line)
         log.record("collapse", **event)
         log.scalars("collapse", {k: v for k, v in event.items() if k != "epoch"}, epoch + 1)

@@ -10,6 +10,7 @@ the per-edge reference path.
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 from torch import nn
@@ -40,8 +41,15 @@ class Darts(Strategy):
             f"[search] supernet: {count_params(supernet):,} weights, "
             f"{sum(p.numel() for p in supernet.arch_params()):,} architecture parameters"
         )
-        _, metrics = fit_supernet(self.ctx, supernet, self.trainer_class)
+        trainer_class = self.trainer_class
+        if self.cost_conf().get("source") is not None:  # the derived architecture's cost: the network it builds
+            trainer_class = functools.partial(trainer_class, arch_builder=self.space.build)  # type: ignore[assignment]
+        _, metrics = fit_supernet(self.ctx, supernet, trainer_class)
         return SearchOutcome(supernet.derive_arch(), metrics)
+
+    def cost_conf(self) -> dict:
+        conf = self.conf["trainer"]
+        return dict(conf["cost"]) if "cost" in list(conf) else {}
 
     def dry_run_notes(self) -> list[str]:
         conf_bilevel = self.conf["trainer"]["bilevel"]
@@ -51,6 +59,11 @@ class Darts(Strategy):
         if conf_bilevel["beta_decay"]["weight"] > 0:
             decay = conf_bilevel["beta_decay"]
             notes.append(f"beta-decay: lambda = {decay['weight']:g} * epoch / {decay['ramp_epochs']}")
+        cost = self.cost_conf()
+        if cost.get("source") is not None:
+            target = "" if cost.get("target") is None else f", target {cost['target']:g}"
+            steer = f"form {cost['form']}, weight {cost['weight']:g}{target}" if cost.get("weight") else "logged only"
+            notes.append(f"cost term: {cost['source']}, {steer}")
         return notes
 
 
