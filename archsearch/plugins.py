@@ -11,6 +11,8 @@ from pathlib import Path
 
 from torch import nn
 
+import archsearch.search.hardware_metrics  # noqa: F401 - latency, ONNX latency, peak memory, predicted latency
+
 # the spaces, before the strategies that run on them
 import archsearch.spaces.darts_cells
 import archsearch.spaces.enas

@@ -498,3 +498,28 @@ register_section("export", {"onnx_opset": Int(ge=ONNX_OPSETS[0], le=ONNX_OPSETS[
 
 # --- issue 15: the DARTS ImageNet network (archsearch/model/builder.py; confs/datasets/imagenet.yaml) ---
 register_section("nas.search.model_desc", {"skeleton": Str("cifar", "imagenet")})
+
+# --- issue 21: metrics, objectives and constraints (archsearch/search/metrics.py, objectives.py) ---
+# the entries' metric names and bounds are checked against the metric registry by a rule that
+# archsearch/search/objectives.py registers (the registry lives above this layer)
+register_section(
+    "nas.search",
+    {
+        "objectives": List(Value("mapping", allowed_text="a mapping {metric: NAME, goal: max|min}"), null=True,
+                           min_length=1),
+        "constraints": Value("mapping", allowed_text="a mapping {METRIC: {min: X, max: Y}}"),
+        "select": Str("best", "knee"),
+        "reference_point": List(Float(), null=True, min_length=1),
+    },
+)  # fmt: skip
+register_section(
+    "nas.search.metrics",
+    {
+        "batch_size": POSITIVE_INT,
+        "threads": POSITIVE_INT,
+        "warmup": COUNT,
+        "repeats": POSITIVE_INT,
+        "device": Str(pattern=r"cpu|cuda(:\d+)?", allowed="cpu, cuda or cuda:N"),
+        "latency_table": Str(null=True, pattern=r".+", allowed="a latency table file"),
+    },
+)

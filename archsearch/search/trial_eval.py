@@ -16,7 +16,9 @@ runs trials in worker processes. A trial's result is a function of (arch, seed, 
 gives what this process would. Off-process, a trained trial keeps no mid-trial checkpoint (its worker may be
 on another machine): a trial that did not finish is rerun from its start.
 
-`run_trials` is the rest every black-box strategy shares: budget, executor, loop, and the best trial;
+`run_trials` is the rest every black-box strategy shares: budget, executor, loop, and the best trial; with
+objectives or constraints (nas.search.objectives, constraints) also the cheap metrics of each proposal, the
+Pareto front and search/pareto.yaml with every member's architecture file (search/pareto/trial_NNN/);
 `TrialStrategy` the Strategy base that gives such strategies their --dry-run sizes (one sampled candidate) and notes.
 """
 
@@ -34,12 +36,16 @@ from torch import nn
 from archsearch.common.checkpoint import delete_checkpoint
 from archsearch.common.devices import select_device
 from archsearch.common.errors import ConfigError, TrainingDiverged
+from archsearch.common.io import atomic_write_yaml
+from archsearch.common.logging import plain
 from archsearch.data.loaders import search_loaders
 from archsearch.search.benchmark_table import BenchmarkTable, table_from_conf
 from archsearch.search.executors import make_executor
+from archsearch.search.metrics import MetricContext, cheap_metrics
+from archsearch.search.objectives import Goals, closest, goals_from_conf, require_produced
 from archsearch.search.space import SearchSpace
-from archsearch.search.strategy import Strategy
-from archsearch.search.trial_loop import Budget, ProposeFn, Trial, TrialLog, TrialLoop
+from archsearch.search.strategy import STRATEGIES, Strategy
+from archsearch.search.trial_loop import Budget, MeasureFn, ProposeFn, Trial, TrialLog, TrialLoop, TrialResults
 from archsearch.train.context import RunContext
 from archsearch.train.trainer import Trainer
 
@@ -125,6 +131,7 @@ class TrainWork:
 
 class TrainEvaluator(ShippableEvaluator):
     objective = "val_top1"
+    produces = ("val_top1",)
 
     def __init__(self, ctx: RunContext, space: SearchSpace, conf_search: Mapping) -> None:
         self.ctx, self.space, self.conf_search = ctx, space, conf_search
@@ -179,6 +186,7 @@ class TableWork:
 
 class TableEvaluator(ShippableEvaluator):
     objective = "benchmark_top1"
+    produces = ("benchmark_top1",)
 
     def __init__(self, ctx: RunContext, space: SearchSpace, conf_search: Mapping) -> None:
         self._work = TableWork(space, benchmark_table(space, conf_search, "--nas.search.evaluate_by table"))
@@ -194,6 +202,71 @@ register_evaluator("train")(TrainEvaluator)
 register_evaluator("table")(TableEvaluator)
 
 
+PARETO_FILE = "pareto.yaml"
+PARETO_DIR = "pareto"  # search/pareto/trial_NNN/<the space's final file>: every front member's architecture
+
+
+def search_goals(ctx: RunContext, objective: str, mode: str = "max") -> Goals:
+    """The run's objectives and constraints (nas.search); `objective`/`mode` the evaluator's own metric."""
+    return goals_from_conf(ctx.conf["nas"]["search"], objective, mode)
+
+
+def single_objective(strategy: str, goals: Goals) -> None:
+    """One line when a strategy that optimizes one objective is given several."""
+    if len(goals.objectives) > 1:
+        several = sorted(n for n in STRATEGIES.names() if getattr(STRATEGIES.get(n), "multi_objective", False))
+        raise ConfigError(
+            f"--algos {strategy} optimizes one objective, and nas.search.objectives names "
+            f"{len(goals.objectives)} ({', '.join(o.metric for o in goals.objectives)}); strategies that take "
+            f"several: {', '.join(several)}"
+        )
+
+
+def space_measure(space: SearchSpace, conf_search: Mapping, seed: int) -> MeasureFn:
+    """The cheap metrics of an architecture (JSON) of `space`: its network built at search size (under a
+    forked torch RNG, so no trial's weights change) and measured with nas.search.metrics."""
+    ds = space.conf_dataset
+    input_shape = (int(ds["channels"]), int(ds["image_size"]), int(ds["image_size"]))
+    conf = conf_search["metrics"] if "metrics" in conf_search else {}  # noqa: SIM401 - Config.get raises
+
+    def measure(data: Any, names: list[str]) -> dict[str, float]:
+        arch = space.from_json(data, "a proposed architecture")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = space.build(arch)
+        return cheap_metrics(names, MetricContext(model, input_shape, space, arch, conf))
+
+    return measure
+
+
+def write_pareto(ctx: RunContext, space: SearchSpace, results: TrialResults, decode: Callable[[dict], Any]) -> Path:
+    """search/pareto.yaml and each front member's architecture file (search/pareto/trial_NNN/)."""
+    goals = results.goals
+    assert goals is not None
+    front = []
+    for member in sorted(results.front, key=lambda m: m["index"]):
+        folder = ctx.search_dir / PARETO_DIR / f"trial_{member['index']:03d}"
+        meta = {"algo": ctx.algo, "space": space.name, "trial": member["index"]}
+        path = space.save_arch(decode(member), folder, meta)
+        entry = {"index": member["index"], "arch": member["arch"], "metrics": member["metrics"]}
+        front.append({**entry, "arch_file": str(Path(path).relative_to(ctx.search_dir.parent))})
+    constraints = {c.metric: {k: v for k, v in (("min", c.min), ("max", c.max)) if v is not None}
+                   for c in goals.constraints}  # fmt: skip
+    document = {
+        "objectives": [{"metric": o.metric, "goal": o.goal} for o in goals.objectives],
+        "constraints": constraints,
+        "reference_point": list(results.reference) if results.reference is not None else None,
+        "hypervolume": results.hypervolume,
+        "rejected": results.rejected,
+        "front": front,
+        "selected": results.best["index"] if results.best is not None else None,
+        "rule": goals.rule,
+    }
+    path = ctx.search_dir / PARETO_FILE
+    atomic_write_yaml(path, plain(document))
+    return path
+
+
 def run_trials(
     ctx: RunContext,
     space: SearchSpace,
@@ -202,11 +275,24 @@ def run_trials(
     evaluator: Evaluator | None = None,
     mode: str = "max",
     best_arch: Callable[[dict[str, Any]], Any] | None = None,
+    goals: Goals | None = None,
+    measure: MeasureFn | None = None,
+    member_arch: Callable[[dict[str, Any]], Any] | None = None,
 ) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
     """Run `propose` through the trial loop under `budget`: (best arch, search metrics, trial records).
     `evaluator` None: the one nas.search.evaluate_by names; `best_arch` turns the best trial's record into the
-    architecture (default: the space's decoding of its `arch`)."""
+    architecture (default: the space's decoding of its `arch`). `goals` None: the run's (nas.search), with the
+    evaluator's metric as the single default objective; `measure` None: the space's networks measured
+    (a strategy whose arch is no JSON of its space passes its own, or none to have the evaluator give them);
+    `member_arch` decodes a front member's record for its file (default: as `best_arch`)."""
     evaluator = evaluator or make_evaluator(ctx, space)
+    if goals is None:
+        goals = search_goals(ctx, evaluator.objective, mode)
+        measure = measure or space_measure(space, ctx.conf["nas"]["search"], ctx.seed)
+    if not goals.legacy:
+        how = f"--nas.search.evaluate_by {ctx.conf['nas']['search']['evaluate_by']}"
+        require_produced(goals, getattr(evaluator, "produces", None), how)
+        ctx.log.info(f"[search] objectives: {goals.describe()}; final pick from the front: {goals.rule}")
     executor = make_executor(ctx.conf["common"], ctx.log)
     loop = TrialLoop(
         ctx.search_dir,
@@ -219,11 +305,16 @@ def run_trials(
         log=ctx.log.info,
         record=ctx.log.record,
         on_recorded=evaluator.forget,
+        goals=goals,
+        measure=measure if not goals.legacy else None,
     )
     try:
         results = loop.run(propose, evaluator)
     finally:
         executor.close()
+    decode = best_arch if best_arch is not None else (lambda r: space.from_json(r["arch"]))
+    if not goals.legacy:
+        return _pick_from_front(ctx, space, goals, results, decode, member_arch or decode)
     best = results.best
     if best is None and results.records:
         raise TrainingDiverged(
@@ -241,6 +332,8 @@ def run_trials(
 class TrialStrategy(Strategy):
     """A strategy that evaluates candidates one by one on the trial loop (random, REA, NASWOT)."""
 
+    multi_objective = False  # True: takes several nas.search.objectives (the front chooses the final one)
+
     def budget(self) -> Budget:
         raise NotImplementedError
 
@@ -255,3 +348,46 @@ class TrialStrategy(Strategy):
         budget = self.budget()
         limits = [f"{budget.n_trials} trials" if budget.n_trials else "", f"{budget.time_s} s" if budget.time_s else ""]
         return [f"{self.name}: {' or '.join(x for x in limits if x)}, evaluated by {self.evaluate_by()}"]
+
+
+def _pick_from_front(
+    ctx: RunContext,
+    space: SearchSpace,
+    goals: Goals,
+    results: TrialResults,
+    decode: Callable[[dict], Any],
+    member_arch: Callable[[dict], Any],
+) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+    """The selected front member, pareto.yaml, and the search metrics of a search with goals."""
+    records = results.records
+    if results.best is None:
+        if not records:
+            raise ConfigError("the search budget ran out before a single trial finished; raise it")
+        near = closest(records, goals)
+        nearest = ""
+        if near is not None:
+            values = ", ".join(f"{c.metric} {near['metrics'].get(c.metric)}" for c in goals.constraints)
+            nearest = f"; the nearest, trial {near['index'] + 1}, has {values}"
+        raise TrainingDiverged(
+            f"no trial of {len(records)} met the constraints ({goals.describe()}) with finite objectives"
+            f"{nearest} (see search/trials.yaml)"
+        )
+    write_pareto(ctx, space, results, member_arch)
+    best = results.best
+    primary = goals.primary.metric
+    metrics: dict[str, Any] = {f"best_{primary}": best["metrics"][primary], "best_trial": best["index"]}
+    metrics["n_trials"] = len(records)
+    metrics.update(
+        n_rejected=results.rejected,
+        n_infeasible=sum(not r["feasible"] for r in records),
+        front_size=len(results.front),
+        hypervolume=results.hypervolume,
+        selected_by=goals.rule,
+        selected_metrics=dict(best["metrics"]),
+    )
+    ctx.log.info(
+        f"[search] front of {len(results.front)} feasible trials, hypervolume {results.hypervolume:.6g}; "
+        f"{results.rejected} proposals rejected by cheap constraints; selected trial {best['index'] + 1} "
+        f"({goals.rule}) -> {ctx.search_dir / PARETO_FILE}"
+    )
+    return decode(best), metrics, records

@@ -23,6 +23,16 @@ once per search), `payload(trial)` what one trial needs beyond its arch and seed
 and inherited weights), `receive(...)` the driver's part (writing a trial's weights into the experiment
 folder). A trial the executor gave up on (it raised or lost its worker `max_retries` + 1 times) comes back
 as metrics `{"error": ..., "attempts": n}`: the loop records it with a NaN objective, warns and goes on.
+
+Objectives and constraints (`goals`, archsearch/search/objectives.py): with several objectives or any
+constraint, the loop computes the cheap metrics the goals name (`measure(arch, names)`, on the driver, before
+the trial is submitted), rejects a proposal that breaks a cheap constraint and asks `propose` again with the
+same trial RNG (at most `max_rejects` times, then one line naming the constraint), so no evaluation is spent
+on it; rejections are not trials, but each record counts those before it (`rejected`). Every record then
+also has `feasible` (all constraints, the expensive ones checked after evaluation) and the `hypervolume` of
+the front of the feasible trials so far, which the loop keeps (`TrialResults.front`); the best trial is the
+front member the goals' rule selects. With one objective, the evaluator's, and no constraints (`legacy`),
+none of this is computed and the records are what they always were.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +52,21 @@ from archsearch.common.errors import ConfigError
 from archsearch.common.io import atomic_write_yaml
 from archsearch.common.logging import plain
 from archsearch.common.readers import read_yaml
+from archsearch.search.objectives import (
+    Goals,
+    Objective,
+    hypervolume,
+    pareto_front,
+    reference_point,
+    select,
+    update_front,
+)
 
 TRIALS_FILE = "trials.yaml"
 BEST_FILE = "best_trial.yaml"
 PENDING_FILE = "trials_pending.yaml"  # the trials in flight of a parallel search
 SEED_STRIDE = 7919  # a prime: trial seeds of neighbouring run seeds do not overlap for < 7919 trials
+MAX_REJECTS = 200  # proposals in a row that break a cheap constraint before the search gives up
 
 
 def trial_seed(run_seed: int, index: int) -> int:
@@ -110,6 +131,7 @@ Proposal = Any  # an arch, or (arch, extra fields)
 ProposeFn = Callable[[int, random.Random, list[dict[str, Any]]], Proposal]
 EvaluateFn = Callable[[Trial], dict[str, Any]]
 ERROR_KEY = "error"  # metrics of a trial the executor gave up on: {"error": "...", "attempts": n}
+MeasureFn = Callable[[Any, list[str]], dict[str, float]]  # (arch JSON, cheap metric names) -> their values
 
 
 class TrialLog:
@@ -200,8 +222,13 @@ class LocalExecutor:
 @dataclass
 class TrialResults:
     records: list[dict[str, Any]]
-    best: dict[str, Any] | None
+    best: dict[str, Any] | None  # with goals: the front member the rule selects
     objective: str
+    goals: Goals | None = None
+    front: list[dict[str, Any]] = field(default_factory=list)  # the feasible non-dominated records (goals only)
+    rejected: int = 0  # proposals refused by a cheap constraint, never evaluated
+    reference: tuple[float, ...] | None = None
+    hypervolume: float = 0.0
 
 
 class TrialLoop:
@@ -211,6 +238,8 @@ class TrialLoop:
     `folder` None keeps the index in memory only (tabular benchmarks that run thousands of searches);
     `on_recorded(index)` is called once trial `index` is safely in the index, also for the trials a resumed
     search reads back, so an evaluator can delete what only an unfinished trial needs (its checkpoint).
+    `goals` (objectives and constraints) replace `objective`/`mode` when given; `measure` computes cheap metrics
+    of a proposed arch (None: the evaluator returns them too, and cheap constraints are checked after it).
     """
 
     def __init__(
@@ -225,7 +254,12 @@ class TrialLoop:
         log: Callable[[str], None] = print,
         record: Callable[..., None] | None = None,
         on_recorded: Callable[[int], None] | None = None,
+        goals: Goals | None = None,
+        measure: MeasureFn | None = None,
+        max_rejects: int = MAX_REJECTS,
     ) -> None:
+        if goals is not None:
+            objective, mode = goals.primary.metric, goals.primary.goal
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be max or min, got {mode!r}")
         self.folder = Path(folder) if folder is not None else None
@@ -235,6 +269,12 @@ class TrialLoop:
         self.log, self.record_event, self.on_recorded = log, record, on_recorded
         self.index_file = self.folder / TRIALS_FILE if self.folder is not None else None
         self.n_failed = 0  # trials the executor gave up on, for the progress line
+        self.goals = goals if goals is not None else Goals((Objective(objective, mode),), legacy=True)
+        self.measure, self.max_rejects = measure, max_rejects
+        self.front: list[dict[str, Any]] = []
+        self.rejected = 0
+        self._cheap: dict[int, dict[str, float]] = {}  # cheap metrics of the trials in flight
+        self._rejected: dict[int, int] = {}  # proposals rejected before each trial in flight
 
     # ---- the index -------------------------------------------------------------------------------
     def read_index(self) -> list[dict[str, Any]]:
@@ -260,6 +300,8 @@ class TrialLoop:
         return a > b if self.mode == "max" else a < b
 
     def best_of(self, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if not self.goals.legacy:
+            return select(pareto_front(records, self.goals), self.goals)  # type: ignore[return-value]
         best = None
         for r in records:
             if self.better(r["metrics"][self.objective], self._value(best)):
@@ -284,6 +326,9 @@ class TrialLoop:
         for r in records:  # a kill between a trial's record and its clean-up left its leftovers
             self._recorded(r["index"])
         best = self.best_of(records)
+        if not self.goals.legacy:
+            self.front = pareto_front(records, self.goals)  # type: ignore[assignment]
+            self.rejected = sum(r.get("rejected", 0) for r in records)
         next_index = max((r["index"] for r in records), default=-1) + 1
         spent = sum(r["time_s"] for r in records)
         self.n_failed = sum(ERROR_KEY in r["metrics"] for r in records)
@@ -302,6 +347,7 @@ class TrialLoop:
                     trial = unfinished.pop(0)
                     if adopt is not None:
                         adopt(trial)
+                    self._measure(trial)
                 else:
                     trial = self._propose(propose, next_index, records)
                     if trial is None:  # the strategy's space is exhausted
@@ -319,6 +365,7 @@ class TrialLoop:
                 self.n_failed += 1
                 metrics = {self.objective: math.nan, **metrics}
                 self.log(f"[search] WARNING: trial {trial.index + 1} skipped: {metrics[ERROR_KEY]}")
+            metrics = self._with_goals(trial, metrics)
             if self.objective not in metrics:
                 raise KeyError(f"trial {trial.index} returned no {self.objective!r} metric: {sorted(metrics)}")
             spent += seconds
@@ -330,8 +377,11 @@ class TrialLoop:
                 "time_s": round(seconds, 4),
                 **plain(trial.extra),
             }
-            if self.better(record["metrics"][self.objective], self._value(best)):
-                best = record
+            if self.goals.legacy:
+                if self.better(record["metrics"][self.objective], self._value(best)):
+                    best = record
+            else:
+                best = self._update_front(record, records)
             record["best_so_far"] = self._value(best)  # None while no trial has a finite objective
             records.append(record)
             if self.folder is not None:
@@ -343,7 +393,49 @@ class TrialLoop:
             if self.record_event is not None:
                 self.record_event("trial", **{k: v for k, v in record.items() if k != "arch"}, arch=trial.arch)
             self._progress(record, best, len(records))
-        return TrialResults(records, best, self.objective)
+        if self.goals.legacy:
+            return TrialResults(records, best, self.objective)
+        reference = reference_point(self.goals, records)
+        return TrialResults(
+            records,
+            best,
+            self.objective,
+            self.goals,
+            self.front,
+            self.rejected,
+            reference,
+            hypervolume(self.front, self.goals, reference),
+        )
+
+    # ---- objectives and constraints ----------------------------------------------------------------
+    def _measure(self, trial: Trial) -> dict[str, float]:
+        """The cheap metrics the goals name, of `trial`'s arch (kept until its result arrives)."""
+        names = self.goals.cheap_names() if not self.goals.legacy and self.measure is not None else []
+        self._cheap[trial.index] = self.measure(trial.arch, names) if names else {}  # type: ignore[misc]
+        return self._cheap[trial.index]
+
+    def _with_goals(self, trial: Trial, metrics: dict[str, Any]) -> dict[str, Any]:
+        """The evaluator's metrics with the trial's cheap ones (goals only); a trial the executor gave up on
+        gets NaN for every expensive metric the goals name."""
+        cheap = self._cheap.pop(trial.index, {})
+        if self.goals.legacy:
+            return metrics
+        if ERROR_KEY in metrics:
+            metrics = {**{n: math.nan for n in self.goals.names() if n not in cheap}, **metrics}
+        missing = [n for n in self.goals.names() if n not in metrics and n not in cheap]
+        if missing:
+            raise KeyError(f"trial {trial.index} returned no {missing[0]!r} metric: {sorted(metrics)}")
+        return {**cheap, **metrics}
+
+    def _update_front(self, record: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Add the goals' fields to `record` (records: the trials before it); the selected front member."""
+        goals = self.goals
+        record["feasible"] = goals.feasible(record["metrics"])
+        record["rejected"] = self._rejected.pop(record["index"], 0)
+        update_front(self.front, record, goals)
+        reference = reference_point(goals, [*records, record])
+        record["hypervolume"] = hypervolume(self.front, goals, reference)
+        return select(self.front, goals)  # type: ignore[return-value]
 
     def _write_pending(self, in_flight: dict[int, Trial]) -> None:
         """The trials in flight, beside the index: a parallel search finishes trials out of order, so a
@@ -378,12 +470,43 @@ class TrialLoop:
             self.on_recorded(index)
 
     def _propose(self, propose: ProposeFn, index: int, history: list[dict[str, Any]]) -> Trial | None:
+        """Trial `index`'s proposal; one that breaks a cheap constraint is rejected and `propose` asked again
+        with the same RNG (so a resumed search rejects and draws exactly the same)."""
         seed = trial_seed(self.seed, index)
-        proposal = propose(index, random.Random(seed), list(history))
-        if proposal is None:
-            return None
-        arch, extra = proposal if isinstance(proposal, tuple) else (proposal, {})
-        return Trial(index, arch, seed, dict(extra))
+        rng = random.Random(seed)
+        constraints = self.goals.cheap_constraints() if self.measure is not None else ()
+        broken: Counter[str] = Counter()
+        nearest: dict[str, float] = {}
+        for _ in range(self.max_rejects + 1):
+            proposal = propose(index, rng, list(history))
+            if proposal is None:
+                return None
+            arch, extra = proposal if isinstance(proposal, tuple) else (proposal, {})
+            trial = Trial(index, arch, seed, dict(extra))
+            cheap = self._measure(trial)
+            bad = [c for c in constraints if c.violation(cheap.get(c.metric)) > 0]
+            if not bad:
+                if broken:
+                    n = sum(broken.values())
+                    self._rejected[index] = n
+                    self.rejected += n
+                    why = "; ".join(f"{k}: {v}" for k, v in broken.items())
+                    self.log(f"[search] trial {index + 1}: {n} proposals rejected before it ({why}); "
+                             f"{self.rejected} in all")  # fmt: skip
+                return trial
+            for c in bad:
+                broken[c.text()] += 1
+                value = cheap[c.metric]
+                if c.metric not in nearest or c.violation(value) < c.violation(nearest[c.metric]):
+                    nearest[c.metric] = value
+        self._cheap.pop(index, None)
+        worst, times = broken.most_common(1)[0]
+        metric = worst.split(" ")[0]
+        raise ConfigError(
+            f"no proposal for trial {index + 1} met the constraint {worst} in {self.max_rejects + 1} tries "
+            f"({times} broke it; the nearest {metric} was {nearest[metric]:g}); loosen --nas.search.constraints "
+            "or choose a space that can meet it"
+        )
 
     def _progress(self, record: dict[str, Any], best: dict[str, Any] | None, n_done: int) -> None:
         n = self.budget.n_trials
@@ -397,7 +520,12 @@ class TrialLoop:
             if self.executor.max_concurrent > 1 or self.n_failed
             else ""
         )
+        goals = ""
+        if not self.goals.legacy:
+            others = "".join(f", {o.metric} {_fmt(record['metrics'].get(o.metric))}" for o in self.goals.objectives[1:])
+            feasible = "" if record["feasible"] else " (infeasible)"
+            goals = f"{others}{feasible}; front {len(self.front)}, hypervolume {record['hypervolume']:.6g}"
         self.log(
             f"[search] trial {record['index'] + 1}{of}: {self.objective} "
-            f"{_fmt(record['metrics'][self.objective])}; {so_far}{counts}"
+            f"{_fmt(record['metrics'][self.objective])}{goals}; {so_far}{counts}"
         )

@@ -20,6 +20,12 @@ trial concurrency: proposals differ from every trial proposed so far) and is upd
 arrives. Off-process, a trial is rebuilt from its JSON document and the weights it inherits
 (`MorphismWork`, no live graph leaves this process) and sends its trained weights back, which the driver
 puts into the queue's graph (for the children) and writes as trial_NNN.pt.
+
+Constraints (nas.search.constraints): a bound on `params` (the graph's size) also caps the optimizer's
+children (max_model_size), so no child over it is trained; every constraint is checked on the trial's
+metrics after evaluation (infeasible trials never become the final architecture). Morphism optimizes one
+objective, its val_top1, and takes no other cheap constraint (its architectures are no JSON of a space to
+build before training).
 """
 
 from __future__ import annotations
@@ -36,14 +42,14 @@ import torch
 
 from archsearch.common.checkpoint import load_checkpoint, save_checkpoint
 from archsearch.common.devices import select_device
-from archsearch.common.errors import ArchitectureError
+from archsearch.common.errors import ArchitectureError, ConfigError
 from archsearch.common.io import atomic_write_text
 from archsearch.common.readers import read_text
 from archsearch.config.schema import POSITIVE_INT, Float, Str, register_section
 from archsearch.data.loaders import search_loaders
 from archsearch.search.space import SearchSpace
 from archsearch.search.strategy import SearchOutcome, Strategy, register_strategy
-from archsearch.search.trial_eval import run_trials
+from archsearch.search.trial_eval import run_trials, search_goals, single_objective
 from archsearch.search.trial_loop import Budget, Trial, TrialLog, finite_number
 from archsearch.spaces.morphism.graph import Graph
 from archsearch.spaces.morphism.ir_json import graph_to_json, json_to_graph
@@ -116,9 +122,14 @@ class MorphismWork:
         return metrics, {"weights": graph.weights_state_dict() if graph.has_weights() else None}
 
 
-def queue_from_conf(conf_morphism: Mapping, space: SearchSpace) -> MorphismSearchStrategy:
-    """The Bayesian queue of nas.search.morphism, on the space's input shape and classes."""
+def queue_from_conf(
+    conf_morphism: Mapping, space: SearchSpace, max_params: float | None = None
+) -> MorphismSearchStrategy:
+    """The Bayesian queue of nas.search.morphism, on the space's input shape and classes; `max_params` (a
+    constraint on params) caps max_model_size."""
     section = {k: v for k, v in conf_morphism.items() if k not in LOOP_KEYS}
+    if max_params is not None:
+        section["max_model_size"] = min(int(section["max_model_size"]), max(1, math.floor(max_params)))
     return MorphismSearchStrategy.from_config(section, n_output_node=space.n_classes, input_shape=space.input_shape)
 
 
@@ -260,13 +271,32 @@ class Morphism(Strategy):
 
     def search(self) -> SearchOutcome:
         ctx = self.ctx
+        mode = "max" if self.conf_morphism["optimize_mode"] == "maximize" else "min"
+        goals = search_goals(ctx, "val_top1", mode)
+        single_objective(self.name, goals)
+        if goals.primary.metric != "val_top1":
+            raise ConfigError(
+                f"--algos morphism optimizes val_top1, not {goals.primary.metric} (nas.search.objectives)"
+            )
+        other = [n for n in goals.cheap_names() if n != "params"]
+        if other:
+            raise ConfigError(
+                f"--algos morphism takes cheap constraints on params only, not {', '.join(other)} "
+                "(nas.search.constraints); random, rea and naswot take every cheap metric"
+            )
+        max_params = next((c.max for c in goals.constraints if c.metric == "params" and c.max is not None), None)
         train = GraphTrainer(self.conf, ctx.conf["dataset"], ctx.conf["common"]["device"], ctx.seed, ctx.log)
         trials = MorphismTrials(
-            queue_from_conf(self.conf_morphism, self.space), ctx.search_dir, train, log=ctx.log.info
+            queue_from_conf(self.conf_morphism, self.space, max_params), ctx.search_dir, train, log=ctx.log.info
         )
         budget = Budget(self.conf_morphism["n_trials"], self.conf_morphism["time_budget_s"])
-        mode = "max" if self.conf_morphism["optimize_mode"] == "maximize" else "min"
-        arch, metrics, _ = run_trials(ctx, self.space, trials.propose, budget, trials, mode, trials.write_best)
+
+        def member(record: dict[str, Any]) -> Any:
+            return json.loads(trials.read_arch(record["index"], record["arch"]))
+
+        arch, metrics, _ = run_trials(
+            ctx, self.space, trials.propose, budget, trials, mode, trials.write_best, goals, None, member
+        )
         return SearchOutcome(arch, metrics, {"best_trial": metrics["best_trial"]})
 
     def search_model(self) -> torch.nn.Module:

@@ -5,7 +5,11 @@ loop (index, resume, per-trial seeds) through the `proxy` evaluator registered h
 
 With a benchmark table (`nas.search.benchmark` on a space with one, e.g. NAS-Bench-201's CSV) it reports
 Kendall's tau / Spearman's rho of score vs accuracy, the chosen architecture's rank among the scored ones
-and a scatter plot (search/correlation.png)."""
+and a scatter plot (search/correlation.png).
+
+Objectives and constraints (nas.search.objectives, constraints) are honoured as in random search: a sample
+that breaks a cheap constraint (params, latency) is rejected before it is scored; with `indices`, a listed
+architecture that breaks one ends the search with the line naming the constraint."""
 
 from __future__ import annotations
 
@@ -63,6 +67,7 @@ class ProxyEvaluator(ShippableEvaluator):
     the first batch of the weights split, the same batch for every trial."""
 
     objective = "score"
+    produces = ("score",)
 
     def __init__(self, ctx: RunContext, space: SearchSpace, conf_search: Mapping) -> None:
         conf = conf_search["naswot"]
@@ -87,6 +92,7 @@ class Naswot(TrialStrategy):
     summary = "NASWOT: training-free scoring (and synflow, snip, ...) of sampled architectures of any space"
     requires = frozenset({"sample"})
     default_space = "nasbench201"
+    multi_objective = True
 
     def budget(self) -> Budget:
         indices = self.conf["naswot"]["indices"]
@@ -127,7 +133,8 @@ class Naswot(TrialStrategy):
         ctx.log.info(f"[search] {report.summary()}")
         metrics = {"proxy": proxy, "n_scored": len(records), **metrics, "best_arch": space.arch_str(arch)}
         metrics.update(report.to_dict())
-        return SearchOutcome(arch, metrics, {"proxy": proxy, "score": metrics["best_score"]})
+        [chosen] = [r for r in records if r["index"] == metrics["best_trial"]]  # the primary may be another metric
+        return SearchOutcome(arch, metrics, {"proxy": proxy, "score": chosen["metrics"]["score"]})
 
 
 # ---- NASWOT's keys (defaults in confs/algos/naswot.yaml) ----

@@ -5,6 +5,10 @@ size, ranked by accuracy on the held-out (arch) split; here the space is any tha
 trial is trained, looked up in a benchmark table or scored by a proxy (nas.search.evaluate_by). Trial i's
 draw comes from the trial loop's seed for (run seed, i); a draw that repeats an earlier trial is drawn
 again while the space has untried architectures, so a small space is not evaluated twice.
+
+It takes several objectives (nas.search.objectives) and constraints: a draw that breaks a cheap constraint is
+rejected by the trial loop before evaluation and drawn again from the same trial RNG; the final architecture
+comes from the Pareto front of the feasible trials (nas.search.select).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class RandomSearch(TrialStrategy):
     summary = "random search: sample N architectures, evaluate each (train | table | proxy), keep the best"
     requires = frozenset({"sample"})
     default_space = "darts"
+    multi_objective = True
 
     def propose(self, index: int, rng: random.Random, history: list[dict[str, Any]]) -> Any:
         return sample_untried(self.space, rng, history)
