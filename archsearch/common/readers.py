@@ -38,6 +38,27 @@ def _type_name(value: Any) -> str:
     )
 
 
+def check_regular_file(
+    path: str | os.PathLike, what: str, error: type[UserError], fix: str = "give a file", missing: str = ""
+) -> os.stat_result:
+    """`path`'s stat when it is a regular file; else one `error` line saying what it is instead (missing, a
+    directory, a device, pipe or socket), with `fix` (and `missing` for a file that is not there) appended."""
+    path = Path(path).expanduser()
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist" + (f"; {missing}" if missing else "")) from None
+    except NotADirectoryError:
+        raise error(f"{what} {path} does not exist (a part of the path is a file)") from None
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise error(f"{what} {path} is a directory, not a file; {fix}")
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{what} {path} is not a regular file (a device, pipe or socket); {fix}")
+    return info
+
+
 def read_bytes(
     path: str | os.PathLike,
     what: str = "file",
@@ -46,18 +67,7 @@ def read_bytes(
 ) -> bytes:
     """The bytes of the regular file `path`, or one `error` line: '<what> <path> ...'."""
     path = Path(path).expanduser()
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise error(f"{what} {path} does not exist") from None
-    except NotADirectoryError:
-        raise error(f"{what} {path} does not exist (a part of the path is a file)") from None
-    except OSError as e:
-        raise error(f"cannot read {what} {path}: {e.strerror}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise error(f"{what} {path} is a directory, not a file")
-    if not stat.S_ISREG(info.st_mode):
-        raise error(f"{what} {path} is not a regular file (a device, pipe or socket); give a file")
+    info = check_regular_file(path, what, error)
     if info.st_size > max_bytes:
         raise error(f"{what} {path} is {info.st_size:,} bytes, over the {max_bytes:,}-byte limit")
     try:
@@ -185,6 +195,12 @@ def read_json(
     """The JSON document in `path`, or one `error` line (invalid JSON names its line and column)."""
     text = read_text(path, what, error, max_bytes)
     where = f"{what} {Path(path).expanduser()}"
+    return _expect(parse_json(text, where, error), expect, where, error)
+
+
+def parse_json(text: str | bytes, where: str, error: type[UserError] = ConfigError) -> Any:
+    """json.loads with every way the text can be bad as one `error` line naming `where`, and the same finite-tree
+    check as YAML (a document nested past MAX_DEPTH or larger than its text allows)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -192,4 +208,4 @@ def read_json(
     except RecursionError:
         raise error(f"{where} is nested too deeply") from None
     check_finite_tree(data, where, error, max_nodes=max(MAX_NODES, len(text)))
-    return _expect(data, expect, where, error)
+    return data

@@ -22,6 +22,7 @@ import click
 import torch
 from torch import nn
 
+from archsearch.common import readers
 from archsearch.common.errors import ArchitectureError, CheckpointError, UserError
 from archsearch.common.readers import read_yaml
 from archsearch.config.schema import ONNX_OPSETS
@@ -42,18 +43,8 @@ class ExportError(UserError):
 def check_model_file(path: Path, what: str = "model file") -> Path:
     """`path` as a readable regular file, or one line saying what it is instead (missing, a directory, ...)."""
     path = Path(path).expanduser()
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ExportError(f"{what} {path} does not exist; {MAKE_MODEL}") from None
-    except NotADirectoryError:
-        raise ExportError(f"{what} {path} does not exist (a part of the path is a file)") from None
-    except OSError as e:
-        raise ExportError(f"cannot read {what} {path}: {e.strerror}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ExportError(f"{what} {path} is a directory, not a file; give the model.pt inside a run's eval folder")
-    if not stat.S_ISREG(info.st_mode):
-        raise ExportError(f"{what} {path} is not a regular file (a device, pipe or socket); give a model.pt")
+    fix = "give a model.pt (the one inside a run's eval folder)"
+    readers.check_regular_file(path, what, ExportError, fix=fix, missing=MAKE_MODEL)
     return path
 
 

@@ -36,7 +36,7 @@ from torch import nn
 
 from archsearch.common.errors import ArchitectureError, UserError
 from archsearch.common.io import atomic_write_text
-from archsearch.common.readers import MAX_ARCH_BYTES, MAX_NODES, check_finite_tree, read_text
+from archsearch.common.readers import MAX_ARCH_BYTES, parse_json, read_text
 from archsearch.model.load import ARCH_FORMATS, BuiltModel, CodeAllowed
 from archsearch.search.pictures import ArchPicture
 from archsearch.search.space import SPACES, SearchSpace
@@ -202,13 +202,7 @@ class UserModelArch:
     @classmethod
     def from_json(cls, text: str, where: str, model: UserModelRef | None = None) -> UserModelArch:
         """Parse final_arch.json; with `model`, a bare choice JSON `{key: choice}` is taken to belong to it."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ArchitectureError(f"{where} is not valid JSON: {e.msg} at line {e.lineno}") from None
-        except RecursionError:
-            raise ArchitectureError(f"{where} is nested too deeply") from None
-        check_finite_tree(data, where, ArchitectureError, max_nodes=max(MAX_NODES, len(text)))
+        data = parse_json(text, where, ArchitectureError)
         if not isinstance(data, dict):
             raise ArchitectureError(f"{where}: expected a JSON object, got {type(data).__name__}")
         if "choices" not in data and model is not None:
