@@ -255,6 +255,8 @@ def chosen(space: SearchSpace, values: Mapping[str, Any]) -> list[Any]:
         if name not in values:
             raise ArchitectureError(f"{space.name}: no option for decision {name!r} (options: {options})")
         if values[name] not in options:
-            raise ArchitectureError(f"{space.name}: decision {name!r} has no option {values[name]!r} (options: {options})")
+            raise ArchitectureError(
+                f"{space.name}: decision {name!r} has no option {values[name]!r} (options: {options})"
+            )
         picked.append(values[name])
     return picked
