@@ -26,6 +26,8 @@ from archsearch.strategies.gdas import strategy as _gdas  # noqa: F401
 from archsearch.strategies.manual import strategy as _manual  # noqa: F401
 from archsearch.strategies.morphism import strategy as _morphism  # noqa: F401
 from archsearch.strategies.naswot import strategy as _naswot  # noqa: F401
+from archsearch.strategies.nsga2 import strategy as _nsga2  # noqa: F401
+from archsearch.strategies.optuna_search import strategy as _optuna_search  # noqa: F401
 from archsearch.strategies.pcdarts import strategy as _pcdarts  # noqa: F401
 from archsearch.strategies.random import strategy as _random  # noqa: F401
 from archsearch.strategies.rea import strategy as _rea  # noqa: F401

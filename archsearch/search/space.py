@@ -19,6 +19,10 @@ Capabilities (a method group a subclass provides by overriding it):
                     one sampled child, and the token layout a controller samples (ENAS)
     morphism        configure_morphism(conf): the architecture is a growing graph document (NNI's JSON graph
                     IR) whose seed network nas.search.morphism sets (spaces/morphism.py only)
+    choices         choices(), arch_from_choices(values), choices_of(arch): the architecture as named categorical
+                    decisions (name, its options), for black-box optimizers that work on such parameters
+                    (Optuna's samplers, NSGA-II); `arch_from_choices(choices_of(a))` is `a` for every
+                    architecture `arch_from_choices` returns
     cost            cost_items(arch), profile_items(): what a network runs, op by op at its shapes, and every
                     such item the space can hold; a latency table (model/latency.py) of the latter predicts
                     the latency of any architecture as the sum of the former
@@ -37,6 +41,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from torch import nn
 
+from archsearch.common.errors import ArchitectureError
 from archsearch.common.registry import Registry
 from archsearch.model.latency import CostItem
 from archsearch.search.pictures import ArchPicture, desc_cell_pictures
@@ -52,6 +57,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "sampled": ("sampled_supernet", "token_spec", "arch_from_tokens"),
     "morphism": ("configure_morphism",),  # only spaces/morphism.py: a method the base class does not declare
     "cost": ("cost_items", "profile_items"),  # a latency table predicts the space's latencies
+    "choices": ("choices", "arch_from_choices", "choices_of"),  # named categorical decisions (Optuna, NSGA-II)
 }
 
 
@@ -203,6 +209,20 @@ class SearchSpace(ABC):
         """The architecture a token sequence sampled under `token_spec` stands for."""
         raise NotImplementedError
 
+    def choices(self) -> list[tuple[str, list[Any]]]:
+        """The space's decisions as named categorical parameters: (name, its options), in a fixed order; the
+        options are str, int, float, bool or None (what Optuna's categorical distributions hold)."""
+        raise NotImplementedError
+
+    def arch_from_choices(self, values: Mapping[str, Any]) -> Arch:
+        """The architecture of one option per decision of `choices()` (ArchitectureError for a missing name or
+        an option the decision does not have)."""
+        raise NotImplementedError
+
+    def choices_of(self, arch: Arch) -> dict[str, Any]:
+        """The option of each decision of `choices()` that `arch` takes (the inverse of `arch_from_choices`)."""
+        raise NotImplementedError
+
     def cost_items(self, arch: Arch) -> list[CostItem]:
         """What `build(arch)` runs for one image of the dataset's size, op by op at the shape it runs it,
         the fixed skeleton (stem, head, cell preprocessing, sums, concatenation) included (model/latency.py)."""
@@ -225,3 +245,18 @@ SPACES: Registry[type[SearchSpace]] = Registry("search space")
 def spaces_with(capability: str) -> list[str]:
     """The registered spaces that provide `capability`."""
     return [name for name in SPACES.names() if capability in SPACES.get(name).capabilities()]
+
+
+def chosen(space: SearchSpace, values: Mapping[str, Any]) -> list[Any]:
+    """The option `values` names for each of `space.choices()`, in their order; an ArchitectureError naming the
+    first decision that is missing or has an option it does not offer (for `arch_from_choices`)."""
+    picked = []
+    for name, options in space.choices():
+        if name not in values:
+            raise ArchitectureError(f"{space.name}: no option for decision {name!r} (options: {options})")
+        if values[name] not in options:
+            raise ArchitectureError(
+                f"{space.name}: decision {name!r} has no option {values[name]!r} (options: {options})"
+            )
+        picked.append(values[name])
+    return picked

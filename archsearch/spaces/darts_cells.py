@@ -22,6 +22,7 @@ Supernets:
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,7 +46,7 @@ from archsearch.model.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archsearch.model.network import Model
 from archsearch.model.ops import DARTS_PRIMITIVES
 from archsearch.search.pictures import ArchPicture, cell_picture, label
-from archsearch.search.space import SPACES, SearchSpace
+from archsearch.search.space import SPACES, SearchSpace, chosen
 from archsearch.spaces.enas_spaces import MicroSpace
 from archsearch.spaces.enas_supernet import MicroSupernet
 
@@ -185,6 +186,46 @@ class DartsCellSpace(SearchSpace):
         else:
             node[slot] = (rng.choice(other_ops), input_id)
         return format_genotype(templates_to_genotype(templates))
+
+    # ---- named categorical decisions (capability `choices`) ---------------------------------------------
+    def choices(self) -> list[tuple[str, list[Any]]]:
+        """Per cell (normal, reduce) and node k: `<cell>_node<k>_inputs`, the pair of distinct earlier states it
+        reads ("0,2": cell input 0 and node 0's output, state 2), and `<cell>_node<k>_op0`/`_op1`, the ops on
+        the edge from the pair's smaller and larger state."""
+        found: list[tuple[str, list[Any]]] = []
+        for cell in ("normal", "reduce"):
+            for k in range(self.n_nodes):
+                pairs = [f"{a},{b}" for a, b in itertools.combinations(range(k + 2), 2)]
+                found += [(f"{cell}_node{k}_inputs", pairs), (f"{cell}_node{k}_op0", list(self.ops)),
+                          (f"{cell}_node{k}_op1", list(self.ops))]  # fmt: skip
+        return found
+
+    def arch_from_choices(self, values: Mapping[str, Any]) -> str:
+        picked = iter(chosen(self, values))
+        templates = {}
+        for kind in CELL_TYPES:
+            nodes = []
+            for _ in range(self.n_nodes):
+                pair, op0, op1 = next(picked), next(picked), next(picked)
+                a, b = (int(x) for x in pair.split(","))
+                nodes.append([(op0, a), (op1, b)])
+            templates[kind] = CellTemplate(nodes=nodes, concat=list(range(2, self.n_nodes + 2)))
+        return format_genotype(templates_to_genotype(templates))
+
+    def choices_of(self, arch: str) -> dict[str, Any]:
+        """A node's two edges in input order (a genotype that lists them the other way maps to the same
+        decisions); a genotype of another node count or with other than two edges per node has none."""
+        values: dict[str, Any] = {}
+        templates = self.templates(arch)
+        for cell, kind in (("normal", "regular"), ("reduce", "reduction")):
+            nodes = templates[kind].nodes
+            if len(nodes) != self.n_nodes or any(len(node) != 2 for node in nodes):
+                raise ArchitectureError(f"{arch!r}: not {self.n_nodes} nodes of two edges each in the {cell} cell")
+            for k, node in enumerate(nodes):
+                (op0, a), (op1, b) = sorted(node, key=lambda edge: edge[1])
+                values.update({f"{cell}_node{k}_inputs": f"{a},{b}", f"{cell}_node{k}_op0": op0,
+                               f"{cell}_node{k}_op1": op1})  # fmt: skip
+        return values
 
     # ---- networks --------------------------------------------------------------------------------
     def desc(self, arch: str, meta: Mapping[str, Any] | None = None) -> ModelDesc:

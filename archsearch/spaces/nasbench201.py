@@ -41,7 +41,7 @@ from archsearch.model.mixed_op import MixedOpOptions, MixedOpSupernet
 from archsearch.model.model_desc import CellDesc, EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archsearch.model.network import Model
 from archsearch.search.pictures import ArchPicture, cell_picture, desc_cell_pictures
-from archsearch.search.space import SPACES, SearchSpace
+from archsearch.search.space import SPACES, SearchSpace, chosen
 from archsearch.spaces import nasbench201_ops  # noqa: F401  (registers the NAS-Bench-201 ops)
 from archsearch.spaces.token_space import Token, check_arc
 
@@ -443,6 +443,16 @@ class NasBench201Space(SearchSpace):
     def arch_from_tokens(self, tokens: Sequence[int]) -> str:
         ops = check_arc(tokens, self.token_spec(), f"{N_EDGES} edges x {len(NB201_OPS)} ops")
         return format_arch([NB201_OPS[t] for t in ops])
+
+    def choices(self) -> list[tuple[str, list[Any]]]:
+        """One decision per edge, `node<j>_in<i>` (the op on node j's edge from node i), in EDGES order."""
+        return [(f"node{j}_in{i}", list(NB201_OPS)) for j, i in EDGES]
+
+    def arch_from_choices(self, values: Mapping[str, Any]) -> str:
+        return format_arch(chosen(self, values))
+
+    def choices_of(self, arch: str) -> dict[str, Any]:
+        return {name: op for (name, _), op in zip(self.choices(), parse_arch(arch), strict=True)}
 
     def cost_items(self, arch: str) -> list[CostItem]:
         return desc_cost_items(self.builder(self.conf_model_desc, arch).build(), self.image_hw())

@@ -34,8 +34,24 @@ def decisions(arch: str) -> list:
 
 def test_registered_with_every_capability_but_a_benchmark():
     assert SPACES.get("darts") is DartsCellSpace
-    assert DartsCellSpace.capabilities() == {"sample", "mutate", "differentiable", "mixed_op", "sampled", "cost"}
+    assert DartsCellSpace.capabilities() == {"sample", "mutate", "differentiable", "mixed_op", "sampled", "cost",
+                                             "choices"}  # fmt: skip
     assert space().size() is None
+
+
+def test_choices_are_an_input_pair_and_two_ops_per_node_and_round_trip():
+    s = space(n_nodes=3)
+    choices = dict(s.choices())
+    assert len(choices) == 2 * 3 * 3 and choices["normal_node2_inputs"] == ["0,1", "0,2", "0,3", "1,2", "1,3", "2,3"]
+    assert choices["reduce_node0_op1"] == s.ops
+    for seed in range(10):
+        arch = s.sample(random.Random(seed))
+        assert s.arch_from_choices(s.choices_of(arch)) == arch
+    values = s.choices_of(s.sample(random.Random(0)))
+    with pytest.raises(ArchitectureError, match="decision 'normal_node0_inputs' has no option '1,1'"):
+        s.arch_from_choices({**values, "normal_node0_inputs": "1,1"})  # a node reads two distinct states
+    with pytest.raises(ArchitectureError, match="not 3 nodes"):
+        s.choices_of(str(DARTS_V2))  # 4 nodes
 
 
 def test_json_round_trip_normalizes_names_and_names_the_source_of_a_bad_one():

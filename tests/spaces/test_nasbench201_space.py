@@ -43,8 +43,23 @@ def test_registered_with_every_capability_and_its_size():
         "mixed_op",
         "sampled",
         "cost",
+        "choices",
     }
     assert space().size() == 15_625 and "15,625" in space().describe()
+
+
+def test_choices_are_one_op_per_edge_and_round_trip():
+    s = space()
+    assert [name for name, _ in s.choices()] == ["node1_in0", "node2_in0", "node2_in1", "node3_in0", "node3_in1",
+                                                 "node3_in2"]  # fmt: skip
+    for seed in range(10):
+        arch = s.sample(random.Random(seed))
+        assert s.arch_from_choices(s.choices_of(arch)) == arch
+    values = s.choices_of(s.sample(random.Random(0)))
+    with pytest.raises(ArchitectureError, match="decision 'node1_in0' has no option 'conv'"):
+        s.arch_from_choices({**values, "node1_in0": "conv"})
+    with pytest.raises(ArchitectureError, match="no option for decision 'node3_in2'"):
+        s.arch_from_choices({k: v for k, v in values.items() if k != "node3_in2"})
 
 
 def test_json_round_trip_index_and_benchmark_key():
