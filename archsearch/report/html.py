@@ -329,7 +329,7 @@ def pareto_sections(run: RunData, page: Path | None = None) -> list[Section]:
                 "constraints; red ring: the selected member"
             )
             if len(pareto.objectives) > 2:
-                caption += "; with three or more objectives the first is drawn against each other one, the front unjoined"
+                caption += "; three or more objectives: the first against each other one, the front not joined"
             section.figures.append(_figure("every trial in objective space", scatter, caption))
         hv = plots.hypervolume_curve(run)
         if hv is not None:
