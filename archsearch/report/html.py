@@ -24,7 +24,7 @@ import click
 from archsearch.common.errors import UserError
 from archsearch.common.io import atomic_write_text
 from archsearch.report import drawing, plots
-from archsearch.report.run_data import ReportError, RunData, experiment_folders, load_run
+from archsearch.report.run_data import ReportError, RunData, clip, experiment_folders, load_run
 
 REPORT_NAME = "report.html"
 COMPARISON_NAME = "comparison.html"
@@ -43,6 +43,8 @@ class Section:
     figures: list[Figure] = field(default_factory=list)
     table: list[tuple[str, str]] | None = None  # (name, value) rows, e.g. a user model's choices
     text: str = ""
+    front: list[dict[str, Any]] | None = None  # a Pareto front's rows (front_rows), drawn as its own table
+    front_metrics: list[str] = field(default_factory=list)  # the front table's metric columns
 
 
 def data_uri(png: bytes) -> str:
@@ -123,6 +125,7 @@ def summary_rows(run: RunData, latency: str) -> list[tuple[str, str]]:
         if run.search_metric(key) is not None:
             rows.insert(4, (label, _pct(run.search_metric(key))))
             break
+    rows[4:4] = pareto_rows(run) + cost_rows(run)
     if bench is not None:
         best = run.search_metric("benchmark_best_top1")
         rows.insert(
@@ -133,6 +136,60 @@ def summary_rows(run: RunData, latency: str) -> list[tuple[str, str]]:
             ),
         )
     return rows
+
+
+def _value(value: Any) -> str:
+    """A metric as shown: up to six significant digits, '-' when not recorded."""
+    return f"{value:.6g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def _metrics_text(metrics: dict[str, Any], order: list[str]) -> str:
+    names = [m for m in order if m in metrics] + sorted(m for m in metrics if m not in order)
+    return ", ".join(f"{clip(m)} {_value(metrics[m])}" for m in names)
+
+
+def pareto_rows(run: RunData) -> list[tuple[str, str]]:
+    """A multi-objective search's summary: objectives, constraints, the front, what was refused, the pick."""
+    pareto = run.pareto
+    if pareto is None:
+        return []
+    sign = {"max": "\u2264", "min": "\u2265"}
+    constraints = [f"{clip(m)} {sign[b]} {v:g}" for m, bounds in pareto.constraints.items() for b, v in bounds.items()]
+    infeasible = sum(1 for t in run.trials if t.get("feasible") is False)
+    rows = [
+        ("objectives", ", ".join(f"{clip(m)} ({g})" for m, g in pareto.objectives)),
+        ("constraints", ", ".join(constraints) or "none"),
+        ("Pareto front", f"{len(pareto.front)} feasible trials, hypervolume {_value(pareto.hypervolume)}"),
+        ("infeasible trials", f"{infeasible} of {len(run.trials)}"),
+        ("rejected proposals", f"{pareto.rejected} (refused by a cheap constraint before evaluation)"),
+    ]
+    chosen = pareto.member(pareto.selected)
+    if chosen is not None:
+        rows.append(
+            ("selected from the front", f"trial {chosen.index} (rule {clip(pareto.rule)}): "
+             + _metrics_text(chosen.metrics, pareto.metrics))
+        )  # fmt: skip
+    return rows
+
+
+def cost_rows(run: RunData) -> list[tuple[str, str]]:
+    """The DARTS family's cost term (nas.search.trainer.cost): the derived architecture's predicted cost and
+    the expected cost under the architecture weights at the search's end, in the unit its source gives."""
+    events = plots.cost_events(run)
+    last = events[-1] if events else {}
+    arch = run.search_metric("arch_cost") if run.search_metric("arch_cost") is not None else last.get("arch")
+    expected = run.search_metric("expected_cost")
+    expected = expected if expected is not None else last.get("expected")
+    if arch is None and expected is None:
+        return []
+    unit = next((e["unit"] for e in reversed(events) if e.get("unit")), "")
+    source = next((e["source"] for e in reversed(events) if e.get("source")), "")
+    how = f" {clip(unit)}" if unit else ""
+    how += f" (cost source {clip(source)})" if source else ""
+    return [
+        ("predicted cost of the derived architecture", f"{_value(arch)}{how}"),
+        ("expected cost under the architecture weights", f"{_value(expected)}{how}"),
+    ]
 
 
 # ---- the architecture ----------------------------------------------------------------------------
@@ -182,7 +239,7 @@ def architecture_section(run: RunData) -> Section:
 # ---- per-algorithm views -------------------------------------------------------------------------
 
 
-def search_sections(run: RunData) -> list[Section]:
+def search_sections(run: RunData, page: Path | None = None) -> list[Section]:
     sections = []
     if run.differentiable:
         section = Section("Architecture weights")
@@ -227,7 +284,79 @@ def search_sections(run: RunData) -> list[Section]:
                 title = f"score vs benchmark accuracy ({n} architectures in the table)"
                 section.figures.append(_figure(title, fig, ranks))
         sections.append(section)
-    return [s for s in sections if s.figures or s.table or s.text]
+    sections += pareto_sections(run, page)
+    return [s for s in sections if s.figures or s.table or s.text or s.front]
+
+
+def front_rows(run: RunData, page: Path) -> list[dict[str, Any]]:
+    """The front table's rows: index, architecture, each objective's value, the member's architecture file
+    as a link relative to `page` (None: no file, or the page lies outside the run folder; `file` then names it)."""
+    pareto = run.pareto
+    rows = []
+    for member in pareto.front:
+        path = member.arch_file
+        rows.append(
+            {
+                "index": member.index,
+                "arch": member.arch,
+                "values": [_value(member.metrics.get(m)) for m in pareto.metrics],
+                "others": _metrics_text({k: v for k, v in member.metrics.items() if k not in pareto.metrics}, []),
+                "link": relative_link(path, page) if path is not None else None,
+                "file": str(path.relative_to(run.path.resolve())) if path is not None else "-",
+                "selected": member.index == pareto.selected,
+            }
+        )
+    return rows
+
+
+def pareto_sections(run: RunData, page: Path | None = None) -> list[Section]:
+    """A multi-objective search's "Pareto front": the front table, every trial in objective space, the
+    hypervolume after each trial; and a hardware-aware one-shot search's "Predicted cost" per epoch."""
+    sections = []
+    pareto = run.pareto
+    if pareto is not None:
+        section = Section("Pareto front")
+        section.front = front_rows(run, page or run.path / REPORT_NAME)
+        section.front_metrics = [clip(m) for m in pareto.metrics]
+        section.text = (
+            f"{len(pareto.front)} feasible trials no other feasible trial beats in every objective "
+            f"(search/pareto.yaml); the selected one is marked"
+        )
+        scatter = plots.pareto_scatter(run)
+        if scatter is not None:
+            caption = (
+                "orange: the front; blue: other feasible trials; grey crosses: infeasible trials; dashed lines: "
+                "constraints; red ring: the selected member"
+            )
+            if len(pareto.objectives) > 2:
+                caption += "; three or more objectives: the first against each other one, the front not joined"
+            section.figures.append(_figure("every trial in objective space", scatter, caption))
+        hv = plots.hypervolume_curve(run)
+        if hv is not None:
+            section.figures.append(
+                _figure(
+                    "hypervolume against trials",
+                    hv,
+                    "each against the reference point of the trials up to it (search/trials.yaml); the final "
+                    f"front's is {_value(pareto.hypervolume)}",
+                )
+            )
+        sections.append(section)
+    cost = plots.cost_curves(run)
+    if cost is not None:
+        sections.append(
+            Section(
+                "Predicted cost",
+                [
+                    _figure(
+                        "expected cost and the derived architecture's cost per epoch",
+                        cost,
+                        "nas.search.trainer.cost: the expected cost weighs every candidate op by its softmax",
+                    )
+                ],
+            )
+        )
+    return sections
 
 
 # ---- pages ---------------------------------------------------------------------------------------
@@ -243,13 +372,14 @@ def _environment():
     )
 
 
-def run_sections(run: RunData) -> list[Section]:
-    """What a run's page shows below its summary: the architecture, the curves, its algorithm's views."""
+def run_sections(run: RunData, page: Path | None = None) -> list[Section]:
+    """What a run's page (`page`, default EXPDIR/report.html) shows below its summary: the architecture, the
+    curves, its algorithm's views."""
     sections = [architecture_section(run)]
     curves = plots.learning_curves(run)
     if curves is not None:
         sections.append(Section("Learning curves", [_figure("loss, top-1 and learning rate per epoch", curves)]))
-    sections += search_sections(run)
+    sections += search_sections(run, page)
     for section in sections:
         section.figures = [f for f in section.figures if f is not None]
     return sections
@@ -273,7 +403,7 @@ def _write_page(template: str, out: Path, title: str, **values: Any) -> Path:
 def _write_run_page(run: RunData, out: Path, latency_text: str) -> tuple[Path, list[tuple[str, str]]]:
     rows = summary_rows(run, latency_text)
     with drawing.plain_text():
-        sections = run_sections(run)
+        sections = run_sections(run, out)
     page = _write_page("report.html", out, f"{run.algo} on {run.dataset}", run=run, rows=rows, sections=sections)
     return page, rows
 
@@ -300,6 +430,15 @@ def write_comparison(
     with drawing.plain_text():
         fig, left_out = plots.comparison_curves(runs)
         curves = Figure("best accuracy so far against search time", data_uri(drawing.png_bytes(fig)))
+        groups, no_front = plots.front_groups(runs)
+        fronts = [
+            Figure(
+                f"Pareto fronts of {len(group)} runs: " + " against ".join(f"{clip(m)} ({g})" for m, g in objectives),
+                data_uri(drawing.png_bytes(plots.comparison_fronts(objectives, group))),
+                ", ".join(r.name for r in group),
+            )
+            for objectives, group in groups.items()
+        ]
     return _write_page(
         "comparison.html",
         out,
@@ -308,6 +447,8 @@ def write_comparison(
         values={label: [dict(c["rows"]).get(label, "-") for c in columns] for label in _all_labels(columns)},
         curves=curves,
         left_out=left_out,
+        fronts=fronts,
+        no_front=no_front if fronts else [],
     )
 
 

@@ -379,3 +379,212 @@ def comparison_curves(runs: Sequence[RunData]) -> tuple[Any, list[str]]:
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig, left_out
+
+
+# ---- a multi-objective search: the Pareto front ----------------------------------------------------
+
+FRONT_COLOUR, TRIAL_COLOUR, INFEASIBLE_COLOUR, SELECTED_COLOUR = "#dd6b20", "#2b6cb0", "#a0aec0", "#c53030"
+CONSTRAINT_COLOUR = "#9b2c2c"
+
+
+def _front_line(points: Sequence[tuple[float, float]], x_goal: str) -> tuple[list[float], list[float], str]:
+    """(xs, ys, `where` for ax.step) of the staircase through 2-D non-dominated `points`: its corners lie on
+    the side both neighbours dominate, (lower x, worse y) when x is maximised, (higher x, worse y) when it is
+    minimised, so the line bounds the region the front dominates."""
+    points = sorted(points)
+    return [p[0] for p in points], [p[1] for p in points], "pre" if x_goal == "max" else "post"
+
+
+def _non_dominated(points: Sequence[tuple[float, float]], goals: tuple[str, str]) -> list[tuple[float, float]]:
+    """The points no other point beats in both coordinates (goal max or min each)."""
+    sign = [1.0 if g == "max" else -1.0 for g in goals]
+
+    def beats(a, b):
+        better = [s * (u - v) for s, u, v in zip(sign, a, b, strict=True)]
+        return all(d >= 0 for d in better) and any(d > 0 for d in better)
+
+    return [p for p in points if not any(beats(q, p) for q in points)]
+
+
+def _constraint_lines(ax: Any, pareto: Any, metric: str, axis: str) -> bool:
+    """Dashed lines at `metric`'s constraint bounds on `axis` ('x' or 'y'), labelled; True when drawn."""
+    bounds = pareto.constraints.get(metric) or {}
+    for bound, value in bounds.items():
+        line = ax.axvline if axis == "x" else ax.axhline
+        sign = "\u2264" if bound == "max" else "\u2265"
+        style = "--" if axis == "x" else "-."
+        line(value, color=CONSTRAINT_COLOUR, ls=style, lw=1.2, zorder=1, label=f"{label(metric)} {sign} {value:g}")
+    return bool(bounds)
+
+
+def _pareto_axes(ax: Any, run: RunData, x: str, y: str, goals: tuple[str, str], connect: bool) -> None:
+    pareto = run.pareto
+    front_ids = {m.index for m in pareto.front}
+
+    def point(metrics: Mapping[str, Any]) -> tuple[float, float] | None:
+        a, b = metrics.get(x), metrics.get(y)
+        return (float(a), float(b)) if a is not None and b is not None else None
+
+    groups: dict[str, list[tuple[float, float]]] = {"feasible": [], "infeasible": []}
+    for t in run.trials:
+        if t["index"] in front_ids:
+            continue
+        p = point(t["metrics"])
+        if p is not None:
+            groups["infeasible" if t.get("feasible") is False else "feasible"].append(p)
+    front = [(m, point(m.metrics)) for m in pareto.front]
+    front = [(m, p) for m, p in front if p is not None]
+    if groups["infeasible"]:
+        xs, ys = zip(*groups["infeasible"], strict=True)
+        ax.scatter(xs, ys, s=22, marker="x", color=INFEASIBLE_COLOUR, zorder=2, label="infeasible trial")
+    if groups["feasible"]:
+        xs, ys = zip(*groups["feasible"], strict=True)
+        ax.scatter(xs, ys, s=18, color=TRIAL_COLOUR, alpha=0.7, zorder=2, label="feasible trial")
+    if front:
+        xs, ys = zip(*(p for _, p in front), strict=True)
+        ax.scatter(xs, ys, s=48, color=FRONT_COLOUR, edgecolor="#7b341e", zorder=4, label="Pareto front")
+        if connect:
+            # the step between two members runs through the corner both dominate
+            lx, ly, where = _front_line(_non_dominated([p for _, p in front], goals), goals[0])
+            ax.step(lx, ly, where=where, color=FRONT_COLOUR, lw=1.6, zorder=3)
+    chosen = pareto.member(pareto.selected)
+    if chosen is not None and point(chosen.metrics) is not None:
+        cx, cy = point(chosen.metrics)
+        ax.scatter([cx], [cy], s=240, marker="o", facecolors="none", edgecolors=SELECTED_COLOUR, linewidths=2,
+                   zorder=5, label=f"selected: trial {chosen.index} ({label(pareto.rule)})")  # fmt: skip
+    _constraint_lines(ax, pareto, x, "x")
+    _constraint_lines(ax, pareto, y, "y")
+    arrow = {"max": "\u2191 better", "min": "\u2193 better"}
+    ax.set_xlabel(f"{label(x)} ({goals[0]})")
+    ax.set_ylabel(f"{label(y)} ({arrow[goals[1]]})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+@plain_text()
+def pareto_scatter(run: RunData) -> Any:
+    """Every trial in objective space: the front highlighted (and, for two objectives, joined by its
+    staircase), infeasible trials greyed, each constraint on a plotted metric a dashed line, the selected
+    member ringed. Three or more objectives: the first against each other one, side by side. None without a
+    search/pareto.yaml or with a single objective."""
+    pareto = run.pareto
+    if pareto is None or len(pareto.objectives) < 2:
+        return None
+    (first, goal), others = pareto.objectives[0], pareto.objectives[1:]
+    plt = _plt()
+    shown = others[:6]  # at most six panels; the page's front table has every metric
+    fig, axes = plt.subplots(1, len(shown), figsize=(8.4 * len(shown), 4.6), squeeze=False)
+    for ax, (metric, other) in zip(axes[0], shown, strict=True):
+        _pareto_axes(ax, run, first, metric, (goal, other), connect=len(pareto.objectives) == 2)
+        ax.set_title(f"{label(first)} against {label(metric)}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+@plain_text()
+def hypervolume_curve(run: RunData) -> Any:
+    """The hypervolume of the feasible front after each trial (trials.yaml's `hypervolume`), None without it."""
+    rows = [t for t in run.trials if t.get("hypervolume") is not None]
+    if not rows or run.pareto is None:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    ax.plot([t["index"] for t in rows], [t["hypervolume"] for t in rows], marker="o", ms=3, color=FRONT_COLOUR)
+    selected = run.pareto.selected
+    if selected is not None:
+        ax.axvline(selected, color=SELECTED_COLOUR, ls=":", lw=1.2, label=f"selected: trial {selected}")
+        ax.legend(fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial")
+    ax.set_ylabel("hypervolume")
+    ax.set_title("hypervolume of the feasible front after each trial", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def cost_events(run: RunData) -> list[dict[str, Any]]:
+    """The DARTS family's per-epoch `cost` records (expected cost, the derived architecture's cost), else the
+    same numbers from the search epochs' metrics (`expected_cost`, `arch_cost`), as cost records."""
+    events = run.of("cost")
+    if events:
+        return events
+    rows = [r for r in run.of("search_epoch") if r.get("expected_cost") is not None or r.get("arch_cost") is not None]
+    return [{"epoch": r["epoch"], "expected": r.get("expected_cost"), "arch": r.get("arch_cost")} for r in rows]
+
+
+@plain_text()
+def cost_curves(run: RunData) -> Any:
+    """The expected cost under the architecture weights and the derived architecture's predicted cost per
+    epoch (hardware-aware search: nas.search.trainer.cost); None when the search logged no cost."""
+    events = cost_events(run)
+    if not events:
+        return None
+    unit = next((e.get("unit") for e in events if e.get("unit")), "")
+    source = next((e.get("source") for e in events if e.get("source")), "")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    epochs = [e["epoch"] for e in events]
+    ax.plot(epochs, [_nan(e.get("expected")) for e in events], marker="o", ms=3, color=TRIAL_COLOUR,
+            label="expected cost (softmax of the architecture weights)")  # fmt: skip
+    if any(e.get("arch") is not None for e in events):
+        ax.plot(epochs, [_nan(e.get("arch")) for e in events], marker="s", ms=3, color=FRONT_COLOUR,
+                label="derived architecture")  # fmt: skip
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.ticklabel_format(axis="y", useOffset=False)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(label(unit) or "cost")
+    ax.set_title(f"predicted cost per epoch{f' ({label(source)})' if source else ''}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def front_groups(runs: Sequence[RunData]) -> tuple[dict[tuple[tuple[str, str], ...], list[RunData]], list[str]]:
+    """The runs with a front, grouped by their first two objectives (metric and goal), and the names of
+    those without one (a single-objective search, a one-shot search)."""
+    groups: dict[tuple[tuple[str, str], ...], list[RunData]] = {}
+    left_out = []
+    for run in runs:
+        if run.pareto is None or len(run.pareto.objectives) < 2:
+            left_out.append(run.name)
+            continue
+        groups.setdefault(tuple(run.pareto.objectives[:2]), []).append(run)
+    return groups, left_out
+
+
+@plain_text()
+def comparison_fronts(objectives: Sequence[tuple[str, str]], runs: Sequence[RunData]) -> Any:
+    """The fronts of `runs` (which share their first two objectives) on one axis, each a staircase in its own
+    colour, with each run's selected member ringed."""
+    (x, gx), (y, gy) = objectives
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, run in enumerate(runs):
+        colour = colours[i % len(colours)]
+        points = [(m, m.metrics.get(x), m.metrics.get(y)) for m in run.pareto.front]
+        points = [(m, float(a), float(b)) for m, a, b in points if a is not None and b is not None]
+        if not points:
+            continue
+        ax.scatter([p[1] for p in points], [p[2] for p in points], s=30, color=colour, zorder=3,
+                   label=f"{label(run.name)} ({len(points)} on the front)")  # fmt: skip
+        lx, ly, where = _front_line(_non_dominated([(a, b) for _, a, b in points], (gx, gy)), gx)
+        ax.step(lx, ly, where=where, color=colour, lw=1.4, zorder=2)
+        chosen = run.pareto.member(run.pareto.selected)
+        for m, a, b in points:
+            if m is chosen:
+                ax.scatter([a], [b], s=200, marker="o", facecolors="none", edgecolors=colour, linewidths=2, zorder=4)
+    arrow = {"max": "\u2191 better", "min": "\u2193 better"}
+    ax.set_xlabel(f"{label(x)} ({gx})")
+    ax.set_ylabel(f"{label(y)} ({arrow[gy]})")
+    ax.set_title(f"Pareto fronts: {label(x)} against {label(y)} (ringed: the selected member)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

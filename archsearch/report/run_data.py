@@ -162,6 +162,7 @@ class RunData:
     arch: Any = None  # the final architecture file's checked content (a dict), None when there is none
     arch_path: Path | None = None
     arch_kind: str = ""  # "desc" | "macro" | "morphism" | "choices"
+    pareto: Pareto | None = None  # search/pareto.yaml, checked: a multi-objective search's front
 
     # ---- identity --------------------------------------------------------------------------------
     @property
@@ -295,11 +296,16 @@ def experiment_folders(paths: list[Path]) -> list[Path]:
 SUMMARY_TEXT = ("algo", "dataset", "final_arch", "model")
 SEARCH_NUMBERS = (
     "benchmark_top1", "benchmark_best_top1", "best_val_top1", "val_top1", "search_time_s", "kendall_tau",
-    "spearman_rho",
+    "spearman_rho", "hypervolume", "expected_cost", "arch_cost",
 )  # fmt: skip
+SEARCH_COUNTS = ("n_trials", "n_rejected", "n_infeasible", "front_size", "best_trial")
 EVAL_NUMBERS = ("test_top1", "macs", "train_time_s")
-EPOCH_EVENTS = ("search_epoch", "eval_epoch", "arch_weights", "collapse", "genotype", "cell", "choices")
-EPOCH_NUMBERS = ("lr", "epoch_time", "controller_reward", "controller_baseline", "controller_entropy")
+EPOCH_EVENTS = ("search_epoch", "eval_epoch", "arch_weights", "collapse", "genotype", "cell", "choices", "cost")
+EPOCH_NUMBERS = (
+    "lr", "epoch_time", "controller_reward", "controller_baseline", "controller_entropy", "expected_cost",
+    "arch_cost",
+)  # fmt: skip
+COST_NUMBERS = ("expected", "arch")  # the DARTS family's cost term, per epoch (a `cost` event)
 COLLAPSE_NUMBERS = ("param_free", "n_ops", "entropy", "hessian_eigenvalue")
 
 
@@ -310,6 +316,13 @@ def check_summary(summary: dict, where: str) -> dict:
     for key in SEARCH_NUMBERS:
         search[key] = number(search.get(key), where, f"search.{key}")
     text(search.get("proxy"), where, "search.proxy")
+    for key in SEARCH_COUNTS:
+        number(search.get(key), where, f"search.{key}", integer=True)
+    text(search.get("selected_by"), where, "search.selected_by")
+    selected = search["selected_metrics"] = mapping(search.get("selected_metrics"), where, "search.selected_metrics")
+    for name in list(selected):
+        text(name, where, "search.selected_metrics key")
+        selected[name] = number(selected[name], where, f"search.selected_metrics.{clip(name)}")
     ev = summary["eval"] = mapping(summary.get("eval"), where, "eval")
     for key in EVAL_NUMBERS:
         ev[key] = number(ev.get(key), where, f"eval.{key}")
@@ -363,6 +376,11 @@ def check_events(events: list, where: str) -> list[dict]:
             for name in COLLAPSE_NUMBERS:
                 if name in e:
                     e[name] = number(e[name], where, f"{key}.{name}")
+        elif kind == "cost":
+            for name in COST_NUMBERS:
+                e[name] = number(e.get(name), where, f"{key}.{name}")
+            for name in ("source", "unit"):
+                text(e.get(name), where, f"{key}.{name}")
         elif kind == "arch_weights":
             softmax = mapping(e.get("softmax"), where, f"{key}.softmax")
             if not softmax:
@@ -394,7 +412,119 @@ def check_trials(trials: list, where: str) -> list[dict]:
         t["best_so_far"] = number(t.get("best_so_far"), where, f"{key}.best_so_far")
         t["time_s"] = number(t.get("time_s"), where, f"{key}.time_s")
         number(t.get("father_id"), where, f"{key}.father_id", integer=True)
+        # a multi-objective search's fields (search/trial_loop.py): absent in a single-objective run
+        if t.get("feasible") is not None and not isinstance(t["feasible"], bool):
+            raise _fail(where, f"{key}.feasible", "true or false", t["feasible"])
+        number(t.get("rejected"), where, f"{key}.rejected", integer=True)
+        t["hypervolume"] = number(t.get("hypervolume"), where, f"{key}.hypervolume")
     return trials
+
+
+# ---- a multi-objective search's front -----------------------------------------------------------------
+
+GOALS = ("max", "min")
+
+
+@dataclass
+class FrontMember:
+    index: int
+    arch: str  # the architecture's encoding as one line, cut to MAX_ARCH characters
+    metrics: dict[str, float | None]
+    arch_file: Path | None  # resolved, inside the run folder; None when the file is not there
+
+
+@dataclass
+class Pareto:
+    """search/pareto.yaml, every value checked (search/trial_eval.py write_pareto writes it)."""
+
+    objectives: list[tuple[str, str]]  # (metric, goal: max | min)
+    constraints: dict[str, dict[str, float]]  # metric -> {min?, max?}
+    reference_point: list[float] | None
+    hypervolume: float | None
+    rejected: int
+    front: list[FrontMember]
+    selected: int | None  # a front member's index
+    rule: str
+
+    @property
+    def metrics(self) -> list[str]:
+        return [m for m, _ in self.objectives]
+
+    def member(self, index: int | None) -> FrontMember | None:
+        return next((m for m in self.front if m.index == index), None)
+
+
+MAX_ARCH = 200  # an architecture's encoding is shown up to this many characters in the front table
+
+
+def arch_text(value: Any, where: str, key: str) -> str:
+    """An architecture's encoding (an NB201 cell string, a genotype, a JSON value) as one line of text."""
+    import json
+
+    if isinstance(value, str):
+        shown = value
+    elif value is None or isinstance(value, (bool, int, float, list, dict)):
+        try:
+            shown = json.dumps(value, sort_keys=True, default=str, allow_nan=True)
+        except (TypeError, ValueError, RecursionError):
+            raise _fail(where, key, "an architecture encoding (a string or a JSON value)", value) from None
+    else:
+        raise _fail(where, key, "an architecture encoding (a string or a JSON value)", value)
+    shown = " ".join(shown.split())
+    return shown if len(shown) <= MAX_ARCH else shown[: MAX_ARCH - 3] + "..."
+
+
+def check_pareto(doc: dict, root: Path, where: str) -> Pareto:
+    objectives = []
+    items = sequence(doc.get("objectives"), where, "objectives")
+    if not items:
+        raise _fail(where, "objectives", "a list of at least one {metric, goal}", doc.get("objectives"))
+    for i, item in enumerate(items):
+        entry(item, where, f"objectives[{i}]")
+        metric = text(item.get("metric"), where, f"objectives[{i}].metric")
+        if not metric:
+            raise _fail(where, f"objectives[{i}].metric", "a metric name", metric)
+        goal = item.get("goal")
+        if goal not in GOALS:
+            raise _fail(where, f"objectives[{i}].goal", "max or min", goal)
+        objectives.append((metric, goal))
+    constraints: dict[str, dict[str, float]] = {}
+    for metric, bounds in mapping(doc.get("constraints"), where, "constraints").items():
+        text(metric, where, "constraints key")
+        bounds = mapping(bounds, where, f"constraints.{clip(metric)}")
+        for bound in bounds:
+            if bound not in ("min", "max"):
+                raise _fail(where, f"constraints.{clip(metric)} key", "min or max", bound)
+            number(bounds[bound], where, f"constraints.{clip(metric)}.{bound}", finite=True)
+        constraints[metric] = {b: float(v) for b, v in bounds.items() if v is not None}
+    reference = doc.get("reference_point")
+    if reference is not None:
+        reference = sequence(reference, where, "reference_point")
+        for i, v in enumerate(reference):
+            number(v, where, f"reference_point[{i}]")
+    hv = number(doc.get("hypervolume"), where, "hypervolume")
+    rejected = number(doc.get("rejected"), where, "rejected", integer=True) or 0
+    front = []
+    for i, item in enumerate(sequence(doc.get("front"), where, "front")):
+        key = f"front[{i}]"
+        entry(item, where, key)
+        index = number(item.get("index"), where, f"{key}.index", integer=True)
+        if index is None:
+            raise ReportError(f"{where}: {key} has no index")
+        metrics = mapping(item.get("metrics"), where, f"{key}.metrics")
+        for name in list(metrics):
+            text(name, where, f"{key}.metrics key")
+            metrics[name] = number(metrics[name], where, f"{key}.metrics.{clip(name)}")
+        arch_file = None
+        if item.get("arch_file") is not None:
+            path = inside(root, item["arch_file"], where, f"{key}.arch_file")
+            arch_file = path if path.is_file() else None
+        front.append(FrontMember(index, arch_text(item.get("arch"), where, f"{key}.arch"), metrics, arch_file))
+    selected = number(doc.get("selected"), where, "selected", integer=True)
+    if selected is not None and selected not in {m.index for m in front}:
+        raise ReportError(f"{where}: selected {selected} is not the index of a front member")
+    rule = text(doc.get("rule"), where, "rule") or "-"
+    return Pareto(objectives, constraints, reference, hv, rejected, front, selected, rule)
 
 
 def check_choices(arch: dict, where: str) -> None:
@@ -500,7 +630,9 @@ def load_run(path: Path) -> RunData:
     space = config["nas"]["search"].get("space")
     configured = space.get("name") if isinstance(space, dict) else space
     arch, arch_path, kind = read_arch(path, summary, str(path / "summary.yaml"), configured or "-")
-    return RunData(path, summary, config, events, trials, arch, arch_path, kind)
+    doc = read("search/pareto.yaml", "Pareto front file", dict, None)
+    pareto = None if doc is None else check_pareto(doc, path, str(path / "search" / "pareto.yaml"))
+    return RunData(path, summary, config, events, trials, arch, arch_path, kind, pareto)
 
 
 def space_class(name: str) -> Any:

@@ -98,6 +98,10 @@ def test_the_report_of_every_algorithm_opens_cleanly_in_a_browser(browser, tmp_p
             assert "ENAS controller" in body, name
         if algo in ("random", "rea", "naswot", "morphism"):
             assert "Trials" in body and "best so far" in body, name
+        if extra.get("nas.search.objectives"):  # a multi-objective search: its front, scatter and hypervolume
+            assert "Pareto front" in body and "hypervolume against trials" in body, name
+            assert page.locator("#pareto-front tr.selected").count() == 1, name
+            assert n_images >= 4, name  # the architecture, the curves, the trials, the front, the hypervolume
         if algo == "naswot":  # it was given a table: the score-accuracy scatter and the found cell's accuracy
             assert "score vs benchmark accuracy (6 architectures" in body, name
             found = summary["search"]["benchmark_top1"]
