@@ -1,5 +1,5 @@
 """Packaging that pyproject.toml cannot express: the configs live at the top of the repository (confs/, as in
-Archai) and ship inside the wheel as the package data `confs/`, so an installed archsearch runs
+Archai) and ship inside the wheel as the package data `archsearch/confs/`, so an installed archsearch runs
 anywhere (archsearch.config.confs_dir finds either). Everything else is in pyproject.toml."""
 
 from setuptools import find_packages, setup

@@ -31,7 +31,7 @@ TINY = {
     },
     "dataset": {"synthetic_train": 64, "synthetic_test": 32},
 }
-# confs/ at the top of the checkout ships inside the wheel as confs/
+# confs/ at the top of the checkout ships inside the wheel as archsearch/confs/
 SHIPPED_CONFS = sorted(f"archsearch/{p.relative_to(REPO).as_posix()}" for p in (REPO / "confs").rglob("*.yaml"))
 
 
@@ -85,8 +85,8 @@ def workdir(tmp_path) -> Path:
 
 def test_the_wheel_ships_every_config(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    assert sorted(n for n in names if n.startswith("confs/")) == SHIPPED_CONFS
-    assert "confs/common.yaml" in SHIPPED_CONFS and all(n.startswith("archsearch") for n in names)
+    assert sorted(n for n in names if n.startswith("archsearch/confs/")) == SHIPPED_CONFS
+    assert "archsearch/confs/common.yaml" in SHIPPED_CONFS and all(n.startswith("archsearch") for n in names)
 
 
 def test_the_venv_imports_the_wheels_archsearch_not_the_checkouts(venv, workdir):

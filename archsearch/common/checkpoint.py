@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import signal
 import sys
 import time
@@ -121,15 +122,18 @@ def unreadable_message(path: Path, what: str, error: Exception) -> str:
     """The one line for a torch file that cannot be loaded. It never passes on torch's advice to load with
     weights_only=False (that would run whatever code the file holds), and it advises a fresh run only for a
     run's own checkpoint ("checkpoint"): a model file given to load_model, export or show is the user's to fix."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # torch colours its advice for terminals
+    advice = ("weights_only", "torch.load", "file an issue", "weights only load failed", "can still be loaded",
+              "trust the source", "two options")  # fmt: skip
+    lines = [line.strip() for line in plain.splitlines() if line.strip()]
     # torch's weights-only refusal: keep its reason (the blocked global or opcode), drop its advice
     reason = [
         line.removeprefix("WeightsUnpickler error:").strip()
         for line in lines
-        if "weights_only" not in line and "torch.load" not in line and "file an issue" not in line.lower()
+        if not any(phrase in line.lower() for phrase in advice)
     ]
     reason = [line for line in reason if line]
-    if "Weights only load failed" in str(error):
+    if "Weights only load failed" in plain:
         found = (
             f"it holds Python objects beyond tensors ({(reason or ['unsupported content'])[0][:160]}), "
             "which archsearch never unpickles"

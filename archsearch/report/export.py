@@ -58,7 +58,7 @@ def model_file_error(path: Path, err: UserError) -> ExportError:
     for advice in ("; delete it, or rerun without --common.resume", "; rerun without --common.resume"):
         text = text.split(advice)[0]
     lowered = text.lower()
-    if "can still be loaded" in lowered:  # torch: a pickle of objects other than tensors, e.g. one running code
+    if "beyond tensors" in lowered:  # checkpoint.py's word for torch's refusal of a pickle of other objects
         text = "holds pickled Python objects, which archsearch never loads (loading them could run any code)"
     elif "weights_only" in lowered or "weights only" in lowered or "cannot be read" in lowered:
         text = "is not a model.pt archsearch can read (not a torch file, truncated, or foreign objects)"

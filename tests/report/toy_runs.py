@@ -44,6 +44,10 @@ RUNS = [
     ("random", "random", "darts", {}),
     ("random_pareto", "random", "nasbench201", MULTI_OBJECTIVE),
     ("rea", "rea", "nasbench201", {}),
+    ("nsga2", "nsga2", "nasbench201", {**{k: v for k, v in MULTI_OBJECTIVE.items() if "random" not in k},
+                                       "nas.search.nsga2.n_trials": 12}),
+    ("optuna", "optuna", "nasbench201", {**{k: v for k, v in MULTI_OBJECTIVE.items() if "random" not in k},
+                                         "nas.search.optuna.n_trials": 8}),
     # scored exhaustively over six cells that a small benchmark table holds (written by toy_run)
     (
         "naswot",

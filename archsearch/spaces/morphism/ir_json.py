@@ -204,7 +204,7 @@ class _Loader:
             if item[0] != index:
                 raise _fail(f"{where} has id {item[0]!r}; layer ids must be 0..n-1 in order")
             type_name, inputs, output, *attrs = item[1]
-            if type_name not in LAYER_CLASSES:
+            if not isinstance(type_name, str) or type_name not in LAYER_CLASSES:
                 raise _fail(f"unknown layer type {type_name!r} in {where}; known types: {', '.join(LAYER_CLASSES)}")
             cls = LAYER_CLASSES[type_name]
             where = f"{where} ({type_name})"
