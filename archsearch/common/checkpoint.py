@@ -133,7 +133,9 @@ def unreadable_message(path: Path, what: str, error: Exception) -> str:
         if not any(phrase in line.lower() for phrase in advice)
     ]
     reason = [line for line in reason if line]
-    if "Weights only load failed" in plain:
+    # a valid pickle of objects other than tensors: a class torch would allow-list ("can still be loaded"), or a
+    # global it blocks outright (os.system, posix.getcwd); anything else is a file that is not a torch checkpoint
+    if "can still be loaded" in plain or "unsupported global" in plain.lower():
         found = (
             f"it holds Python objects beyond tensors ({(reason or ['unsupported content'])[0][:160]}), "
             "which archsearch never unpickles"
