@@ -56,16 +56,6 @@ def run_search(ctx: RunContext, strategy: Strategy) -> SearchResult:
         ctx.log.info(f"[search] already finished; reusing {final_arch}")
         return SearchResult(final_arch, done["metrics"])
     start = time.time()
-    result = _search(ctx, strategy)
-    result.metrics["search_time_s"] = round(time.time() - start, 2)
-    check_ranks_same_file(ctx, "search", "final architecture file", result.final_arch)
-    fault_point("search:before-result")
-    final_arch = in_experiment(ctx.out_dir, result.final_arch)
-    atomic_write_yaml(result_file, plain({"final_arch": final_arch, "metrics": result.metrics}))
-    return result
-
-
-def _search(ctx: RunContext, strategy: Strategy) -> SearchResult:
     space, conf_search = strategy.space, ctx.conf["nas"]["search"]
     ctx.log.info(f"[search] {strategy.name} on {space.describe()}")
     # read before searching, so a wrong path fails at once rather than after the search
@@ -86,7 +76,13 @@ def _search(ctx: RunContext, strategy: Strategy) -> SearchResult:
     atomic_write_yaml(ctx.search_dir / "metrics.yaml", plain(outcome.metrics))
     ctx.log.record("search_done", final_arch=path, **outcome.metrics)
     ctx.log.info(f"[search] final architecture: {path}")
-    return SearchResult(path, outcome.metrics)
+    result = SearchResult(path, outcome.metrics)
+    result.metrics["search_time_s"] = round(time.time() - start, 2)
+    check_ranks_same_file(ctx, "search", "final architecture file", result.final_arch)
+    fault_point("search:before-result")
+    final_arch = in_experiment(ctx.out_dir, result.final_arch)
+    atomic_write_yaml(result_file, plain({"final_arch": final_arch, "metrics": result.metrics}))
+    return result
 
 
 def run_eval(ctx: RunContext, space: SearchSpace, final_arch: Path) -> EvalResult:
