@@ -102,3 +102,16 @@ def config_fixture(data: dict):
         return str(path)
 
     return fixture
+
+
+def assert_config_error(files, key: str, value: str, fragments) -> None:
+    """`--key value` on top of `files` is one ConfigError line naming the key and every fragment."""
+    from archsearch.common.errors import ConfigError
+    from archsearch.config import load_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config(files, [(key, value)])
+    message = str(err.value)
+    assert "\n" not in message and key.rsplit(".", 1)[-1] in message, message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)

@@ -84,3 +84,17 @@ def save_model_pt(kind: str, folder: Path) -> tuple[Path, tuple[int, int, int]]:
 def model_pts(tmp_path_factory) -> dict[str, tuple[Path, tuple[int, int, int]]]:
     root = tmp_path_factory.mktemp("models")
     return {kind: save_model_pt(kind, root / kind) for kind in KINDS}
+
+
+def mutate(data, path: list, value, keys: list[str]):
+    """Set a value somewhere in `data` (a random walk down `path` of indices; a negative step in a mapping adds
+    one of `keys`), or replace the top: the report fuzzers' planted values."""
+    if not path or not isinstance(data, (dict, list)) or not data:
+        return value
+    step, rest = path[0], path[1:]
+    if isinstance(data, dict):
+        key = list(data)[step % len(data)] if step >= 0 else keys[step % len(keys)]
+        data[key] = mutate(data.get(key), rest, value, keys)
+    else:
+        data[step % len(data)] = mutate(data[step % len(data)], rest, value, keys)
+    return data

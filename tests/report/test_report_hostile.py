@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from archsearch.common.errors import UserError
 from archsearch.report.html import write_comparison, write_report
 from tests.conftest import MAIN, REPO, assert_user_error
+from tests.report.conftest import mutate
 from tests.report.toy_runs import toy_run
 
 FAST = {"report.auto": False, "nas.eval.trainer.epochs": 1}
@@ -356,17 +357,6 @@ KEYS = ["algo", "final_arch", "model", "eval", "search", "params", "val_top1", "
         "meta"]  # fmt: skip
 
 
-def mutate(data, path: list, value):
-    """Set a value somewhere in `data` (a random walk down `path` of indices), or replace the top."""
-    if not path or not isinstance(data, (dict, list)) or not data:
-        return value
-    step, rest = path[0], path[1:]
-    if isinstance(data, dict):
-        key = list(data)[step % len(data)] if step >= 0 else KEYS[step % len(KEYS)]
-        data[key] = mutate(data.get(key), rest, value)
-    else:
-        data[step % len(data)] = mutate(data[step % len(data)], rest, value)
-    return data
 
 
 CONTENT = st.one_of(
@@ -393,7 +383,7 @@ def test_fuzz_report_reader_gives_a_page_or_a_user_error(toys, tmp_path_factory,
         path.write_text(yaml.safe_dump(value))
     else:
         steps, new = value
-        path.write_text(yaml.safe_dump(mutate(yaml.safe_load(path.read_text()), steps, new)))
+        path.write_text(yaml.safe_dump(mutate(yaml.safe_load(path.read_text()), steps, new, KEYS)))
     try:
         page = report(folder)
     except UserError as e:

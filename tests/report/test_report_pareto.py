@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from archsearch.common.errors import UserError
 from archsearch.report.html import write_comparison, write_report
+from tests.report.conftest import mutate
 from tests.report.test_report import browser, check_images, open_page  # noqa: F401 - the module's chromium
 from tests.report.test_report_hostile import assert_urls_stay_inside
 from tests.report.toy_runs import MULTI_OBJECTIVE, toy_run
@@ -355,16 +356,6 @@ KEYS = ["objectives", "constraints", "reference_point", "hypervolume", "rejected
         "metric", "goal", "index", "arch", "metrics", "arch_file", "min", "max"]  # fmt: skip
 
 
-def mutate(data, path: list, value):
-    if not path or not isinstance(data, (dict, list)) or not data:
-        return value
-    step, rest = path[0], path[1:]
-    if isinstance(data, dict):
-        key = list(data)[step % len(data)] if step >= 0 else KEYS[step % len(KEYS)]
-        data[key] = mutate(data.get(key), rest, value)
-    else:
-        data[step % len(data)] = mutate(data[step % len(data)], rest, value)
-    return data
 
 
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
@@ -372,7 +363,7 @@ def mutate(data, path: list, value):
 def test_fuzz_pareto_file_gives_a_page_or_one_line(runs, tmp_path_factory, steps, value):
     folder = copy_run(runs, tmp_path_factory.mktemp("fuzz") / "run")
     path = folder / "search" / "pareto.yaml"
-    path.write_text(yaml.safe_dump(mutate(yaml.safe_load(path.read_text()), steps, value)))
+    path.write_text(yaml.safe_dump(mutate(yaml.safe_load(path.read_text()), steps, value, KEYS)))
     try:
         page = report(folder)
     except UserError as e:

@@ -9,12 +9,12 @@ import random
 import pytest
 import yaml
 
-from archsearch.common.errors import ConfigError
 from archsearch.config import load_config
 from archsearch.experiment.run import config_files
 from archsearch.search.objectives import Constraint, Goals, Objective
 from archsearch.search.trial_loop import Budget, TrialLoop
 from archsearch.strategies.optuna_search.strategy import AskTell, optuna_module
+from tests.conftest import assert_config_error
 from tests.strategies.optuna_search.test_optuna import SPACE, TABLE, TWO, kill_and_resume
 from tests.strategies.rea.test_rea import nb201_table  # noqa: F401 - the fixture
 
@@ -80,12 +80,7 @@ def test_the_defaults_are_the_papers():
     ],
 )
 def test_every_new_config_value_has_a_one_line_error(files, key, value, fragments):
-    with pytest.raises(ConfigError) as err:
-        load_config(files, [(key, value)])
-    message = str(err.value)
-    assert "\n" not in message and key.rsplit(".", 1)[-1] in message, message
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
+    assert_config_error(files, key, value, fragments)
 
 
 def test_the_issue_command_small_writes_trials_and_the_front(cli, nb201_table):  # noqa: F811

@@ -11,14 +11,12 @@ import pytest
 import yaml
 
 from archsearch.common.checkpoint import KILL_AT_ENV
-from archsearch.common.errors import ConfigError
-from archsearch.config import load_config
 from archsearch.experiment.run import config_files
 from archsearch.search.objectives import Constraint, Goals, Objective
 from archsearch.search.trial_loop import Budget, TrialLoop, trial_seed
 from archsearch.spaces.nasbench201 import NasBench201Space
 from archsearch.strategies.optuna_search.strategy import VIOLATION_KEY, AskTell, make_sampler
-from tests.conftest import assert_user_error
+from tests.conftest import assert_config_error, assert_user_error
 from tests.strategies.rea.test_rea import nb201_table  # noqa: F401 - the fixture
 
 SPACE = NasBench201Space({}, {}, {})
@@ -114,12 +112,7 @@ def files():
     ],
 )
 def test_every_new_config_value_has_a_one_line_error(files, key, value, fragments):
-    with pytest.raises(ConfigError) as err:
-        load_config(files, [(key, value)])
-    message = str(err.value)
-    assert "\n" not in message and key.rsplit(".", 1)[-1] in message, message
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
+    assert_config_error(files, key, value, fragments)
 
 
 TABLE = ["--datasets", "synthetic", "--search-only", "--nas.search.evaluate_by", "table", "--report.auto", "false"]
