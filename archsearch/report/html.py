@@ -337,8 +337,12 @@ def pareto_sections(run: RunData, page: Path | None = None) -> list[Section]:
                 _figure(
                     "hypervolume against trials",
                     hv,
-                    "each against the reference point of the trials up to it (search/trials.yaml); the final "
-                    f"front's is {_value(pareto.hypervolume)}",
+                    (
+                        "against the final reference point "
+                        if pareto.hypervolume_curve
+                        else "each against the reference point of the trials up to it (search/trials.yaml); "
+                    )
+                    + f"the final front's is {_value(pareto.hypervolume)}",
                 )
             )
         sections.append(section)

@@ -483,21 +483,32 @@ def pareto_scatter(run: RunData) -> Any:
 
 @plain_text()
 def hypervolume_curve(run: RunData) -> Any:
-    """The hypervolume of the feasible front after each trial (trials.yaml's `hypervolume`), None without it."""
-    rows = [t for t in run.trials if t.get("hypervolume") is not None]
-    if not rows or run.pareto is None:
+    """The hypervolume of the feasible front against trials finished: pareto.yaml's `hypervolume_curve` (one
+    fixed reference point, never decreasing), else each trial's own `hypervolume` (files written before it);
+    None without either."""
+    if run.pareto is None:
         return None
+    selected = run.pareto.selected
+    if run.pareto.hypervolume_curve:
+        xs, ys = zip(*run.pareto.hypervolume_curve)
+        order = [t.get("index") for t in run.trials]
+        at = order.index(selected) + 1 if selected in order else None  # when the selected trial finished
+    else:
+        rows = [t for t in run.trials if t.get("hypervolume") is not None]
+        if not rows:
+            return None
+        xs, ys = [t["index"] for t in rows], [t["hypervolume"] for t in rows]
+        at = selected
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
-    ax.plot([t["index"] for t in rows], [t["hypervolume"] for t in rows], marker="o", ms=3, color=FRONT_COLOUR)
-    selected = run.pareto.selected
-    if selected is not None:
-        ax.axvline(selected, color=SELECTED_COLOUR, ls=":", lw=1.2, label=f"selected: trial {selected}")
+    ax.plot(xs, ys, marker="o", ms=3, color=FRONT_COLOUR)
+    if at is not None:
+        ax.axvline(at, color=SELECTED_COLOUR, ls=":", lw=1.2, label=f"selected: trial {selected}")
         ax.legend(fontsize=8)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("trial")
+    ax.set_xlabel("trials finished" if run.pareto.hypervolume_curve else "trial")
     ax.set_ylabel("hypervolume")
     ax.set_title("hypervolume of the feasible front after each trial", fontsize=10)
     ax.grid(alpha=0.3)

@@ -445,6 +445,8 @@ class Pareto:
     front: list[FrontMember]
     selected: int | None  # a front member's index
     rule: str
+    # (trials finished, hypervolume) against the final reference point; empty in files written before it
+    hypervolume_curve: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def metrics(self) -> list[str]:
@@ -503,6 +505,13 @@ def check_pareto(doc: dict, root: Path, where: str) -> Pareto:
         for i, v in enumerate(reference):
             number(v, where, f"reference_point[{i}]")
     hv = number(doc.get("hypervolume"), where, "hypervolume")
+    curve = []
+    for i, point in enumerate(sequence(doc.get("hypervolume_curve"), where, "hypervolume_curve")):
+        pair = sequence(point, where, f"hypervolume_curve[{i}]")
+        if len(pair) != 2:
+            raise _fail(where, f"hypervolume_curve[{i}]", "a pair [trials finished, hypervolume]", point)
+        finished = number(pair[0], where, f"hypervolume_curve[{i}][0]", integer=True, finite=True)
+        curve.append((finished, number(pair[1], where, f"hypervolume_curve[{i}][1]", finite=True)))
     rejected = number(doc.get("rejected"), where, "rejected", integer=True) or 0
     front = []
     for i, item in enumerate(sequence(doc.get("front"), where, "front")):
@@ -524,7 +533,7 @@ def check_pareto(doc: dict, root: Path, where: str) -> Pareto:
     if selected is not None and selected not in {m.index for m in front}:
         raise ReportError(f"{where}: selected {selected} is not the index of a front member")
     rule = text(doc.get("rule"), where, "rule") or "-"
-    return Pareto(objectives, constraints, reference, hv, rejected, front, selected, rule)
+    return Pareto(objectives, constraints, reference, hv, rejected, front, selected, rule, curve)
 
 
 def check_choices(arch: dict, where: str) -> None:

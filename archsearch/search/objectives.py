@@ -201,6 +201,22 @@ def hypervolume(front: Sequence[Mapping[str, Any]], goals: Goals, reference: Seq
     return float(HV(ref_point=ref)(points))
 
 
+def hypervolume_curve(
+    records: Sequence[Mapping[str, Any]], goals: Goals, reference: Sequence[float] | None
+) -> list[tuple[int, float]]:
+    """(trials finished, hypervolume of the feasible front of the first that many records) for every record
+    in the order they finished, all against the one `reference` (the final one). Each record's own
+    `hypervolume` is against a reference derived from the trials up to it, which may move out and make the
+    value fall; this curve never decreases."""
+    front: list[Mapping[str, Any]] = []
+    curve, volume = [], 0.0
+    for finished, record in enumerate(records, 1):
+        if update_front(front, record, goals):
+            volume = hypervolume(front, goals, reference)
+        curve.append((finished, volume))
+    return curve
+
+
 def knee(front: Sequence[Mapping[str, Any]], goals: Goals) -> Mapping[str, Any]:
     """The member with the smallest sum of objectives scaled to [0, 1] over the front (the earliest on ties)."""
     vectors = np.array([goals.vector(m["metrics"]) for m in front], dtype=float)

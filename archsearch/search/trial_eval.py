@@ -42,7 +42,7 @@ from archsearch.data.loaders import search_loaders
 from archsearch.search.benchmark_table import BenchmarkTable, table_from_conf
 from archsearch.search.executors import make_executor
 from archsearch.search.metrics import MetricContext, cheap_metrics
-from archsearch.search.objectives import Goals, closest, goals_from_conf, require_produced
+from archsearch.search.objectives import Goals, closest, goals_from_conf, hypervolume_curve, require_produced
 from archsearch.search.space import SearchSpace
 from archsearch.search.strategy import STRATEGIES, Strategy
 from archsearch.search.trial_loop import Budget, MeasureFn, ProposeFn, Trial, TrialLog, TrialLoop, TrialResults
@@ -257,6 +257,8 @@ def write_pareto(ctx: RunContext, space: SearchSpace, results: TrialResults, dec
         "constraints": constraints,
         "reference_point": list(results.reference) if results.reference is not None else None,
         "hypervolume": results.hypervolume,
+        # the front's hypervolume after each trial against the final reference point (never decreasing)
+        "hypervolume_curve": [list(p) for p in hypervolume_curve(results.records, goals, results.reference)],
         "rejected": results.rejected,
         "front": front,
         "selected": results.best["index"] if results.best is not None else None,

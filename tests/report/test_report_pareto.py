@@ -83,6 +83,8 @@ def test_the_run_has_what_the_views_need(runs):
     assert pareto["front"] and pareto["selected"] in [m["index"] for m in pareto["front"]]
     assert any(not t["feasible"] for t in trials) and pareto["rejected"] > 0
     assert all(m["arch_file"].startswith("search/pareto/") for m in pareto["front"])
+    curve = [v for _, v in pareto["hypervolume_curve"]]  # one per trial, against the final reference
+    assert len(curve) == len(trials) and curve == sorted(curve) and curve[-1] == pytest.approx(pareto["hypervolume"])
 
 
 def test_the_pareto_page_in_the_headless_browser(runs, browser, shots):  # noqa: F811 - the imported fixture
@@ -234,6 +236,9 @@ SPOILED = [
     (_set("constraints", "params", value={"below": 3}), "constraints.params key must be min or max"),
     (_set("reference_point", value=[0.5, "x"]), "reference_point[1] must be a number"),
     (_set("hypervolume", value="lots"), "hypervolume must be a number"),
+    (_set("hypervolume_curve", value=3), "hypervolume_curve must be a list"),
+    (_set("hypervolume_curve", 0, value=[1]), "hypervolume_curve[0] must be a pair"),
+    (_set("hypervolume_curve", 0, 1, value="up"), "hypervolume_curve[0][1] must be a number"),
     (_set("rejected", value=1.5), "rejected must be a whole number"),
     (_set("front", value={"a": 1}), "front must be a list"),
     (_set("front", 0, value=3), "front[0] must be a mapping"),
@@ -352,8 +357,8 @@ VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=10,
 )
-KEYS = ["objectives", "constraints", "reference_point", "hypervolume", "rejected", "front", "selected", "rule",
-        "metric", "goal", "index", "arch", "metrics", "arch_file", "min", "max"]  # fmt: skip
+KEYS = ["objectives", "constraints", "reference_point", "hypervolume", "hypervolume_curve", "rejected", "front",
+        "selected", "rule", "metric", "goal", "index", "arch", "metrics", "arch_file", "min", "max"]  # fmt: skip
 
 
 

@@ -18,6 +18,7 @@ from archsearch.search.objectives import (
     constrained_dominates,
     goals_from_conf,
     hypervolume,
+    hypervolume_curve,
     knee,
     pareto_front,
     reference_point,
@@ -125,6 +126,20 @@ def test_the_reference_point_comes_from_the_config_the_constraints_or_the_worst_
     fixed = Goals(TWO.objectives, reference_point=(0.0, 100.0))
     assert reference_point(fixed, records) == (0.0, 100.0)
     assert reference_point(TWO, []) is None and hypervolume([], TWO, None) == 0.0
+
+
+def test_the_hypervolume_curve_uses_one_reference_and_never_falls_where_per_trial_values_do():
+    # trial 2 is feasible and far worse: the per-trial reference moves out with it, so the front's volume
+    # measured against it jumps; against the final reference, the curve is the front's growth alone
+    records = [rec(0, acc=0.5, cost=4.0), rec(1, acc=0.8, cost=6.0), rec(2, acc=0.1, cost=40.0)]
+    reference = reference_point(TWO, records)
+    curve = hypervolume_curve(records, TWO, reference)
+    assert [n for n, _ in curve] == [1, 2, 3]
+    expected = [hypervolume(pareto_front(records[:n], TWO), TWO, reference) for n in (1, 2, 3)]
+    assert [v for _, v in curve] == pytest.approx(expected)
+    assert curve[2][1] == curve[1][1] > curve[0][1] > 0  # the dominated trial adds nothing
+    moving = [hypervolume(pareto_front(records[:n], TWO), TWO, reference_point(TWO, records[:n])) for n in (1, 2)]
+    assert moving[1] != pytest.approx(curve[1][1])  # the per-trial value is against another reference
 
 
 def test_best_and_knee_rules():
