@@ -5,6 +5,14 @@ parameter-free ops (skip_connect, avg_pool_3x3, none).
 
     python scripts/bench_darts_variants.py       # 4 methods x 3 seeds, C=8 N=1, 5 epochs of 32 batches of 64
     python scripts/bench_darts_variants.py --algos gdas --seeds 1 --epochs 2
+    python scripts/bench_darts_variants.py --algos darts --prefix bench_darts_latency \
+        --cost "{source: latency, table: TABLE_C8.json, weight: 0.5}" --latency-table TABLE_C16.json
+
+`--cost` adds the hardware-aware cost term (`--nas.search.trainer.cost`, archsearch/strategies/darts/cost.py) to
+every method's architecture loss, its latency table profiled at the search network's size (`archsearch profile
+--space nasbench201 --init-channels 8 --cells 1`); `--latency-table` (profiled at the benchmark's C=16, N=5) adds
+each found cell's predicted CPU latency at the benchmark's size, and its measured latency (torch, batch 1, one
+thread, median of 50 runs after 5 warm-up runs) to the table.
 
 Every run is the CLI itself (`scripts/main.py --algos <algo> --nas.search.space.name nasbench201 --search-only`
 on `--datasets npz` with the subset), run one after another; each method keeps its own confs/algos/<algo>.yaml
@@ -52,6 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--logdir", type=Path, default=Path("~/logdir").expanduser())
     parser.add_argument("--prefix", default="bench_darts_variants")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    parser.add_argument("--cost", default=None, help="--nas.search.trainer.cost for every run, e.g. "
+                        "'{source: latency, table: T.json, weight: 0.5}' (default: none, the plain methods)")
+    parser.add_argument("--latency-table", type=Path, default=None,
+                        help="a C=16 N=5 NB201 latency table: add each cell's predicted and measured latency")
     parser.add_argument(
         "--beta-ramp",
         choices=("scaled", "paper"),
@@ -91,6 +103,7 @@ def command(args: argparse.Namespace, algo: str, seed: int) -> list[str]:
         "--common.num_threads", "1", "--common.seed", str(seed),
         "--common.logdir", str(args.logdir), "--exp-prefix", f"{args.prefix}_s{seed}",
         *budget_overrides(algo, args.epochs, args.beta_ramp),
+        *(["--nas.search.trainer.cost", args.cost] if args.cost else []),
     ]  # fmt: skip
 
 
@@ -108,7 +121,9 @@ def run_one(args: argparse.Namespace, algo: str, seed: int) -> dict[str, Any]:
     result = yaml.safe_load((folder / "result.yaml").read_text())
     space = NasBench201Space({}, {}, {"channels": 3, "n_classes": 10})
     cell = space.load_arch(folder / "final_model_desc.yaml")
+    latency = cell_latency(cell, args.latency_table) if args.latency_table is not None else {}
     return {
+        **latency,
         "algo": algo,
         "seed": seed,
         "cell": cell,
@@ -118,6 +133,21 @@ def run_one(args: argparse.Namespace, algo: str, seed: int) -> dict[str, Any]:
         "wall_s": wall,
         "load_avg_1min": [load, os.getloadavg()[0]],
     }
+
+
+def cell_latency(cell: str, table_path: Path) -> dict[str, float]:
+    """The cell's predicted (the table) and measured (torch, batch 1, one thread) CPU latency at the benchmark's
+    size, C=16, N=5, on 32x32 images."""
+    from archsearch.model.latency import LatencyTable
+    from archsearch.search.hardware_metrics import measure_latency_ms
+    from archsearch.spaces.nasbench201 import NasBench201Space
+
+    space = NasBench201Space({}, {"init_channels": 16, "n_cells_per_stage": 5}, {"channels": 3, "n_classes": 10})
+    arch = space.from_json(cell)
+    predicted = LatencyTable.load(table_path).predict(space.cost_items(arch))
+    model = space.build(arch).eval()
+    measured = measure_latency_ms(model, (3, 32, 32), 1, 5, 50, "cpu", 1)
+    return {"predicted_latency_ms": float(predicted), "latency_ms": float(measured)}
 
 
 def markdown(results: list[dict[str, Any]]) -> str:

@@ -113,6 +113,32 @@ def test_rea_in_tabular_mode_one_at_a_time_equals_local_and_runs_asynchronously(
     assert all(r["parent"] in finished_before[r["index"]] for r in parallel if "parent" in r)
 
 
+def test_several_objectives_and_constraints_on_ray_give_the_local_front(cluster, tmp_path, nb201_table):  # noqa: F811
+    """Two trials at once: the cheap metrics are measured and the constraint checked on the driver before a trial
+    is submitted, so the same proposals are rejected, the same trials run and the front is the local one."""
+    goals = {
+        "nas.search.benchmark": str(nb201_table),
+        "nas.search.evaluate_by": "table",
+        "nas.search.space.name": "nasbench201",
+        "nas.search.random.n_candidates": 12,
+        "nas.search.objectives": [{"metric": "benchmark_top1", "goal": "max"}, {"metric": "params", "goal": "min"}],
+        "nas.search.constraints": {"params": {"max": 40000}},
+    }
+    local = search(tmp_path, "random", "mo_local", **goals, **ONE_THREAD)
+    on_ray = search(tmp_path, "random", "mo_ray", **goals, **RAY)
+
+    def order_free(records):  # the running hypervolume and best-so-far depend on the order trials finished in
+        return [{k: v for k, v in r.items() if k != "hypervolume"} for r in records]
+
+    same_trials(order_free(local), order_free(on_ray))
+    assert sum(r["rejected"] for r in local) > 0 and all(r["metrics"]["params"] <= 40000 for r in on_ray)
+    fronts = [yaml.safe_load((tmp_path / "logdir" / n / "random" / "search" / "pareto.yaml").read_text())
+              for n in ("mo_local", "mo_ray")]  # fmt: skip
+    assert [m["index"] for m in fronts[0]["front"]] == [m["index"] for m in fronts[1]["front"]]
+    assert fronts[0]["hypervolume"] == pytest.approx(fronts[1]["hypervolume"])
+    assert fronts[0]["selected"] == fronts[1]["selected"]
+
+
 def test_a_failing_or_dying_trial_is_retried_recorded_and_skipped(cluster, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(RAISE_AT_ENV, "trial:run:1")  # trial 1 raises in its worker, every attempt
     monkeypatch.setenv(KILL_AT_ENV, "trial:run:2")  # trial 2's worker dies (SIGKILL), every attempt
