@@ -23,14 +23,14 @@ from archsearch.model.load import BuiltModel
 from archsearch.model.model_desc import ModelDesc
 from archsearch.model.network import Model
 from archsearch.search.pictures import ArchPicture, label, short_op
-from archsearch.search.space import SPACES, SearchSpace
+from archsearch.search.space import SPACES, SearchSpace, chosen
 from archsearch.spaces.enas_spaces import (
     EnasSpace,
     MacroSpace,
     MicroSpace,
 )
 from archsearch.spaces.enas_supernet import build_supernet
-from archsearch.spaces.token_space import Token, mutate_arc
+from archsearch.spaces.token_space import Token, choices_from_tokens, mutate_arc, token_choices, tokens_from_choices
 
 # ---- the SearchSpace protocol ----------------------------------------------------------------------
 
@@ -118,6 +118,16 @@ class EnasSearchSpace(SearchSpace):
 
     def arch_from_tokens(self, tokens: Sequence[int]) -> list[int]:
         return list(tokens)
+
+    def choices(self) -> list[tuple[str, list[Any]]]:
+        """One decision per token of the arc (an architecture is its arc)."""
+        return token_choices(self.token_spec())
+
+    def arch_from_choices(self, values: Mapping[str, Any]) -> list[int]:
+        return tokens_from_choices(self.token_spec(), chosen(self, values))
+
+    def choices_of(self, arch: Sequence[int]) -> dict[str, Any]:
+        return choices_from_tokens(self.token_spec(), arch)
 
     def sampled_supernet(self) -> nn.Module:
 

@@ -220,4 +220,42 @@ class ModelSpace:
         return random_arc(self.token_spec(), rng)
 
 
-__all__ = ["Operation", "Token", "TOKEN_KINDS", "ModelSpace", "check_arc", "mutate_arc", "random_arc"]
+# ---- the tokens as named categorical decisions (the `choices` capability: Optuna's samplers, NSGA-II) --------
+
+
+def token_choices(spec: Sequence[Token]) -> list[tuple[str, list[Any]]]:
+    """One decision per token, named by its position and what it chooses (`03 layer 1 operation`, `04 layer 2
+    skip from 0`: unique, in token order, no quotes); an op token's options are its candidates' names when they
+    name them one-to-one, every other token's its values 0..n-1."""
+    decisions = []
+    for i, token in enumerate(spec):
+        named = len(token.choices) == token.n_choices and len(set(token.choices)) == token.n_choices
+        options: list[Any] = list(token.choices) if named else list(range(token.n_choices))
+        what = {"op": "operation" + (f" {token.slot}" if token.slot else ""), "input": f"input {token.slot}"}
+        decisions.append((f"{i:02d} {token.label} {token.layer} {what.get(token.kind, f'skip from {token.slot}')}",
+                          options))  # fmt: skip
+    return decisions
+
+
+def tokens_from_choices(spec: Sequence[Token], picked: Sequence[Any]) -> list[int]:
+    """The arc of `picked` (one option per `token_choices(spec)` decision, in order)."""
+    return [options.index(value) for (_, options), value in zip(token_choices(spec), picked, strict=True)]
+
+
+def choices_from_tokens(spec: Sequence[Token], arc_seq: Sequence[int]) -> dict[str, Any]:
+    """The inverse of tokens_from_choices, as {decision name: option}."""
+    return {name: options[t] for (name, options), t in zip(token_choices(spec), arc_seq, strict=True)}
+
+
+__all__ = [
+    "Operation",
+    "Token",
+    "TOKEN_KINDS",
+    "ModelSpace",
+    "check_arc",
+    "choices_from_tokens",
+    "mutate_arc",
+    "random_arc",
+    "token_choices",
+    "tokens_from_choices",
+]

@@ -39,9 +39,9 @@ from archsearch.common.io import atomic_write_text
 from archsearch.common.readers import MAX_ARCH_BYTES, parse_json, read_text
 from archsearch.model.load import ARCH_FORMATS, BuiltModel, CodeAllowed
 from archsearch.search.pictures import ArchPicture
-from archsearch.search.space import SPACES, SearchSpace
+from archsearch.search.space import SPACES, SearchSpace, chosen
 from archsearch.spaces.mutables import MutableSpace, apply_fixed_arch
-from archsearch.spaces.token_space import Token, mutate_arc
+from archsearch.spaces.token_space import Token, choices_from_tokens, mutate_arc, token_choices, tokens_from_choices
 from archsearch.spaces.user_model_supernets import DartsSupernet, EnasChildren, EnasMutableSpace
 
 ARCH_FORMAT = "user_model_json"
@@ -347,3 +347,15 @@ class UserModelSpace(SearchSpace):
     def arch_from_tokens(self, tokens: Sequence[int]) -> dict[str, Any]:
         space = self.mutables()
         return space.to_json(space.decode_arc(tokens))
+
+    def choices(self) -> list[tuple[str, list[Any]]]:
+        """The searched choices as the ENAS tokens name them: a LayerChoice's candidates by name, an InputChoice
+        of k inputs by subset, one of any number by a keep/drop decision per input."""
+        return token_choices(self.token_spec())
+
+    def arch_from_choices(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        return self.arch_from_tokens(tokens_from_choices(self.token_spec(), chosen(self, values)))
+
+    def choices_of(self, arch: Mapping[str, Any]) -> dict[str, Any]:
+        space = self.mutables()
+        return choices_from_tokens(self.token_spec(), space.encode_arc(space.parse(arch)))

@@ -53,6 +53,24 @@ def test_arc_seq_round_trips_samples_reproducibly_and_mutates_one_token(name, le
 
 
 @pytest.mark.parametrize("name", ["enas_micro", "enas_macro"])
+def test_the_arc_as_named_choices_round_trips_and_a_bad_option_is_one_line(name):
+    """The `choices` capability (Optuna, NSGA-II): one named decision per token, ops by name."""
+    space = make(name)
+    decisions = space.choices()
+    assert "choices" in space.capabilities() and len(decisions) == len(space.token_spec())
+    assert len({n for n, _ in decisions}) == len(decisions)
+    rng = random.Random(4)
+    for _ in range(30):
+        arch = space.sample(rng)
+        assert space.arch_from_choices(space.choices_of(arch)) == arch
+    name0, options0 = decisions[1] if name == "enas_micro" else decisions[0]
+    assert "operation" in name0 and all(isinstance(o, str) for o in options0)  # an op token offers op names
+    values = space.choices_of(space.sample(rng))
+    with pytest.raises(ArchitectureError, match=f"decision '{name0}' has no option 'conv9x9'"):
+        space.arch_from_choices({**values, name0: "conv9x9"})
+
+
+@pytest.mark.parametrize("name", ["enas_micro", "enas_macro"])
 def test_build_save_load_and_eval_model(name, tmp_path):
     space = make(name)
     arch = space.sample(random.Random(1))

@@ -163,6 +163,16 @@ def test_the_space_round_trips_samples_reproducibly_and_mutates_one_decision():
         space.from_json({**arch, "conv1": "conv7x7"}, "trial 3")
 
 
+def test_every_combination_of_the_named_choices_is_one_architecture_and_round_trips():
+    space = mnist_space()
+    decisions = space.choices()
+    archs = [space.arch_from_choices(dict(zip([n for n, _ in decisions], pick)))
+             for pick in itertools.product(*(options for _, options in decisions))]  # fmt: skip
+    assert len({json.dumps(a, sort_keys=True) for a in archs}) == len(archs) == space.size()
+    assert all(space.choices_of(a) == dict(zip([n for n, _ in decisions], p)) for a, p in
+               zip(archs, itertools.product(*(o for _, o in decisions))))  # fmt: skip
+
+
 def test_the_space_builds_saves_loads_and_evaluates_the_fixed_model(tmp_path):
     space = mnist_space()
     arch = {"conv1": "conv5x5", "conv2": "conv3x3", "skip": [0]}
