@@ -201,6 +201,7 @@ class Planner:
             raise ValueError("cheap objectives need a measure function")
         self._ranked: tuple[tuple, list[Any]] | None = None  # (key, ranking) of the last batch
         self._calls: dict[int, int] = {}  # proposals asked per trial (a cheap-constraint rejection asks again)
+        self._proposed: dict[int, Any] = {}  # trial index -> the ranked architecture proposed for it
         self._encodings: dict[str, np.ndarray] = {}
         self._cheap: dict[str, dict[str, float]] = {}
         self._proxies: dict[str, dict[str, float]] = {}
@@ -219,12 +220,16 @@ class Planner:
         if self._ranked is None or self._ranked[0] != key:
             self._ranked = (key, self.rank(start, fit_set))
         ranked = self._ranked[1]
+        # evaluated, or proposed for this batch and still running (a parallel search: those are in no history;
+        # one at a time they are in the history, so this changes nothing a resumed search would not see)
         seen = {_key(r["arch"]) for r in history}
+        seen |= {_key(a) for i, a in self._proposed.items() if start <= i < index}
         # this trial's place in the batch; then, should it be taken (a parallel search) or rejected, the
         # ranking's tail beyond the batch, in order
         order = ranked[position : position + 1] + ranked[s.k :]
         fresh = [a for a in order if _key(a) not in seen]
         if attempt < len(fresh):
+            self._proposed[index] = fresh[attempt]
             return fresh[attempt], {"batch_start": start}
         return self._random(rng, history)
 
