@@ -296,3 +296,36 @@ def path_encoding(
         index = sum(op * n_ops**j for j, op in enumerate(ops))
         vector[offsets[len(ops) - 1] + source * n_ops ** len(ops) + index] = 1.0
     return vector
+
+
+def cell_encoding(cells: Sequence[Any], ops: Sequence[str], n_nodes: int, kind: str, what: str) -> list[float]:
+    """`encode` of cells (model.genotype.CellTemplate: per node its (op, input state) edges; states 0 and 1 are
+    the cell's inputs, node k is state k + 2; `concat` the states the output joins), one after the other, as
+    DARTS and ENAS micro cells are. `path`: per cell and cell input, one bit per op sequence of 1..n_nodes ops
+    that reaches a concatenated node (path_encoding). `adjacency`: per cell, node k and earlier state s, one
+    bit per op: the op on edge s -> k, if the node reads s. `what` names the architecture in an error."""
+    index = {op: i for i, op in enumerate(ops)}
+    for c, cell in enumerate(cells):
+        if len(cell.nodes) != n_nodes or any(op not in index for node in cell.nodes for op, _ in node):
+            raise ArchitectureError(f"{what}: cell {c} is not {n_nodes} nodes of the ops {', '.join(ops)}; no encoding")
+    if kind == "adjacency":
+        vector: list[float] = []
+        for cell in cells:
+            for k, node in enumerate(cell.nodes):
+                reads = {(source, index[op]) for op, source in node}
+                vector += [float((s, o) in reads) for s in range(k + 2) for o in range(len(ops))]
+        return vector
+    paths: list[tuple[int, list[int]]] = []
+    for c, cell in enumerate(cells):
+        into: list[list[tuple[int, list[int]]]] = []  # per node: every (cell input, op sequence) reaching it
+        for node in cell.nodes:
+            reaching: list[tuple[int, list[int]]] = []
+            for op, source in node:
+                if source < 2:
+                    reaching.append((source, [index[op]]))
+                else:
+                    reaching += [(s, [*seq, index[op]]) for s, seq in into[source - 2]]
+            into.append(reaching)
+        for state in cell.concat:
+            paths += [(2 * c + s, seq) for s, seq in into[state - 2]] if state >= 2 else []
+    return path_encoding(paths, 2 * len(cells), len(ops), n_nodes)

@@ -46,7 +46,7 @@ from archsearch.model.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archsearch.model.network import Model
 from archsearch.model.ops import DARTS_PRIMITIVES
 from archsearch.search.pictures import ArchPicture, cell_picture, label
-from archsearch.search.space import SPACES, SearchSpace, chosen, path_encoding
+from archsearch.search.space import SPACES, SearchSpace, cell_encoding, chosen
 from archsearch.spaces.enas_spaces import MicroSpace
 from archsearch.spaces.enas_supernet import MicroSupernet
 
@@ -234,37 +234,7 @@ class DartsCellSpace(SearchSpace):
         2021; their truncation keeps a prefix: nas.search.bananas.path_cutoff); 4 x (n + ... + n^n_nodes) bits
         for n ops (11,200 for DARTS' 7 and 4 nodes). `adjacency`: per cell type, node k and earlier state s
         (the 2 cell inputs, then nodes 0..k-1), one bit per op: the op on edge s -> k, if the node reads s."""
-        templates = self.templates(arch)
-        ops = self.ops
-        index = {op: i for i, op in enumerate(ops)}
-        n = self.n_nodes
-        for kind_name, template in templates.items():
-            if len(template.nodes) != n or any(op not in index for node in template.nodes for op, _ in node):
-                raise ArchitectureError(
-                    f"{arch!r}: the {kind_name} cell is not {n} nodes of the ops {', '.join(ops)}; it has no encoding"
-                )
-        if kind == "adjacency":
-            vector: list[float] = []
-            for cell_type in CELL_TYPES:
-                for k, node in enumerate(templates[cell_type].nodes):
-                    reads = {(source, index[op]) for op, source in node}
-                    vector += [float((s, o) in reads) for s in range(k + 2) for o in range(len(ops))]
-            return vector
-        paths: list[tuple[int, list[int]]] = []
-        for c, cell_type in enumerate(CELL_TYPES):
-            template = templates[cell_type]
-            into: list[list[tuple[int, list[int]]]] = []  # per node: every (cell input, op sequence) reaching it
-            for node in template.nodes:
-                reaching = []
-                for op, source in node:
-                    if source < 2:
-                        reaching.append((source, [index[op]]))
-                    else:
-                        reaching += [(s, [*seq, index[op]]) for s, seq in into[source - 2]]
-                into.append(reaching)
-            for state in template.concat:
-                paths += [(2 * c + s, seq) for s, seq in into[state - 2]] if state >= 2 else []
-        return path_encoding(paths, 2 * len(CELL_TYPES), len(ops), n)
+        return cell_encoding([self.templates(arch)[t] for t in CELL_TYPES], self.ops, self.n_nodes, kind, repr(arch))
 
     # ---- networks --------------------------------------------------------------------------------
     def desc(self, arch: str, meta: Mapping[str, Any] | None = None) -> ModelDesc:

@@ -71,6 +71,14 @@ def test_the_darts_path_encoding_counts_every_path_from_each_cell_input_shortest
     first = [i for i, b in enumerate(bits) if b]
     assert sum(bits) == 10 and sum(1 for i in first if i < 4 * n) == 6  # one-op paths come first, every block
     assert len(space.encode(space.from_json(arch), "adjacency")) == 2 * (2 + 3) * n
+    # ENAS micro cells encode the same way; the output joins the loose ends: here node 1 only (node 0 is read)
+    micro = SPACES.get("enas_micro")({"n_nodes": 2}, {}, {"channels": 3, "n_classes": 10})
+    m = len(micro.geometry.ops)
+    arc = [0, 0, 1, 0, 2, 0, 0, 0] * 2  # node 0: op 0 on inputs 0 and 1; node 1: op 0 on node 0 and input 0
+    bits = micro.encode(arc, "path")
+    assert len(bits) == 4 * (m + m**2)
+    assert bits == path_encoding([(2 * c + s, q) for c in (0, 1) for s, q in [(0, [0, 0]), (1, [0, 0]), (0, [0])]],
+                                 4, m, 2)  # fmt: skip
 
 
 # ---- the predictor ---------------------------------------------------------------------------------------
