@@ -16,7 +16,8 @@ order (the pool must hold at least P cells).
 `bananas` is BANANAS with the shipped settings (confs/algos/bananas.yaml: 10 random, then batches of 10 from 100
 mutation candidates ranked by Thompson sampling from 5 MLPs on the path encoding); `bananas-naswot` adds each
 cell's NASWOT score (the screen's, free: no query) to the predictor's inputs (`proxy_features: [naswot]`);
-`bananas-adjacency` uses the adjacency encoding instead of the path encoding.
+`bananas-adjacency` uses the adjacency encoding instead of the path encoding; `-kN` evaluates N trials per fit
+instead of 10, `-mean` ranks by the ensemble's mean instead of Thompson sampling (e.g. `bananas-naswot-k5`).
 Scoring is the slow part on a CPU, so it uses a small network (--score-channels, --score-cells: C=8, N=1 by
 default, not the paper's C=16, N=5) and fewer seeds (--naswot-seeds); the score of a cell is computed once
 and reused by every seed (its initial weights are seeded by the cell's benchmark index).
@@ -78,12 +79,15 @@ def proposer(strategy: str, space: NasBench201Space, run_seed: int, args, screen
         return lambda index, rng, history: evolve(space, rng, history, OBJECTIVE, args.population, args.sample)
     if strategy.startswith("bananas"):
         goals = Goals((Objective(OBJECTIVE, "max"),), legacy=True)
-        variant = strategy.partition("-")[2]
+        variant = strategy.split("-")[1:]  # e.g. bananas-naswot-k5: NASWOT features, 5 trials per fit
+        k = next((int(v[1:]) for v in variant if v[:1] == "k" and v[1:].isdigit()), Settings.k)
         settings = Settings(
-            encoding="adjacency" if variant == "adjacency" else "path",
-            proxy_features=("naswot",) if variant == "naswot" else (),
+            k=k,
+            encoding="adjacency" if "adjacency" in variant else "path",
+            acquisition="mean" if "mean" in variant else "its",
+            proxy_features=("naswot",) if "naswot" in variant else (),
         )
-        features = (lambda arch, names: {"naswot": screen.score(arch)}) if variant == "naswot" else None
+        features = (lambda arch, names: {"naswot": screen.score(arch)}) if "naswot" in variant else None
         return Planner(space, goals, settings, run_seed, features=features).propose
     # naswot-*: the pool is drawn from the run seed alone, ranked by score, queried best first
     pool: list[str] = []
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     space = nb201_space(args.score_channels, args.score_cells)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     screen = None
-    if any(s.startswith("naswot-") or s == "bananas-naswot" for s in strategies):
+    if any(s.startswith("naswot-") or "-naswot" in s for s in strategies):
         x, y, note = load_batch(args.data, args.batch_size, seed=0)
         screen = NaswotScreen(space, (x, y))
         print(f"naswot screen: {note}, NAS-Bench-201 C={args.score_channels} N={args.score_cells}", file=sys.stderr)
