@@ -20,6 +20,7 @@ import archsearch.spaces.morphism.space
 import archsearch.spaces.nasbench201
 import archsearch.spaces.user_model  # noqa: F401
 from archsearch.model import load as _load
+from archsearch.strategies.bananas import strategy as _bananas  # noqa: F401
 from archsearch.strategies.darts import strategy as _darts  # noqa: F401
 from archsearch.strategies.enas import strategy as _enas  # noqa: F401
 from archsearch.strategies.gdas import strategy as _gdas  # noqa: F401

@@ -46,7 +46,7 @@ from archsearch.model.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archsearch.model.network import Model
 from archsearch.model.ops import DARTS_PRIMITIVES
 from archsearch.search.pictures import ArchPicture, cell_picture, label
-from archsearch.search.space import SPACES, SearchSpace, chosen
+from archsearch.search.space import SPACES, SearchSpace, cell_encoding, chosen
 from archsearch.spaces.enas_spaces import MicroSpace
 from archsearch.spaces.enas_supernet import MicroSupernet
 
@@ -226,6 +226,15 @@ class DartsCellSpace(SearchSpace):
                 values.update({f"{cell}_node{k}_inputs": f"{a},{b}", f"{cell}_node{k}_op0": op0,
                                f"{cell}_node{k}_op1": op1})  # fmt: skip
         return values
+
+    # ---- a vector of an architecture (capability `encode`) ----------------------------------------------
+    def encode(self, arch: str, kind: str = "path") -> list[float]:
+        """`path`: one bit per (cell type, cell input, op sequence of 1..n_nodes ops) that leads from that input
+        to a node the cell's output concatenates, ordered shortest first (BANANAS' DARTS encoding, White et al.
+        2021; their truncation keeps a prefix: nas.search.bananas.path_cutoff); 4 x (n + ... + n^n_nodes) bits
+        for n ops (11,200 for DARTS' 7 and 4 nodes). `adjacency`: per cell type, node k and earlier state s
+        (the 2 cell inputs, then nodes 0..k-1), one bit per op: the op on edge s -> k, if the node reads s."""
+        return cell_encoding([self.templates(arch)[t] for t in CELL_TYPES], self.ops, self.n_nodes, kind, repr(arch))
 
     # ---- networks --------------------------------------------------------------------------------
     def desc(self, arch: str, meta: Mapping[str, Any] | None = None) -> ModelDesc:
