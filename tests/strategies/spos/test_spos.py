@@ -245,3 +245,15 @@ def test_a_saved_supernet_is_searched_again_without_training_and_bad_values_are_
         )
     one_line({"nas.search.supernet": str(tmp_path / "none.pt")}, "no such file")
     one_line({"nas.search.evaluate_by": "supernet"}, "--nas.search.supernet PATH", algo="rea")
+
+
+def test_the_linear_schedule_decays_to_zero():
+    from archsearch.train.trainer import build_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    scheduler = build_scheduler({"type": "linear"}, optimizer, 4)
+    lrs = []
+    for _ in range(5):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step(), scheduler.step()
+    assert lrs == pytest.approx([0.5, 0.375, 0.25, 0.125, 0.0])
