@@ -19,6 +19,7 @@ Deviations from the paper are in docs/spos.md.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -43,6 +44,14 @@ def searchers() -> list[str]:
         for n in STRATEGIES.names()
         if issubclass(STRATEGIES.get(n), TrialStrategy) and STRATEGIES.get(n).evaluate_by is TrialStrategy.evaluate_by
     )
+
+
+def shown_path(path: Path, experiment: Path) -> str:
+    """`path` relative to the experiment folder when it lies inside (result files move with their folder)."""
+    try:
+        return str(Path(path).resolve().relative_to(experiment.resolve()))
+    except ValueError:
+        return str(path)
 
 
 @register_strategy
@@ -101,8 +110,9 @@ class Spos(Strategy):
                 ctx.log.record("search_epoch", **row, supernet_file=str(path))
         ctx.log.info(f"[search] searching it with --algos {searcher.name} (nas.search.{searcher.name})")
         outcome = searcher(ctx, space).search()
-        outcome.metrics.update(metrics, searcher=searcher.name, supernet=str(path))
-        outcome.meta.update(searcher=searcher.name, supernet=str(path))
+        shown = shown_path(path, ctx.out_dir.parent)
+        outcome.metrics.update(metrics, searcher=searcher.name, supernet=shown)
+        outcome.meta.update(searcher=searcher.name, supernet=shown)
         return outcome
 
 

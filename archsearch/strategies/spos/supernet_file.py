@@ -6,7 +6,7 @@ The file is a plain dict of tensors and YAML-safe values, written with its sha25
 - `format`, `version`: what this is;
 - `identity`: everything the supernet's shapes and meaning depend on: the space's name, its own settings
   (nas.search.space without `name`), the search-size network (nas.search.model_desc) and the dataset's
-  channels, classes and image size. A later `--nas.search.supernet PATH` run refuses a file whose identity
+  name, channels, classes and image size. A later `--nas.search.supernet PATH` run refuses a file whose identity
   differs from its own with one line naming the first key that differs, before any weight is read;
 - `state`: the supernet's state_dict (weights and BatchNorm statistics);
 - `history`: the training's per-epoch figures, which a later run shows as this supernet's training curve.
@@ -29,7 +29,7 @@ from archsearch.search.space import SearchSpace
 SUPERNET_FILE = "supernet.pt"
 FORMAT = "archsearch-spos-supernet"
 VERSION = 1
-DATASET_KEYS = ("channels", "n_classes", "image_size")
+DATASET_KEYS = ("name", "channels", "n_classes", "image_size")  # not its path: a moved copy of the data is fine
 RETRAIN = "train one for these settings (leave --nas.search.supernet out) or search with the settings it had"
 
 
