@@ -26,7 +26,7 @@ from torch import nn
 
 from archsearch.common.checkpoint import fault_point
 from archsearch.common.errors import ConfigError
-from archsearch.config.schema import Int, Str, register_section
+from archsearch.config.schema import Int, Str, register_check, register_section
 from archsearch.search.strategy import STRATEGIES, SearchOutcome, Strategy, check_pair, fit_supernet, register_strategy
 from archsearch.search.trial_eval import TrialStrategy
 from archsearch.strategies.spos.evaluator import SupernetEvaluator, supernet_path
@@ -63,10 +63,9 @@ class Spos(Strategy):
 
     def searcher_class(self) -> type[TrialStrategy]:
         name = self.conf["spos"]["searcher"]
-        valid = searchers()
-        if name not in valid:
-            raise ConfigError(f"config nas.search.spos.searcher: {name!r} is not a strategy that searches a supernet; "
-                              f"choose one of {', '.join(valid)}")  # fmt: skip
+        problem = _a_searcher({"searcher": name})
+        if problem is not None:  # the config check said so before the run began; a hand-built config too
+            raise ConfigError(f"config nas.search.spos.searcher: {problem[1]}")
         searcher = STRATEGIES.get(name)
         check_pair(searcher, type(self.space))  # e.g. rea needs `mutate`
         return searcher  # type: ignore[return-value]
@@ -131,4 +130,16 @@ register_section(
         "eval_batches": Int(null=True, ge=1, default=None),
     },
 )
+
+
+def _a_searcher(conf: Any) -> tuple[str, str] | None:
+    """nas.search.spos.searcher names a registered strategy that can search a supernet (checked with the whole
+    config, before a run starts: the strategies are registered by then)."""
+    name, valid = conf.get("searcher"), searchers()
+    if name is None or name in valid:
+        return None
+    return "searcher", f"{name!r} is not a strategy that searches a supernet; choose one of {', '.join(valid)}"
+
+
+register_check("nas.search.spos", _a_searcher)
 __all__ = ["Spos", "SupernetEvaluator", "searchers"]  # importing the evaluator registers evaluate_by supernet
