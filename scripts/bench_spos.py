@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                 "nas.search.rea.n_trials": args.rea_trials, "nas.search.rea.population_size": 20,
                 "nas.search.rea.sample_size": 5}  # fmt: skip
         found, spos_cpu, spos_wall, out = run("spos", f"spos{seed}", spos)
+        rea_trials = yaml.safe_load((out / "search" / "trials.yaml").read_text())
+        found_cell = next(t["arch"] for t in rea_trials if t["index"] == found["best_trial"])
         supernet = out / "search" / "supernet.pt"
         history = yaml.safe_load((out / "log.yaml").read_text())
         curve = [e for e in history if e.get("event") == "search_epoch"]
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             "supernet_final_val_top1": curve[-1]["val_top1"] if curve else None,
             "spos_cpu_s": round(spos_cpu, 1),
             "spos_wall_s": round(spos_wall, 1),
-            "spos_rea_cell": found.get("best_arch"),
+            "spos_rea_cell": found_cell,
             "spos_rea_table_top1": found["benchmark_top1"],
             "kendall_tau": round(tau, 3),
             "spearman_rho": round(rho, 3),
