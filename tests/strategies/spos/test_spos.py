@@ -257,3 +257,21 @@ def test_the_linear_schedule_decays_to_zero():
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step(), scheduler.step()
     assert lrs == pytest.approx([0.5, 0.375, 0.25, 0.125, 0.0])
+
+
+def test_the_darts_sampled_supernet_runs_what_the_space_samples_and_mutates():
+    space = make_space("darts")
+    supernet = space.sampled_supernet()
+    n = space.micro_space().n_nodes
+
+    def gates():
+        return [[cell.nodes[n + j][0].active for j in range(n)] for cell in supernet.cells]
+
+    rng = random.Random(0)
+    for arch in (space.sample(rng), space.mutate(space.sample(rng), rng)):  # DARTS genotypes: every node concatenated
+        supernet.set_arch(arch)
+        assert all(all(g) for g in gates())
+        assert supernet(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+    enas = space.arch_from_tokens(uniform_tokens(space.token_spec(), rng))  # an ENAS genotype: its loose ends
+    supernet.set_arch(enas)
+    assert not all(all(g) for g in gates())
