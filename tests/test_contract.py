@@ -48,6 +48,8 @@ STRATEGY_SETTINGS: dict[str, dict] = {
     "optuna": {"nas.search.optuna.n_trials": 2, "nas.search.optuna.sampler": "random"},
     "morphism": {"nas.search.morphism.n_trials": 2},
     "manual": {},
+    "spos": {"nas.search.rea.n_trials": 3, "nas.search.rea.population_size": 2, "nas.search.rea.sample_size": 2,
+             "nas.search.spos.bn_batches": 1},
 }  # fmt: skip
 
 COMMON = {

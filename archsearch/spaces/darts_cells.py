@@ -47,7 +47,7 @@ from archsearch.model.network import Model
 from archsearch.model.ops import DARTS_PRIMITIVES
 from archsearch.search.pictures import ArchPicture, cell_picture, label
 from archsearch.search.space import SPACES, SearchSpace, cell_encoding, chosen
-from archsearch.spaces.enas_spaces import MicroSpace
+from archsearch.spaces.enas_spaces import CELL_INPUTS, MicroSpace, loose_ends
 from archsearch.spaces.enas_supernet import MicroSupernet
 
 SPACE_NAME = "darts"
@@ -305,7 +305,18 @@ class DartsSampledSupernet(MicroSupernet):
     """ENAS' micro supernet over DARTS ops, driven by this space's architectures (genotypes)."""
 
     def set_arch(self, arch: str) -> None:
-        self.set_arc(self.space.encode(parse_genotype(arch)))
+        """Any genotype of this space: its nodes select the micro supernet's choices, and what its cells
+        concatenate opens those nodes' gates, so both a DARTS genotype (every node concatenated: what `sample`
+        and `mutate` give, which SPOS' search scores) and an ENAS one (its loose ends) run. A closed gate
+        gives zeros, which the next cell's 1x1 preprocessing reads as the absent node."""
+        templates = genotype_to_templates(parse_genotype(arch))
+        ends = {t: CellTemplate(c.nodes, loose_ends(c.nodes), c.n_inputs) for t, c in templates.items()}
+        self.set_arc(self.space.encode(ends))
+        n = self.space.n_nodes
+        for cell in self.cells:
+            concat = set(templates[cell.desc.cell_type].concat)
+            for j in range(n):
+                cell.nodes[n + j][0].active = CELL_INPUTS + j in concat
 
 
 SPACES.add(SPACE_NAME, DartsCellSpace)
