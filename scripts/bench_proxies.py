@@ -43,7 +43,8 @@ from archsearch.strategies.naswot.sampling import (  # noqa: E402
     nb201_model_builder,
     sample_nb201,
 )
-from archsearch.strategies.naswot.zero_cost import measure  # noqa: E402
+from archsearch.strategies.naswot.strategy import DEFAULT_MEMBERS  # noqa: E402
+from archsearch.strategies.naswot.zero_cost import measure, swap_regulariser  # noqa: E402
 
 ALL = ["naswot", "naswot_relu", "synflow", "grad_norm", "snip", "jacob_cov", "zico", "meco", "meco_opt", "swap",
        *AZ_NAS_MEMBERS, "params", "macs"]  # fmt: skip
@@ -236,10 +237,13 @@ def time_alone(candidates, build, x, y, proxies, seed) -> dict:
         for m in models:
             measure(m, x, y, F.cross_entropy, [name])
         out[name] = (time.perf_counter() - t0) / len(models)
-    t0 = time.perf_counter()
-    for m in models:
-        measure(m, x, y, F.cross_entropy, proxies)
-    out["all together"] = (time.perf_counter() - t0) / len(models)
+    groups = {"all together": proxies, "AZ-NAS ensemble together": list(AZ_NAS_MEMBERS),
+              "default ensemble together": list(DEFAULT_MEMBERS)}  # fmt: skip
+    for label, names in groups.items():
+        t0 = time.perf_counter()
+        for m in models:
+            measure(m, x, y, F.cross_entropy, names)
+        out[label] = (time.perf_counter() - t0) / len(models)
     return out
 
 
@@ -256,6 +260,13 @@ def report(candidates, cache, table, proxies, args, extra) -> None:
     per_cell = float(np.mean([r["score_s"] for r in rows]))
     build_s = float(np.mean([r["build_s"] for r in rows]))
     alone = extra.get("alone", {})
+    if "swap" in columns and "params" in columns:
+        # SWAP's regulariser from the cached raw count and parameters (no rescoring); mu and sigma in thousands
+        # of parameters as their code. Their per-space values are not in their code: two settings of ours.
+        p_k = np.asarray(columns["params"]) / 1e3
+        for label, mu, sigma in (("mean", p_k.mean(), p_k.var()), ("max", p_k.max(), p_k.var())):
+            factors = [swap_regulariser(p, mu, sigma) for p in columns["params"]]
+            columns[f"swap_reg (mu = {label} of P, sigma = var of P)"] = list(np.asarray(columns["swap"]) * factors)
     results = []
     for name, values in columns.items():
         tau, rho = kendall_spearman(values, accs)
@@ -263,8 +274,10 @@ def report(candidates, cache, table, proxies, args, extra) -> None:
     half = np.arange(n // 2)
     rest = np.arange(n // 2, n)
     ensembles = {"ensemble AZ-NAS": list(AZ_NAS_MEMBERS)}
-    chosen = greedy_members(columns, accs, half, args.max_members)
+    base = {k: v for k, v in columns.items() if not k.startswith("swap_reg")}
+    chosen = greedy_members(base, accs, half, args.max_members)
     ensembles[f"ensemble selected ({', '.join(chosen)})"] = chosen
+    ensembles[f"ensemble default ({', '.join(DEFAULT_MEMBERS)})"] = list(DEFAULT_MEMBERS)
     ensembles["ensemble AZ-NAS + naswot"] = [*AZ_NAS_MEMBERS, "naswot"]
     ensembles["ensemble AZ-NAS + zico + naswot"] = [*AZ_NAS_MEMBERS, "zico", "naswot"]
     ens_rows = []
@@ -291,8 +304,13 @@ def report(candidates, cache, table, proxies, args, extra) -> None:
     for label, how, tau, rho, tau_b, rho_b in ens_rows:
         print(f"| {label} | {how} | {tau:.3f} | {rho:.3f} | {tau_b:.3f} | {rho_b:.3f} |")
     if alone:
+        singles = {k: v for k, v in alone.items() if "together" not in k}
         print(f"\nall proxies together (shared passes): {alone['all together']:.2f} s / cell; "
-              f"sum of the proxies alone: {sum(v for k, v in alone.items() if k != 'all together'):.2f} s")  # fmt: skip
+              f"sum of the proxies alone: {sum(singles.values()):.2f} s")  # fmt: skip
+        for label, members in (("AZ-NAS ensemble", AZ_NAS_MEMBERS), ("default ensemble", DEFAULT_MEMBERS)):
+            top = max(members, key=lambda m: singles.get(m, 0.0))
+            print(f"{label} together: {alone[label + ' together']:.2f} s / cell; its most expensive member alone "
+                  f"({top}): {singles.get(top, math.nan):.2f} s")  # fmt: skip
     if args.json:
         record = {"n": n, "per_cell_s": per_cell, "build_s": build_s, "proxies": results, "ensembles": ens_rows,
                   "selected": chosen, **extra}  # fmt: skip

@@ -36,7 +36,7 @@ from archsearch.search.trial_eval import (
     register_evaluator,
     run_trials,
 )
-from archsearch.search.trial_loop import Budget, Trial
+from archsearch.search.trial_loop import BEST_FILE, Budget, Trial
 from archsearch.strategies.naswot.correlation import correlation_report
 from archsearch.strategies.naswot.ensemble import AGGREGATES, AZ_NAS_MEMBERS, ENSEMBLE, aggregate, check_members
 from archsearch.strategies.naswot.proxies import PROXIES
@@ -133,8 +133,11 @@ class Naswot(TrialStrategy):
 
     def dry_run_notes(self) -> list[str]:
         conf = self.conf["naswot"]
+        proxy = conf["proxy"]
+        if proxy == ENSEMBLE:
+            proxy = f"an ensemble of {', '.join(conf['ensemble']['members'])} ({conf['ensemble']['aggregate']})"
         return [
-            f"naswot: {self.budget().n_trials} {self.space.name} architectures scored with {conf['proxy']} "
+            f"naswot: {self.budget().n_trials} {self.space.name} architectures scored with {proxy} "
             f"at batch {conf['batch_size']}; benchmark table: {self.conf['benchmark']}"
         ]
 
@@ -178,6 +181,8 @@ class Naswot(TrialStrategy):
             metrics.update({"best_score": scores[best], "best_trial": records[best]["index"]})
             for r, s in zip(records, scores):
                 r["metrics"] = {**r["metrics"], "score": s}  # for the chosen record below; trials.yaml keeps 0
+            # the loop's best_trial.yaml named the first placeholder score: name the ensemble's choice instead
+            atomic_write_yaml(ctx.search_dir / BEST_FILE, plain(records[best]))
         atomic_write_yaml(ctx.search_dir / "scores.yaml", plain(rows))
         plot = ctx.search_dir / "correlation.png" if table else None
         proxy = conf["proxy"]

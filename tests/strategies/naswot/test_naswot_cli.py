@@ -112,6 +112,8 @@ def test_proxy_ensemble_end_to_end(cli, tiny, tmp_path):
     best = int(np.argmax(expected))
     assert metrics["best_trial"] == trials[best]["index"] and metrics["best_score"] == pytest.approx(expected[best])
     assert metrics["ensemble_members"] == members and metrics["best_arch"] == rows[best]["arch"]
+    chosen = yaml.safe_load((out / "best_trial.yaml").read_text())
+    assert chosen["index"] == trials[best]["index"] and chosen["metrics"]["score"] == pytest.approx(expected[best])
 
 
 @pytest.mark.parametrize(
