@@ -280,6 +280,9 @@ def report(candidates, cache, table, proxies, args, extra) -> None:
     ensembles[f"ensemble default ({', '.join(DEFAULT_MEMBERS)})"] = list(DEFAULT_MEMBERS)
     ensembles["ensemble AZ-NAS + naswot"] = [*AZ_NAS_MEMBERS, "naswot"]
     ensembles["ensemble AZ-NAS + zico + naswot"] = [*AZ_NAS_MEMBERS, "zico", "naswot"]
+    ensembles["ensemble AZ-NAS + meco_opt"] = [*AZ_NAS_MEMBERS, "meco_opt"]
+    ensembles["ensemble meco_opt, az_trainability, synflow"] = ["meco_opt", "az_trainability", "synflow"]
+    ensembles["ensemble meco_opt, swap, az_trainability, synflow"] = ["meco_opt", "swap", "az_trainability", "synflow"]
     ens_rows = []
     for label, members in ensembles.items():
         if not all(m in columns for m in members):

@@ -6,14 +6,16 @@ returns {name: score}. The proxies that look at the same pass share it:
 - **one forward on the batch** (train mode, as every proxy here) with forward hooks that feed, at once, the
   NASWOT kernel (`naswot`, `naswot_relu`), SWAP's activation patterns (`swap`) and AZ-NAS's stage features
   (`az_expressivity`, `az_progressivity`, `az_trainability`);
-- **backward passes on that forward's graph**: AZ-NAS's trainability (one small backward per pair of
-  consecutive stages), then one backward per half-batch loss for ZiCo; `grad_norm` and `snip` use the full
-  batch's gradient, which for a mean-reduced loss (cross entropy) is the halves' weighted mean (no extra pass);
+- **backward passes on that forward's graph**: jacob_cov's input gradients, AZ-NAS's trainability (one
+  small backward per pair of consecutive stages), then one backward per half-batch loss for ZiCo; `grad_norm`
+  and `snip` use the full batch's gradient, which for a mean-reduced loss (cross entropy) is the halves'
+  weighted mean (no extra pass);
 - **one forward of a single sample** for MeCo (`meco`, `meco_opt`), as MeCo's code scores one image;
 - `params`, `macs` and `az_complexity` (AZ-NAS's complexity is the network's FLOPs, i.e. MACs) count.
 
-`synflow` and `jacob_cov` need passes of their own (|weights| in float64 on a copy; input gradients) and run
-their registered function. Each proxy is also registered alone in `PROXIES` (`fn(model, inputs, targets,
+`jacob_cov`'s input gradients are one more backward on the shared forward (the input then needs a gradient).
+`synflow` needs a pass of its own (|weights| in float64 on a copy of the network) and runs its registered
+function. Each proxy is also registered alone in `PROXIES` (`fn(model, inputs, targets,
 loss_fn) -> float`, higher is better), computed by `measure` with just that name, so a proxy scores the same
 alone and inside an ensemble. Every pass runs under `scoring_mode` (train mode, no drop path, BN buffers and
 mode restored) and takes gradients with `torch.autograd.grad`: the caller's model is left as it was.
@@ -65,6 +67,7 @@ from archsearch.strategies.naswot.proxies import (
     _layer_weights,
     _logits,
     _scored_modules,
+    jacob_cov_of,
     model_device,
     relu_activations_only,
     relu_by_class_name,
@@ -72,7 +75,7 @@ from archsearch.strategies.naswot.proxies import (
 )
 
 AZ_NAS = ("az_expressivity", "az_progressivity", "az_trainability", "az_complexity")
-_FORWARD = {"naswot", "naswot_relu", "swap", "az_expressivity", "az_progressivity", "az_trainability"}
+_FORWARD = {"naswot", "naswot_relu", "swap", "az_expressivity", "az_progressivity", "az_trainability", "jacob_cov"}
 _GRADIENT = {"zico", "grad_norm", "snip"}
 _MECO = {"meco", "meco_opt"}
 _COUNTS = {"params", "macs", "az_complexity"}
@@ -266,7 +269,9 @@ def _forward_and_backward(
                 features.append(output)
 
         handles += [m.register_forward_hook(keep) for m in stage_modules(model)]
-    needs_grad = bool(want & (_GRADIENT | {"az_trainability"}))
+    needs_grad = bool(want & (_GRADIENT | {"az_trainability", "jacob_cov"}))
+    if "jacob_cov" in want:  # its input gradients come from the same forward: the input needs a gradient
+        inputs = inputs.detach().clone().requires_grad_(True)
     try:
         with scoring_mode(model), torch.set_grad_enabled(needs_grad):
             logits = _logits(model(inputs))
@@ -285,6 +290,11 @@ def _forward_and_backward(
                 progressivity = min(steps) if steps else math.nan
                 out["az_expressivity"] = -math.inf if math.isnan(expressivity) else expressivity
                 out["az_progressivity"] = -math.inf if math.isnan(progressivity) else progressivity
+            if "jacob_cov" in want:
+                (jacobian,) = torch.autograd.grad(
+                    logits, inputs, torch.ones_like(logits), retain_graph=True, allow_unused=True
+                )
+                out["jacob_cov"] = jacob_cov_of(jacobian)
             if "az_trainability" in want:
                 value = _trainability(features, torch.Generator().manual_seed(options.seed))
                 out["az_trainability"] = -math.inf if math.isnan(value) else value
