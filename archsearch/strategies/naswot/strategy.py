@@ -38,7 +38,7 @@ from archsearch.search.trial_eval import (
 )
 from archsearch.search.trial_loop import BEST_FILE, Budget, Trial
 from archsearch.strategies.naswot.correlation import correlation_report
-from archsearch.strategies.naswot.ensemble import AGGREGATES, AZ_NAS_MEMBERS, ENSEMBLE, aggregate, check_members
+from archsearch.strategies.naswot.ensemble import AGGREGATES, ENSEMBLE, aggregate, check_members
 from archsearch.strategies.naswot.proxies import PROXIES
 from archsearch.strategies.naswot.sampling import measure_candidates
 from archsearch.strategies.naswot.zero_cost import ProxyOptions
