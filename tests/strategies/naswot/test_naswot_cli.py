@@ -1,10 +1,13 @@
 """NASWOT through the real CLI: proxy scoring on the trial loop, correlation report against a table, eval
 of the best, other spaces and proxies, and the one-line errors for the keys it had before."""
 
+import signal
+
 import numpy as np
 import pytest
 import yaml
 
+from archsearch.common.checkpoint import KILL_AT_ENV
 from archsearch.experiment.run import config_files
 from archsearch.model.model_desc import ModelDesc
 from archsearch.spaces.nasbench201 import desc_to_arch, index_to_arch
@@ -87,17 +90,21 @@ def test_bad_proxy_and_the_old_keys_are_user_errors(cli, tiny, tmp_path):
     assert_user_error(cli(*base, "--config", str(old_file)), "old.yaml", "benchmark_columns")
 
 
-def test_proxy_ensemble_end_to_end(cli, tiny, tmp_path):
+def test_proxy_ensemble_end_to_end_with_kill_and_resume(cli, tiny, tmp_path):
     indices = list(range(5))
     table = tmp_path / "bench.csv"
     table.write_text("uid,architecture,accuracy\n" + "".join(f"{i},{index_to_arch(i)},{50 + i}\n" for i in indices))
     members = ["naswot", "zico", "az_trainability"]
-    proc = cli(
+    args = [
         "--algos", "naswot", "--datasets", "synthetic", "--config", tiny, "--search-only",
         "--nas.search.benchmark", str(table), "--nas.search.naswot.indices", str(indices),
         "--nas.search.naswot.proxy", "ensemble", "--nas.search.naswot.ensemble.members", str(members),
-    )  # fmt: skip
+    ]  # fmt: skip
+    # killed after 3 trials and resumed: the ranks are taken over all 5 records, the first 3 not rescored
+    assert cli(*args, env={KILL_AT_ENV: "trial:recorded:2"}).returncode == -signal.SIGKILL
+    proc = cli(*args, "--common.resume", "true")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming after 3 finished trials" in proc.stdout
     out = cli.logdir / "archsearch_synthetic_toy" / "naswot" / "search"
     trials = yaml.safe_load((out / "trials.yaml").read_text())
     rows = yaml.safe_load((out / "scores.yaml").read_text())
