@@ -298,6 +298,8 @@ def test_log_rank_and_mean_rank_by_hand():
 def test_ranks_ties_and_failures():
     np.testing.assert_array_equal(ranks([5.0, 5.0, 7.0]), [1.5, 1.5, 3.0])
     np.testing.assert_array_equal(ranks([1.0, math.nan, -math.inf, 2.0]), [3.0, 1.5, 1.5, 4.0])
+    # a resumed search reads non-finite scores back from trials.yaml as strings ('nan', '-inf')
+    np.testing.assert_array_equal(ranks([1.0, "nan", "-inf", 2.0]), [3.0, 1.5, 1.5, 4.0])
 
 
 def test_bad_ensembles_are_one_line():
