@@ -276,9 +276,14 @@ def jacob_cov(
     with scoring_mode(model):
         logits = _logits(model(x))
         (jacobian,) = torch.autograd.grad(logits, x, grad_outputs=torch.ones_like(logits), allow_unused=True)
+    return jacob_cov_of(jacobian)
+
+
+def jacob_cov_of(jacobian: torch.Tensor | None) -> float:
+    """jacob_cov's score of the input gradients (batch first); NaN when there is none or it is constant."""
     if jacobian is None:
         return math.nan  # the output does not depend on the input (e.g. a cell of `none` ops)
-    corr = torch.corrcoef(jacobian.reshape(x.shape[0], -1).to(torch.float64))
+    corr = torch.corrcoef(jacobian.reshape(jacobian.shape[0], -1).to(torch.float64))
     if not bool(torch.isfinite(corr).all()):
         return math.nan  # a constant jacobian row has no correlation (the original also returns nan)
     eigenvalues = torch.linalg.eigvalsh(corr)  # symmetric: real eigenvalues, unlike np.linalg.eig

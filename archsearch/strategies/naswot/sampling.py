@@ -20,6 +20,7 @@ from archsearch.common.errors import ArchitectureError
 from archsearch.model.network import Model
 from archsearch.spaces import nasbench201 as nb201
 from archsearch.strategies.naswot.proxies import LossFn, ProxyFn, get_proxy
+from archsearch.strategies.naswot.zero_cost import DEFAULT_OPTIONS, ProxyOptions, measure
 
 Rng = np.random.Generator | torch.Generator
 
@@ -101,10 +102,7 @@ def score_candidates(
     inputs, targets = batch[0].to(device), batch[1].to(device)
     scores: list[float] = []
     for i, candidate in enumerate(candidates):
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
-            model = build_model(candidate)
-        model.to(device)
+        model = build_seeded(build_model, candidate, seed, device)
         try:
             score = float(fn(model, inputs, targets, loss_fn))
         finally:
@@ -115,4 +113,45 @@ def score_candidates(
     return scores
 
 
-__all__ = ["Candidate", "nb201_candidates", "sample_nb201", "nb201_model_builder", "score_candidates"]
+def build_seeded(build_model: Callable[[Any], nn.Module], candidate: Any, seed: int, device: torch.device) -> nn.Module:
+    """The candidate's network built on the CPU right after seeding the CPU generator with `seed` (inside a
+    forked RNG state: the caller's stream is untouched), then moved to `device`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        model = build_model(candidate)
+    return model.to(device)
+
+
+def measure_candidates(
+    candidates: Sequence[Any],
+    build_model: Callable[[Any], nn.Module],
+    batch: tuple[torch.Tensor, torch.Tensor],
+    names: Sequence[str],
+    device: str | torch.device,
+    seed: int = 0,
+    loss_fn: LossFn = F.cross_entropy,
+    options: ProxyOptions = DEFAULT_OPTIONS,
+) -> list[dict[str, float]]:
+    """Several proxies of every candidate, {name: score} each, from shared passes (zero_cost.measure); each
+    network is built as in `score_candidates`, so a proxy scores it the same alone or among others."""
+    device = torch.device(device)
+    inputs, targets = batch[0].to(device), batch[1].to(device)
+    out = []
+    for candidate in candidates:
+        model = build_seeded(build_model, candidate, seed, device)
+        try:
+            out.append(measure(model, inputs, targets, loss_fn, names, options))
+        finally:
+            del model
+    return out
+
+
+__all__ = [
+    "Candidate",
+    "nb201_candidates",
+    "sample_nb201",
+    "nb201_model_builder",
+    "score_candidates",
+    "measure_candidates",
+    "build_seeded",
+]

@@ -1,11 +1,17 @@
 """NASWOT through the real CLI: proxy scoring on the trial loop, correlation report against a table, eval
 of the best, other spaces and proxies, and the one-line errors for the keys it had before."""
 
+import signal
+
+import numpy as np
+import pytest
 import yaml
 
+from archsearch.common.checkpoint import KILL_AT_ENV
+from archsearch.experiment.run import config_files
 from archsearch.model.model_desc import ModelDesc
 from archsearch.spaces.nasbench201 import desc_to_arch, index_to_arch
-from tests.conftest import assert_user_error, config_fixture
+from tests.conftest import assert_config_error, assert_user_error, config_fixture
 
 TINY = {
     "nas": {
@@ -82,3 +88,53 @@ def test_bad_proxy_and_the_old_keys_are_user_errors(cli, tiny, tmp_path):
     old_file = tmp_path / "old.yaml"
     old_file.write_text(yaml.safe_dump({"nas": {"search": {"naswot": {"arch_column": "arch"}}}}))
     assert_user_error(cli(*base, "--config", str(old_file)), "old.yaml", "benchmark_columns")
+
+
+def test_proxy_ensemble_end_to_end_with_kill_and_resume(cli, tiny, tmp_path):
+    indices = list(range(5))
+    table = tmp_path / "bench.csv"
+    table.write_text("uid,architecture,accuracy\n" + "".join(f"{i},{index_to_arch(i)},{50 + i}\n" for i in indices))
+    members = ["naswot", "zico", "az_trainability"]
+    args = [
+        "--algos", "naswot", "--datasets", "synthetic", "--config", tiny, "--search-only",
+        "--nas.search.benchmark", str(table), "--nas.search.naswot.indices", str(indices),
+        "--nas.search.naswot.proxy", "ensemble", "--nas.search.naswot.ensemble.members", str(members),
+    ]  # fmt: skip
+    # killed after 3 trials and resumed: the ranks are taken over all 5 records, the first 3 not rescored
+    assert cli(*args, env={KILL_AT_ENV: "trial:recorded:2"}).returncode == -signal.SIGKILL
+    proc = cli(*args, "--common.resume", "true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming after 3 finished trials" in proc.stdout
+    out = cli.logdir / "archsearch_synthetic_toy" / "naswot" / "search"
+    trials = yaml.safe_load((out / "trials.yaml").read_text())
+    rows = yaml.safe_load((out / "scores.yaml").read_text())
+    # every trial keeps each member's raw score; the ensemble's score is their log-rank over all trials
+    from archsearch.strategies.naswot.ensemble import aggregate
+
+    columns = {m: [t["metrics"][f"zc_{m}"] for t in trials] for m in members}
+    expected = aggregate(columns, "log_rank")
+    assert [r["score"] for r in rows] == pytest.approx(list(expected))
+    assert [r["naswot"] for r in rows] == columns["naswot"]
+    metrics = yaml.safe_load((out / "metrics.yaml").read_text())
+    best = int(np.argmax(expected))
+    assert metrics["best_trial"] == trials[best]["index"] and metrics["best_score"] == pytest.approx(expected[best])
+    assert metrics["ensemble_members"] == members and metrics["best_arch"] == rows[best]["arch"]
+    chosen = yaml.safe_load((out / "best_trial.yaml").read_text())
+    assert chosen["index"] == trials[best]["index"] and chosen["metrics"]["score"] == pytest.approx(expected[best])
+
+
+@pytest.mark.parametrize(
+    "key, value, fragments",
+    [
+        ("nas.search.naswot.ensemble.members", "[]", ["a list of 1+ values"]),
+        ("nas.search.naswot.ensemble.members", "[naswot, magic]", ["[naswot, magic]", "is not allowed", "zico"]),
+        ("nas.search.naswot.ensemble.aggregate", "median", ["'median' is not one of", "log_rank"]),
+    ],
+)
+def test_bad_ensemble_keys_are_one_line(key, value, fragments):
+    assert_config_error(config_files("naswot", None, False), key, value, fragments)
+
+
+def test_the_ensemble_outside_naswot_is_one_line(cli, tiny):
+    rea = ["--algos", "random", "--datasets", "synthetic", "--config", tiny, "--nas.search.evaluate_by", "proxy"]
+    assert_user_error(cli(*rea, "--nas.search.naswot.proxy", "ensemble"), "ranks the whole population")
