@@ -104,7 +104,7 @@ class Fidelity:
 
 def _opt(value: Mapping[str, Any], key: str) -> Any:
     """An optional setting (None when absent; a Config's .get raises for a missing key)."""
-    return value[key] if key in value else None
+    return value[key] if key in value else None  # noqa: SIM401 - Config.get raises
 
 
 def _int(value: Any) -> bool:
@@ -136,12 +136,15 @@ def check_fidelity(value: Any) -> str | None:
         if key in value and not isinstance(value[key], bool) and not (key == "asynchronous" and value[key] is None):
             return f"{key} {show(value[key])} is not allowed (true or false)"
     if _opt(value, "hyperband") and _opt(value, "asynchronous"):
-        return "hyperband with asynchronous true is not built: Hyperband's brackets run synchronously here (ASHA: hyperband false)"
+        return (
+            "hyperband with asynchronous true is not built: Hyperband's brackets run synchronously here "
+            "(ASHA: hyperband false)"
+        )
     return None
 
 
 def _check(conf: Mapping[str, Any]) -> tuple[str, str] | None:
-    value = conf["fidelity"] if "fidelity" in conf else None
+    value = conf["fidelity"] if "fidelity" in conf else None  # noqa: SIM401 - Config.get raises
     found = check_fidelity(value)
     if found:
         return "fidelity", found
@@ -159,7 +162,7 @@ register_check("nas.search", _check)
 
 def fidelity_from_conf(conf_search: Mapping[str, Any]) -> Fidelity | None:
     """nas.search.fidelity (validated by the schema) as a Fidelity, or None for a single fidelity."""
-    value = conf_search["fidelity"] if "fidelity" in conf_search else None
+    value = conf_search["fidelity"] if "fidelity" in conf_search else None  # noqa: SIM401 - Config.get raises
     if value is None:
         return None
     return Fidelity(

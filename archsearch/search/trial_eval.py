@@ -46,9 +46,9 @@ from archsearch.common.devices import select_device
 from archsearch.common.errors import ConfigError, TrainingDiverged
 from archsearch.common.io import atomic_write_bytes, atomic_write_text, atomic_write_yaml
 from archsearch.common.logging import plain
+from archsearch.config import Config
 from archsearch.data.loaders import search_loaders
 from archsearch.search.benchmark_table import BenchmarkTable, table_from_conf
-from archsearch.config import Config
 from archsearch.search.executors import make_executor
 from archsearch.search.fidelity import Fidelity, fidelity_from_conf
 from archsearch.search.metrics import MetricContext, cheap_metrics

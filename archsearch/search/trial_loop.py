@@ -591,8 +591,9 @@ class TrialLoop:
         records = self.read_index()
         self._check_fields(records)
         how = "ASHA (asynchronous)" if asynchronous else "synchronous"
-        self.log(f"[search] {fidelity.describe()}, {how}; rungs of the first bracket: "
-                 f"{[fidelity.resource_of(fidelity.bracket_s(0), i) for i in range(fidelity.bracket_s(0) + 1)]}")  # fmt: skip
+        s0 = fidelity.bracket_s(0)
+        rungs = [fidelity.resource_of(s0, i) for i in range(s0 + 1)]
+        self.log(f"[search] {fidelity.describe()}, {how}; rungs of the first bracket: {rungs}")
         if records:
             self.log(f"[search] resuming after {len(records)} finished trials ({self.index_file})")
         if not self.goals.legacy:
@@ -700,7 +701,8 @@ class TrialLoop:
             if best
             else "no finite result yet"
         )
-        counts = f"; {self.executor.pending()} running, {self.n_failed} failed" if self.executor.max_concurrent > 1 else ""
+        parallel = self.executor.max_concurrent > 1
+        counts = f"; {self.executor.pending()} running, {self.n_failed} failed" if parallel else ""
         self.log(
             f"[search] trial {record['index'] + 1}: candidate {record['candidate'] + 1}{of} rung {record['rung']} "
             f"({record['resource']} {self.fidelity.resource if self.fidelity else ''}): {self.objective} "
