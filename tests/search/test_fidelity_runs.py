@@ -58,6 +58,16 @@ def test_a_promoted_candidate_continues_from_its_checkpoint(straight, tmp_path):
     assert first["metrics"]["val_top1"] == promoted["metrics"]["val_top1"]
 
 
+def test_the_report_draws_each_candidate_across_rungs(straight):
+    from archsearch.report.plots import fidelity_curves
+    from archsearch.report.run_data import load_run
+
+    fig = fidelity_curves(load_run(straight))
+    lines = [line for line in fig.axes[0].get_lines() if len(line.get_xdata()) > 1]
+    assert len(lines) == 1 and list(lines[0].get_xdata()) == [1, 3]  # the promoted candidate: rung 0, then 1
+    assert "3 candidates, 1 promoted" in fig.axes[0].get_title()
+
+
 def test_kill_inside_a_promotion_then_resume_gives_the_uninterrupted_index(straight, cli):
     args = ["--algos", "random", "--datasets", "synthetic", "--search-only", "--common.experiment_name", "killed",
             "--nas.search.fidelity", SH, *[x for k, v in ARGS.items() if k != "common.num_threads"
