@@ -196,9 +196,10 @@ Rank = Any  # a sort key: smaller is better
 
 
 def top(records: Sequence[Mapping[str, Any]], k: int, rank: Any) -> list[int]:
-    """The candidates of the best `k` records by `rank` (a record -> sort key, None for one that can never be
-    promoted: a failed trial), ties to the earlier candidate."""
-    ranked = sorted((key, r["candidate"]) for r in records if (key := rank(r)) is not None)
+    """The candidates of the best `k` records of one rung: `rank(records)` gives each a sort key (smaller is
+    better; None for one that can never be promoted: a failed trial), ties to the earlier candidate."""
+    keys = rank(list(records))
+    ranked = sorted((key, r["candidate"]) for r, key in zip(records, keys, strict=True) if key is not None)
     return [c for _, c in ranked[:k]]
 
 
@@ -209,7 +210,8 @@ def _at(entries: Iterable[Mapping[str, Any]], bracket: int, rung: int) -> list[M
 class Scheduler:
     """Chooses the next job from the finished records (`done`, with metrics) and the running trials' fields
     (`running`); `can_add` says whether a new candidate may start. None: nothing to start now (wait for a
-    running trial, or the search is over when none runs). `rank(record)` orders a rung's records."""
+    running trial, or the search is over when none runs). `rank(records)` gives the sort keys of a rung's
+    records (smaller is better)."""
 
     def __init__(self, fidelity: Fidelity, rank: Any, asynchronous: bool) -> None:
         self.fidelity, self.rank, self.asynchronous = fidelity, rank, asynchronous

@@ -67,6 +67,7 @@ from archsearch.search.objectives import (
     Goals,
     Objective,
     hypervolume,
+    on_front,
     pareto_front,
     reference_point,
     select,
@@ -547,13 +548,29 @@ class TrialLoop:
         )
 
     # ---- multi-fidelity: successive halving, Hyperband, ASHA ---------------------------------------
-    def _rank(self, record: dict[str, Any]) -> tuple | None:
-        """A record's place within its rung (smaller is better): feasible first, then the primary objective;
-        None for a failed trial, never promoted."""
-        value = record["metrics"].get(self.objective)
-        if not finite_number(value):
-            return None
-        return (record.get("feasible") is False, -value if self.mode == "max" else value)
+    def _rank(self, rung: list[dict[str, Any]]) -> list[tuple | None]:
+        """The sort keys of one rung's records (smaller is better), compared within the rung only: feasible
+        first, then, with several objectives, the non-dominated layer (Archai's SuccessiveHalvingSearch and
+        MO-ASHA, Schmucker et al. 2021, promote by non-dominated sorting), then the primary objective; None for
+        a failed trial, never promoted."""
+        layer: dict[int, int] = {}
+        if len(self.goals.objectives) > 1:
+            left = [r for r in rung if on_front(r, self.goals)]
+            depth = 0
+            while left:
+                front = pareto_front(left, self.goals)
+                layer.update((id(r), depth) for r in front)
+                left = [r for r in left if id(r) not in layer]
+                depth += 1
+        keys: list[tuple | None] = []
+        for r in rung:
+            value = r["metrics"].get(self.objective)
+            if not finite_number(value):
+                keys.append(None)
+                continue
+            last = len(rung)  # feasible but off every front (an objective not finite): after the layers
+            keys.append((r.get("feasible") is False, layer.get(id(r), last), -value if self.mode == "max" else value))
+        return keys
 
     def _check_fields(self, records: list[dict[str, Any]]) -> None:
         for r in records:

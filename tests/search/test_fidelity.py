@@ -153,3 +153,25 @@ def test_fidelity_needs_trained_trials(files):
     with pytest.raises(ConfigError, match="needs --nas.search.evaluate_by train"):
         load_config(files, [("nas.search.evaluate_by", "table"),
                             ("nas.search.fidelity", "{resource: epochs, min: 1, max: 9, eta: 3}")])  # fmt: skip
+
+
+def test_with_several_objectives_a_rung_promotes_by_non_dominated_layer_then_the_primary(tmp_path):
+    from archsearch.search.objectives import Goals, Objective
+
+    goals = Goals((Objective("acc", "max"), Objective("cost", "min")))
+    # six candidates, (acc, cost): the top 2 of the rung by accuracy alone would be 0 and 2; 2 is dominated
+    # by 0, and 1 (cheap) is on the first front with 0
+    points = [(0.9, 10.0), (0.8, 1.0), (0.85, 11.0), (0.1, 5.0), (0.2, 6.0), (0.3, 7.0)]
+    calls = []
+
+    def evaluate(trial):
+        calls.append((trial.extra["candidate"], trial.extra["rung"]))
+        acc, cost = trial.arch["p"]
+        return {"acc": acc * trial.extra["resource"], "cost": cost}
+
+    loop = TrialLoop(tmp_path, seed=1, budget=Budget(6), log=lambda _: None, goals=goals,
+                     fidelity=Fidelity("epochs", 1, 9, 3))  # fmt: skip
+    results = loop.run(lambda index, rng, history: {"p": list(points[len(history)])}, evaluate)
+    # a rung of 6 promotes 2 (first layer: 0 and 1); of those 2, one (same layer: the better accuracy) goes on
+    assert calls[6:] == [(0, 1), (1, 1), (0, 2)]
+    assert [m["candidate"] for m in results.front] == [0] and results.front[0]["resource"] == 9
