@@ -451,7 +451,14 @@ class TrialStrategy(Strategy):
     def dry_run_notes(self) -> list[str]:
         budget = self.budget()
         limits = [f"{budget.n_trials} trials" if budget.n_trials else "", f"{budget.time_s} s" if budget.time_s else ""]
-        return [f"{self.name}: {' or '.join(x for x in limits if x)}, evaluated by {self.evaluate_by()}"]
+        notes = [f"{self.name}: {' or '.join(x for x in limits if x)}, evaluated by {self.evaluate_by()}"]
+        fidelity = fidelity_from_conf(self.conf)
+        if fidelity is not None:
+            s = fidelity.bracket_s(0)
+            rungs = ", ".join(f"{n} x {r}" for n, r in fidelity.table()[fidelity.s_max - s])
+            notes.append(f"fidelity: {fidelity.describe()}; first bracket (candidates x {fidelity.resource}): {rungs}; "
+                         "the trials budget counts candidates")  # fmt: skip
+        return notes
 
 
 def _pick_from_front(
