@@ -296,13 +296,15 @@ def fidelity_curves(run: RunData) -> Any:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.8))
     promoted = 0
+    n_lines = max(sum(len(p) > 1 for p in curves.values()), 1)
     for candidate, points in curves.items():
         xs, ys = zip(*points, strict=True)
         if candidate == best_candidate:
             continue
-        if len(points) > 1:
+        if len(points) > 1:  # blues and greens: orange is the selected candidate's
+            colour = plt.cm.viridis(0.8 * promoted / n_lines)
+            ax.plot(xs, ys, marker="o", ms=3, lw=1.2, alpha=0.8, zorder=2, color=colour)
             promoted += 1
-            ax.plot(xs, ys, marker="o", ms=3, lw=1.2, alpha=0.8, zorder=2)
         else:
             ax.scatter(xs, ys, s=10, color="#a0aec0", zorder=1)
     if best_candidate is not None and best_candidate in curves:
