@@ -313,7 +313,7 @@ def fidelity_curves(run: RunData) -> Any:
         ax.plot(xs, ys, marker="o", color="#dd6b20", lw=2.5, zorder=3, label=chosen)
         ax.legend(fontsize=8)
     resources = sorted({t["resource"] for t in trials})
-    if resources[-1] >= 9 * resources[0]:
+    if resources[0] > 0 and resources[-1] >= 9 * resources[0]:
         ax.set_xscale("log")
     ax.set_xticks(resources)
     ax.set_xticklabels([str(r) for r in resources])
