@@ -1,7 +1,7 @@
 """Successive halving against full-budget random search at equal CPU time, NAS-Bench-201 cells trained for real
 on the CIFAR-10 subset, scored by the table accuracy (NAS-Bench-201's 200-epoch CIFAR-10 accuracy) of the found cell.
 
-    OMP_NUM_THREADS=1 python scripts/bench_fidelity.py                        # 3 seeds, 360 s of training each
+    OMP_NUM_THREADS=1 python scripts/bench_fidelity.py                  # 3 seeds, 150 CPU-seconds of training each
     OMP_NUM_THREADS=1 python scripts/bench_fidelity.py --seeds 0 1 2 --time-s 1200 --limit-batches 40
 
 Both methods are `--algos random` through the CLI on the same data and network: `--datasets npz` with
@@ -9,7 +9,10 @@ Both methods are `--algos random` through the CLI on the same data and network: 
 halved into the weights split, which trains, and the arch split, which scores: nas.search.loader.train_portion
 0.5), NB201 cells at a CPU size (--channels 8, --cells 1 per stage, --limit-batches batches of 64 per epoch),
 one thread each, one run at a time. The budget is the same number of seconds of trial training for both
-(nas.search.random.time_budget_s: the trial loop sums the time of finished trials):
+(nas.search.random.time_budget_s: the trial loop sums the time of finished trials), counted in CPU time:
+each run is `run_experiment` (what the CLI calls) in a fresh process whose trial-loop clock is the process's
+CPU time (`time.process_time`, one thread), because on a machine other sessions share, the wall time a trial
+takes varies with their load (2-3x in a first, wall-clock attempt), which an equal-time comparison must not see.
 
 - `random`: every candidate trained --max-epochs epochs (cosine schedule over them), the best arch-split
   accuracy wins;
@@ -44,7 +47,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=["random", "sh"], choices=["random", "sh"])
-    p.add_argument("--time-s", type=float, default=360.0, help="seconds of trial training per run")
+    p.add_argument("--time-s", type=float, default=150.0, help="CPU-seconds of trial training per run")
     p.add_argument("--min-epochs", type=int, default=1)
     p.add_argument("--max-epochs", type=int, default=9)
     p.add_argument("--eta", type=int, default=3)
@@ -55,10 +58,23 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--table", type=Path, default=DATA / "nasbench201_info.csv")
     p.add_argument("--logdir", type=Path, default=Path("/tmp/bench_fidelity"))
     p.add_argument("--out", type=Path, default=Path("/tmp/bench_fidelity.json"))
+    p.add_argument("--one", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)  # a run, in this process
     return p.parse_args(argv)
 
 
+def run_in_process(args: argparse.Namespace, method: str, seed: int) -> None:
+    """One run through run_experiment with the CLI's arguments, the trial loop timed in CPU seconds."""
+    import types
+
+    from archsearch.cli import main as cli_main
+    from archsearch.search import trial_loop
+
+    trial_loop.time = types.SimpleNamespace(perf_counter=time.process_time)  # the budget's clock: CPU time
+    sys.exit(cli_main(command(args, method, seed)[2:]))
+
+
 def command(args: argparse.Namespace, method: str, seed: int) -> list[str]:
+    """The CLI command of the run (what `--one` runs in-process, with the CPU clock)."""
     cmd = [
         sys.executable, str(REPO / "scripts" / "main.py"), "--algos", "random", "--full", "--search-only",
         "--nas.search.space.name", "nasbench201",
@@ -85,7 +101,8 @@ def run_one(args: argparse.Namespace, method: str, seed: int) -> dict[str, Any]:
     cmd = command(args, method, seed)
     load = os.getloadavg()[0]
     start = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    one = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:], "--one", method, str(seed)]
+    proc = subprocess.run(one, capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
     wall = time.time() - start
     if proc.returncode != 0:
         raise SystemExit(f"error: {method} seed {seed} failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
@@ -106,6 +123,7 @@ def run_one(args: argparse.Namespace, method: str, seed: int) -> dict[str, Any]:
         "epochs_trained": epochs,
         "best_val_top1": metrics["best_val_top1"],
         "wall_s": round(wall, 1),
+        "cpu_s_trials": round(sum(t["time_s"] for t in trials), 1),
         "load_avg_1min": [load, os.getloadavg()[0]],
         "command": " ".join(cmd[1:]),
     }
@@ -114,24 +132,27 @@ def run_one(args: argparse.Namespace, method: str, seed: int) -> dict[str, Any]:
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = [
         "| method | seed | found cell's table accuracy | best table accuracy among its candidates | candidates "
-        "| epochs trained | wall time | load (1 min, before/after) |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| epochs trained | CPU s of trials | wall time | load (1 min, before/after) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['method']} | {r['seed']} | {100 * r['found_table_top1']:.2f}% | "
             f"{100 * r['best_seen_table_top1']:.2f}% | {r['candidates']} | {r['epochs_trained']} | "
-            f"{r['wall_s']:.0f} s | {r['load_avg_1min'][0]:.1f} / {r['load_avg_1min'][1]:.1f} |"
+            f"{r['cpu_s_trials']:.0f} | {r['wall_s']:.0f} s | "
+            f"{r['load_avg_1min'][0]:.1f} / {r['load_avg_1min'][1]:.1f} |"
         )
     for method in dict.fromkeys(r["method"] for r in results):
         found = [100 * r["found_table_top1"] for r in results if r["method"] == method]
         spread = f" ± {statistics.stdev(found):.2f}" if len(found) > 1 else ""
-        lines.append(f"| **{method} mean** | | **{statistics.mean(found):.2f}%{spread}** | | | | | |")
+        lines.append(f"| **{method} mean** | | **{statistics.mean(found):.2f}%{spread}** | | | | | | |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    if args.one:
+        run_in_process(args, args.one[0], int(args.one[1]))
     results = json.loads(args.out.read_text()) if args.out.exists() else []
     done = {(r["method"], r["seed"]) for r in results}
     for seed in args.seeds:  # seeds outermost: both methods of a seed run under a similar machine load
