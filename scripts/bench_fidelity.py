@@ -58,6 +58,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--table", type=Path, default=DATA / "nasbench201_info.csv")
     p.add_argument("--logdir", type=Path, default=Path("/tmp/bench_fidelity"))
     p.add_argument("--out", type=Path, default=Path("/tmp/bench_fidelity.json"))
+    p.add_argument("--tables-only", action="store_true", help="print the tables of --out's runs, run nothing")
     p.add_argument("--one", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)  # a run, in this process
     return p.parse_args(argv)
 
@@ -129,6 +130,25 @@ def run_one(args: argparse.Namespace, method: str, seed: int) -> dict[str, Any]:
     }
 
 
+def rank_agreement(args: argparse.Namespace, method: str, seed: int) -> dict[int, tuple[float, int]]:
+    """Per resource: Kendall's tau between the trials' arch-split accuracy and their cells' table accuracy
+    (how well that rung ranks cells), and the number of trials at it."""
+    from scipy import stats
+
+    from archsearch.search.benchmark_table import load_benchmark_table
+
+    table = load_benchmark_table(args.table)
+    folder = args.logdir / f"{method}_s{seed}_npz_full" / "random" / "search"
+    trials = yaml.safe_load((folder / "trials.yaml").read_text())
+    out = {}
+    for resource in sorted({t.get("resource", args.max_epochs) for t in trials}):
+        at = [t for t in trials if t.get("resource", args.max_epochs) == resource]
+        if len(at) >= 3:
+            tau = stats.kendalltau([t["metrics"]["val_top1"] for t in at], [table.lookup(t["arch"]) for t in at])[0]
+            out[resource] = (float(tau), len(at))
+    return out
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = [
         "| method | seed | found cell's table accuracy | best table accuracy among its candidates | candidates "
@@ -155,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         run_in_process(args, args.one[0], int(args.one[1]))
     results = json.loads(args.out.read_text()) if args.out.exists() else []
     done = {(r["method"], r["seed"]) for r in results}
-    for seed in args.seeds:  # seeds outermost: both methods of a seed run under a similar machine load
+    # seeds outermost: both methods of a seed run under a similar machine load
+    for seed in [] if args.tables_only else args.seeds:
         for method in args.methods:
             if (method, seed) in done:
                 continue
@@ -165,6 +186,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{method} seed {seed}: found {100 * r['found_table_top1']:.2f}% ({r['candidates']} candidates, "
                   f"{r['epochs_trained']} epochs, {r['wall_s']:.0f} s)", flush=True)  # fmt: skip
     print(markdown(results))
+    print("\n| method | seed | Kendall tau (arch-split accuracy vs table), per epochs: tau (trials) |\n|---|---:|---|")
+    for r in results:
+        taus = rank_agreement(args, r["method"], r["seed"])
+        cells = ", ".join(f"{e}: {t:.2f} ({n})" for e, (t, n) in taus.items())
+        print(f"| {r['method']} | {r['seed']} | {cells} |")
 
 
 if __name__ == "__main__":
