@@ -52,10 +52,27 @@ from archsearch.search.benchmark_table import BenchmarkTable, table_from_conf
 from archsearch.search.executors import make_executor
 from archsearch.search.fidelity import Fidelity, fidelity_from_conf
 from archsearch.search.metrics import MetricContext, cheap_metrics
-from archsearch.search.objectives import Goals, closest, goals_from_conf, hypervolume_curve, require_produced
+from archsearch.search.objectives import (
+    Goals,
+    closest,
+    goals_from_conf,
+    hypervolume,
+    hypervolume_curve,
+    require_produced,
+    update_front,
+)
 from archsearch.search.space import SearchSpace
 from archsearch.search.strategy import STRATEGIES, Strategy
-from archsearch.search.trial_loop import Budget, MeasureFn, ProposeFn, Trial, TrialLog, TrialLoop, TrialResults
+from archsearch.search.trial_loop import (
+    Budget,
+    MeasureFn,
+    ProposeFn,
+    Trial,
+    TrialLog,
+    TrialLoop,
+    TrialResults,
+    finite_number,
+)
 from archsearch.train.context import RunContext
 from archsearch.train.trainer import Trainer
 
@@ -317,6 +334,26 @@ def space_measure(space: SearchSpace, conf_search: Mapping, seed: int) -> Measur
     return measure
 
 
+def front_curve(results: TrialResults, fidelity: Fidelity | None) -> list[tuple[int, float]]:
+    """(trials finished, hypervolume of the front so far) after each trial, against the final reference. With
+    a fidelity the front is that of the highest resource reached so far (never across resources): it starts
+    again, from that resource's first trial, each time a trial reaches a higher one."""
+    goals = results.goals
+    assert goals is not None
+    if fidelity is None:
+        return hypervolume_curve(results.records, goals, results.reference)
+    front: list[dict[str, Any]] = []
+    level, volume, curve = None, 0.0, []
+    for finished, record in enumerate(results.records, 1):
+        finite = finite_number(record["metrics"].get(goals.primary.metric))
+        if finite and (level is None or record["resource"] > level):
+            level, front, volume = record["resource"], [], 0.0
+        if record["resource"] == level and update_front(front, record, goals):
+            volume = hypervolume(front, goals, results.reference)
+        curve.append((finished, volume))
+    return curve
+
+
 def write_pareto(ctx: RunContext, space: SearchSpace, results: TrialResults, decode: Callable[[dict], Any]) -> Path:
     """search/pareto.yaml and each front member's architecture file (search/pareto/trial_NNN/)."""
     goals = results.goals
@@ -336,7 +373,7 @@ def write_pareto(ctx: RunContext, space: SearchSpace, results: TrialResults, dec
         "reference_point": list(results.reference) if results.reference is not None else None,
         "hypervolume": results.hypervolume,
         # the front's hypervolume after each trial against the final reference point (never decreasing)
-        "hypervolume_curve": [list(p) for p in hypervolume_curve(results.records, goals, results.reference)],
+        "hypervolume_curve": [list(p) for p in front_curve(results, fidelity_from_conf(ctx.conf["nas"]["search"]))],
         "rejected": results.rejected,
         "front": front,
         "selected": results.best["index"] if results.best is not None else None,

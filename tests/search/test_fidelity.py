@@ -175,3 +175,13 @@ def test_with_several_objectives_a_rung_promotes_by_non_dominated_layer_then_the
     # a rung of 6 promotes 2 (first layer: 0 and 1); of those 2, one (same layer: the better accuracy) goes on
     assert calls[6:] == [(0, 1), (1, 1), (0, 2)]
     assert [m["candidate"] for m in results.front] == [0] and results.front[0]["resource"] == 9
+    # pareto.yaml's curve: the front of the highest resource so far, started again at each higher resource
+    from archsearch.search.objectives import hypervolume, pareto_front
+    from archsearch.search.trial_eval import front_curve
+
+    curve = front_curve(results, Fidelity("epochs", 1, 9, 3))
+    assert [n for n, _ in curve] == list(range(1, 10))
+    records = results.records
+    for n in (6, 7, 9):  # the last at 1 epoch, the first at 3, the one at 9
+        level = [r for r in records[:n] if r["resource"] == records[n - 1]["resource"]]
+        assert curve[n - 1][1] == pytest.approx(hypervolume(pareto_front(level, goals), goals, results.reference))
