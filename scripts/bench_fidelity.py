@@ -53,7 +53,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eta", type=int, default=3)
     p.add_argument("--channels", type=int, default=8)
     p.add_argument("--cells", type=int, default=1)
-    p.add_argument("--limit-batches", type=int, default=10)
+    p.add_argument("--limit-batches", type=int, default=10, help="batches per epoch (0: the whole split)")
     p.add_argument("--data", type=Path, default=DATA / "cifar10_subset.npz")
     p.add_argument("--table", type=Path, default=DATA / "nasbench201_info.csv")
     p.add_argument("--logdir", type=Path, default=Path("/tmp/bench_fidelity"))
@@ -84,7 +84,7 @@ def command(args: argparse.Namespace, method: str, seed: int) -> list[str]:
         "--nas.search.benchmark", str(args.table),
         "--nas.search.model_desc.init_channels", str(args.channels),
         "--nas.search.model_desc.n_cells_per_stage", str(args.cells),
-        "--nas.search.loader.limit_batches", str(args.limit_batches),
+        "--nas.search.loader.limit_batches", str(args.limit_batches) if args.limit_batches else "null",
         "--nas.search.trainer.epochs", str(args.max_epochs),
         "--nas.search.random.n_candidates", "100000", "--nas.search.random.time_budget_s", str(args.time_s),
         "--common.num_threads", "1", "--common.seed", str(seed),
