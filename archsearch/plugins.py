@@ -20,6 +20,7 @@ import archsearch.spaces.morphism.space
 import archsearch.spaces.nasbench201
 import archsearch.spaces.user_model  # noqa: F401
 from archsearch.model import load as _load
+from archsearch.strategies.bananas import strategy as _bananas  # noqa: F401
 from archsearch.strategies.darts import strategy as _darts  # noqa: F401
 from archsearch.strategies.enas import strategy as _enas  # noqa: F401
 from archsearch.strategies.gdas import strategy as _gdas  # noqa: F401
@@ -31,6 +32,7 @@ from archsearch.strategies.optuna_search import strategy as _optuna_search  # no
 from archsearch.strategies.pcdarts import strategy as _pcdarts  # noqa: F401
 from archsearch.strategies.random import strategy as _random  # noqa: F401
 from archsearch.strategies.rea import strategy as _rea  # noqa: F401
+from archsearch.strategies.spos import strategy as _spos  # noqa: F401
 
 
 def load_model(path: str | Path, model: str | None = None, *, trust_code: bool = False) -> nn.Module:

@@ -43,7 +43,13 @@ sys.path.insert(0, str(REPO))  # this checkout's archsearch, as scripts/main.py 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10_subset.npz"
 DEFAULT_TABLE = REPO.parent / "shared" / "data" / "nasbench201_info.csv"
 ALGOS = ("darts", "betadarts", "pcdarts", "gdas")
-LABELS = {"darts": "DARTS (1st order)", "betadarts": "DARTS + beta-decay", "pcdarts": "PC-DARTS", "gdas": "GDAS"}
+LABELS = {
+    "darts": "DARTS (1st order)",
+    "darts+cost": "DARTS (1st order) + cost term",
+    "betadarts": "DARTS + beta-decay",
+    "pcdarts": "PC-DARTS",
+    "gdas": "GDAS",
+}
 PARAMETER_FREE = ("none", "skip_connect", "avg_pool_3x3")
 
 
@@ -124,7 +130,8 @@ def run_one(args: argparse.Namespace, algo: str, seed: int) -> dict[str, Any]:
     latency = cell_latency(cell, args.latency_table) if args.latency_table is not None else {}
     return {
         **latency,
-        "algo": algo,
+        "algo": algo if args.cost is None else f"{algo}+cost",
+        "cost": args.cost,
         "seed": seed,
         "cell": cell,
         "uid": arch_to_index(cell),
@@ -151,15 +158,18 @@ def cell_latency(cell: str, table_path: Path) -> dict[str, float]:
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
+    timed = all("latency_ms" in r for r in results)
+    latency_head = " predicted / measured latency (C=16, N=5) |" if timed else ""
     lines = [
-        "| method | seed | found cell | benchmark accuracy | parameter-free ops | wall time |",
-        "|---|---:|---|---:|---:|---:|",
+        f"| method | seed | found cell | benchmark accuracy | parameter-free ops |{latency_head} wall time |",
+        "|---|---:|---|---:|---:|" + ("---:|" if timed else "") + "---:|",
     ]
     for r in results:
         cell = r["cell"].replace("|", "\\|")
+        latency = f" {r['predicted_latency_ms']:.2f} / {r['latency_ms']:.2f} ms |" if timed else ""
         lines.append(
             f"| {LABELS.get(r['algo'], r['algo'])} | {r['seed']} | `{cell}` (uid {r['uid']}) "
-            f"| {100 * r['benchmark_top1']:.2f} | {r['parameter_free']} of 6 | {r['wall_s']:.0f} s |"
+            f"| {100 * r['benchmark_top1']:.2f} | {r['parameter_free']} of 6 |{latency} {r['wall_s']:.0f} s |"
         )
     lines += ["", "| method | mean accuracy | min - max | mean parameter-free ops |", "|---|---:|---:|---:|"]
     for algo in dict.fromkeys(r["algo"] for r in results):

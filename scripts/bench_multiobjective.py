@@ -8,7 +8,8 @@ front after q queries is divided by the true front's, with one fixed reference p
 the worst accuracy and the largest cost over all 15,625 cells.
 
     PYTHONPATH=. python scripts/bench_multiobjective.py --table ../shared/data/nasbench201_info.csv \\
-        --cost params --seeds 50 --queries 150 --strategies random,nsga2,optuna:tpe,optuna:nsga2
+        --cost params --seeds 50 --queries 150 \\
+        --strategies random,nsga2,optuna:tpe,optuna:nsga2,bananas,bananas:hypervolume
 
 A strategy's cheap metric is looked up in a table computed once here instead of building the network for
 every proposal (the numbers are the same: the params decomposition is checked against built networks, and the
@@ -39,7 +40,10 @@ from archsearch.search.objectives import Goals, Objective, hypervolume, pareto_f
 from archsearch.spaces.nasbench201 import EDGES, NB201_OPS, all_archs, format_arch  # noqa: E402
 
 # each strategy's query budget key (rea takes one objective, so it is not among them)
-BUDGET_KEY = {"random": "random.n_candidates", "nsga2": "nsga2.n_trials", "optuna": "optuna.n_trials"}
+BUDGET_KEY = {"random": "random.n_candidates", "nsga2": "nsga2.n_trials", "optuna": "optuna.n_trials",
+              "bananas": "bananas.n_trials"}  # fmt: skip
+# what follows the colon in --strategies: optuna's sampler, bananas' mo_acquisition (pareto_rank | hypervolume)
+VARIANT_KEY = {"optuna": "optuna.sampler", "bananas": "bananas.mo_acquisition"}
 CHECKPOINTS = (25, 50, 100, 150)
 
 
@@ -98,7 +102,7 @@ def run_strategy(algo: str, sampler: str | None, seed: int, queries: int, table:
         "report.auto": False,
     }
     if sampler:
-        overrides["nas.search.optuna.sampler"] = sampler
+        overrides[f"nas.search.{VARIANT_KEY[algo]}"] = sampler
     original = trial_eval.space_measure
 
     def looked_up(space, conf_search, seed):  # the same numbers as building each network, without building it

@@ -13,6 +13,11 @@ pool of --pool distinct cells, scores each at initialization on one batch of rea
 a screened cell costs no query), queries them in decreasing score order, then goes on with random draws.
 `naswot-rea` is REA whose initial population is the best P cells of that pool by score, queried in score
 order (the pool must hold at least P cells).
+`bananas` is BANANAS with the shipped settings (confs/algos/bananas.yaml: 10 random, then batches of 10 from 100
+mutation candidates ranked by Thompson sampling from 5 MLPs on the path encoding); `bananas-naswot` adds each
+cell's NASWOT score (the screen's, free: no query) to the predictor's inputs (`proxy_features: [naswot]`);
+`bananas-adjacency` uses the adjacency encoding instead of the path encoding; `-kN` evaluates N trials per fit
+instead of 10, `-mean` ranks by the ensemble's mean instead of Thompson sampling (e.g. `bananas-naswot-k5`).
 Scoring is the slow part on a CPU, so it uses a small network (--score-channels, --score-cells: C=8, N=1 by
 default, not the paper's C=16, N=5) and fewer seeds (--naswot-seeds); the score of a cell is computed once
 and reused by every seed (its initial weights are seeded by the cell's benchmark index).
@@ -33,9 +38,11 @@ import torch
 from scipy import stats
 
 from archsearch.search.benchmark_table import load_benchmark_table
+from archsearch.search.objectives import Goals, Objective
 from archsearch.search.trial_eval import TableEvaluator
 from archsearch.search.trial_loop import Budget, TrialLoop
 from archsearch.spaces.nasbench201 import NasBench201Space, arch_to_index
+from archsearch.strategies.bananas.strategy import Planner, Settings
 from archsearch.strategies.naswot.sampling import score_candidates
 from archsearch.strategies.random.strategy import sample_untried
 from archsearch.strategies.rea.strategy import evolve
@@ -70,6 +77,18 @@ def proposer(strategy: str, space: NasBench201Space, run_seed: int, args, screen
         return lambda index, rng, history: sample_untried(space, rng, history)
     if strategy == "rea":
         return lambda index, rng, history: evolve(space, rng, history, OBJECTIVE, args.population, args.sample)
+    if strategy.startswith("bananas"):
+        goals = Goals((Objective(OBJECTIVE, "max"),), legacy=True)
+        variant = strategy.split("-")[1:]  # e.g. bananas-naswot-k5: NASWOT features, 5 trials per fit
+        k = next((int(v[1:]) for v in variant if v[:1] == "k" and v[1:].isdigit()), Settings.k)
+        settings = Settings(
+            k=k,
+            encoding="adjacency" if "adjacency" in variant else "path",
+            acquisition="mean" if "mean" in variant else "its",
+            proxy_features=("naswot",) if "naswot" in variant else (),
+        )
+        features = (lambda arch, names: {"naswot": screen.score(arch)}) if "naswot" in variant else None
+        return Planner(space, goals, settings, run_seed, features=features).propose
     # naswot-*: the pool is drawn from the run seed alone, ranked by score, queried best first
     pool: list[str] = []
     pool_rng = random.Random(run_seed)
@@ -150,16 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     space = nb201_space(args.score_channels, args.score_cells)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     screen = None
-    if any(s.startswith("naswot-") for s in strategies):
+    if any(s.startswith("naswot-") or "-naswot" in s for s in strategies):
         x, y, note = load_batch(args.data, args.batch_size, seed=0)
         screen = NaswotScreen(space, (x, y))
         print(f"naswot screen: {note}, NAS-Bench-201 C={args.score_channels} N={args.score_cells}", file=sys.stderr)
     curves, seconds = {}, {}
     for name in strategies:
         t0 = time.perf_counter()
-        curves[name] = run(
-            name, args.naswot_seeds if name.startswith("naswot-") else args.seeds, args, table_conf, space, screen
-        )
+        curves[name] = run(name, args.naswot_seeds if "naswot" in name else args.seeds, args, table_conf, space, screen)
         seconds[name] = time.perf_counter() - t0
         print(f"{name}: {seconds[name]:.1f} s", file=sys.stderr, flush=True)
 

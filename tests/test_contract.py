@@ -43,10 +43,13 @@ STRATEGY_SETTINGS: dict[str, dict] = {
     "random": {"nas.search.random.n_candidates": 2},
     "rea": {"nas.search.rea.n_trials": 3, "nas.search.rea.population_size": 2, "nas.search.rea.sample_size": 2},
     "naswot": {"nas.search.naswot.n_samples": 2, "nas.search.naswot.batch_size": 8},
+    "bananas": {"nas.search.bananas.n_trials": 3, "nas.search.bananas.num_init": 2, "nas.search.bananas.k": 1},
     "nsga2": {"nas.search.nsga2.n_trials": 3, "nas.search.nsga2.population_size": 2},
     "optuna": {"nas.search.optuna.n_trials": 2, "nas.search.optuna.sampler": "random"},
     "morphism": {"nas.search.morphism.n_trials": 2},
     "manual": {},
+    "spos": {"nas.search.rea.n_trials": 3, "nas.search.rea.population_size": 2, "nas.search.rea.sample_size": 2,
+             "nas.search.spos.bn_batches": 1},
 }  # fmt: skip
 
 COMMON = {

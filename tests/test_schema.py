@@ -49,7 +49,7 @@ def check(files, overrides=(), *fragments):
         ("nas.search.trainer.optimizer.lr", "0", "a number > 0"),
         ("nas.search.trainer.optimizer.lr", ".nan", "a number > 0"),
         ("nas.search.trainer.optimizer.type", "rmsprop", None),
-        ("nas.search.trainer.lr_schedule.type", "linear", None),
+        ("nas.search.trainer.lr_schedule.type", "plateau", None),
         ("nas.search.loader.train_portion", "1.0", "a number > 0 < 1"),
         ("nas.search.trainer.optimizer.betas", "[0.9]", "a list of 2 values, each a number >= 0 < 1"),
         ("common.resume", "1", "true or false"),
@@ -61,8 +61,8 @@ def test_override_outside_type_or_range_is_one_line(toy_files, key, value, allow
 
 
 def test_choices_name_every_valid_value(toy_files, tmp_path):
-    user = write(tmp_path / "mine.yaml", {"nas": {"search": {"trainer": {"lr_schedule": {"type": "linear"}}}}})
-    check([*toy_files, user], (), "'linear' is not one of cosine, cosine_restarts, step, constant", str(user))
+    user = write(tmp_path / "mine.yaml", {"nas": {"search": {"trainer": {"lr_schedule": {"type": "plateau"}}}}})
+    check([*toy_files, user], (), "'plateau' is not one of cosine, cosine_restarts, step, constant, linear", str(user))
 
 
 def test_num_threads_override_works_although_the_shipped_value_is_null():

@@ -426,7 +426,7 @@ register_section("nas.search.trainer.optimizer", OPTIMIZER)
 register_section(
     "nas.search.trainer.lr_schedule",
     {
-        "type": Str("cosine", "cosine_restarts", "step", "constant"),
+        "type": Str("cosine", "cosine_restarts", "step", "constant", "linear"),
         "min_lr": Float(ge=0),
         "step_size": POSITIVE_INT,
         "gamma": Float(gt=0, le=1),
@@ -454,7 +454,7 @@ register_section(
 register_section(
     "nas.search",
     {
-        "evaluate_by": Str("train", "table", "proxy"),
+        "evaluate_by": Str("train", "table", "proxy", "supernet"),
         "benchmark": Str(null=True, pattern=r".+", allowed="a CSV file of architecture keys and accuracies"),
         "benchmark_columns": List(Str(pattern=r".+", allowed="a column name"), length=2),
     },

@@ -96,5 +96,7 @@ for _name, _goal, _summary in (
     ("train_loss", "min", "loss on the weights split during the trial's training"),
     ("benchmark_top1", "max", "accuracy in the benchmark table (nas.search.benchmark; percent as the table)"),
     ("score", "max", "the zero-cost proxy's score of the untrained network (nas.search.naswot.proxy)"),
+    ("supernet_top1", "max", "top-1 on the arch split with weights inherited from a supernet (evaluate_by supernet)"),
+    ("supernet_loss", "min", "loss on the arch split with weights inherited from a supernet (evaluate_by supernet)"),
 ):
     register_metric(Metric(_name, _goal, "", False, None, _summary))

@@ -26,6 +26,10 @@ Capabilities (a method group a subclass provides by overriding it):
     cost            cost_items(arch), profile_items(): what a network runs, op by op at its shapes, and every
                     such item the space can hold; a latency table (model/latency.py) of the latter predicts
                     the latency of any architecture as the sum of the former
+    encode          encode(arch, kind): the architecture as a fixed-length vector of floats, for a performance
+                    predictor (BANANAS): `path` (one bit per input-to-output path, as an op sequence; shortest
+                    paths first, so truncating the vector keeps the likeliest) or `adjacency` (one bit per
+                    (edge, op)); every architecture of one space configuration gives the same length
 
 Both supernets are `nn.Module`s that the shared Trainer trains; see `DifferentiableSupernet` and
 `SampledSupernet` for what the one-shot strategies call on them.
@@ -35,7 +39,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -58,7 +62,10 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "morphism": ("configure_morphism",),  # only spaces/morphism.py: a method the base class does not declare
     "cost": ("cost_items", "profile_items"),  # a latency table predicts the space's latencies
     "choices": ("choices", "arch_from_choices", "choices_of"),  # named categorical decisions (Optuna, NSGA-II)
+    "encode": ("encode",),  # a fixed-length vector of an architecture (BANANAS' path or adjacency encoding)
 }
+
+ENCODINGS = ("path", "adjacency")  # the kinds `encode` takes
 
 
 @runtime_checkable
@@ -223,6 +230,14 @@ class SearchSpace(ABC):
         """The option of each decision of `choices()` that `arch` takes (the inverse of `arch_from_choices`)."""
         raise NotImplementedError
 
+    def encode(self, arch: Arch, kind: str = "path") -> list[float]:
+        """`arch` as a vector of 0/1 floats of one length for every architecture of this space (kind: one of
+        ENCODINGS): `path`, a bit per possible input-to-output path (the op sequence along it), ordered by path
+        length so that the vector's first entries are the paths a random architecture most likely has
+        (White et al., BANANAS, AAAI 2021: a prefix is their truncated path encoding); `adjacency`, a bit per
+        (edge, op) the architecture has."""
+        raise NotImplementedError
+
     def cost_items(self, arch: Arch) -> list[CostItem]:
         """What `build(arch)` runs for one image of the dataset's size, op by op at the shape it runs it,
         the fixed skeleton (stem, head, cell preprocessing, sums, concatenation) included (model/latency.py)."""
@@ -260,3 +275,57 @@ def chosen(space: SearchSpace, values: Mapping[str, Any]) -> list[Any]:
             )
         picked.append(values[name])
     return picked
+
+
+def path_encoding(
+    paths: Iterable[tuple[int, Sequence[int]]], n_sources: int, n_ops: int, max_length: int
+) -> list[float]:
+    """BANANAS' path encoding (White et al., AAAI 2021) of a cell's input-to-output paths, each given as (source,
+    op indices along it from the source): one bit per possible (source, op sequence) of 1..max_length ops, set
+    when the cell has that path. The bits are ordered by path length first (all sources' one-op paths, then the
+    two-op paths, ...), then source, then the op sequence (first op least significant), so a prefix of the vector
+    holds the shortest paths, which a random architecture is the likeliest to have (their truncation)."""
+    offsets, total = [], 0
+    for length in range(1, max_length + 1):
+        offsets.append(total)
+        total += n_sources * n_ops**length
+    vector = [0.0] * total
+    for source, ops in paths:
+        if not 1 <= len(ops) <= max_length or not 0 <= source < n_sources:
+            raise ValueError(f"a path of {len(ops)} ops from source {source} is outside the encoding")
+        index = sum(op * n_ops**j for j, op in enumerate(ops))
+        vector[offsets[len(ops) - 1] + source * n_ops ** len(ops) + index] = 1.0
+    return vector
+
+
+def cell_encoding(cells: Sequence[Any], ops: Sequence[str], n_nodes: int, kind: str, what: str) -> list[float]:
+    """`encode` of cells (model.genotype.CellTemplate: per node its (op, input state) edges; states 0 and 1 are
+    the cell's inputs, node k is state k + 2; `concat` the states the output joins), one after the other, as
+    DARTS and ENAS micro cells are. `path`: per cell and cell input, one bit per op sequence of 1..n_nodes ops
+    that reaches a concatenated node (path_encoding). `adjacency`: per cell, node k and earlier state s, one
+    bit per op: the op on edge s -> k, if the node reads s. `what` names the architecture in an error."""
+    index = {op: i for i, op in enumerate(ops)}
+    for c, cell in enumerate(cells):
+        if len(cell.nodes) != n_nodes or any(op not in index for node in cell.nodes for op, _ in node):
+            raise ArchitectureError(f"{what}: cell {c} is not {n_nodes} nodes of the ops {', '.join(ops)}; no encoding")
+    if kind == "adjacency":
+        vector: list[float] = []
+        for cell in cells:
+            for k, node in enumerate(cell.nodes):
+                reads = {(source, index[op]) for op, source in node}
+                vector += [float((s, o) in reads) for s in range(k + 2) for o in range(len(ops))]
+        return vector
+    paths: list[tuple[int, list[int]]] = []
+    for c, cell in enumerate(cells):
+        into: list[list[tuple[int, list[int]]]] = []  # per node: every (cell input, op sequence) reaching it
+        for node in cell.nodes:
+            reaching: list[tuple[int, list[int]]] = []
+            for op, source in node:
+                if source < 2:
+                    reaching.append((source, [index[op]]))
+                else:
+                    reaching += [(s, [*seq, index[op]]) for s, seq in into[source - 2]]
+            into.append(reaching)
+        for state in cell.concat:
+            paths += [(2 * c + s, seq) for s, seq in into[state - 2]] if state >= 2 else []
+    return path_encoding(paths, 2 * len(cells), len(ops), n_nodes)

@@ -46,8 +46,8 @@ from archsearch.model.model_desc import EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archsearch.model.network import Model
 from archsearch.model.ops import DARTS_PRIMITIVES
 from archsearch.search.pictures import ArchPicture, cell_picture, label
-from archsearch.search.space import SPACES, SearchSpace, chosen
-from archsearch.spaces.enas_spaces import MicroSpace
+from archsearch.search.space import SPACES, SearchSpace, cell_encoding, chosen
+from archsearch.spaces.enas_spaces import CELL_INPUTS, MicroSpace, loose_ends
 from archsearch.spaces.enas_supernet import MicroSupernet
 
 SPACE_NAME = "darts"
@@ -227,6 +227,15 @@ class DartsCellSpace(SearchSpace):
                                f"{cell}_node{k}_op1": op1})  # fmt: skip
         return values
 
+    # ---- a vector of an architecture (capability `encode`) ----------------------------------------------
+    def encode(self, arch: str, kind: str = "path") -> list[float]:
+        """`path`: one bit per (cell type, cell input, op sequence of 1..n_nodes ops) that leads from that input
+        to a node the cell's output concatenates, ordered shortest first (BANANAS' DARTS encoding, White et al.
+        2021; their truncation keeps a prefix: nas.search.bananas.path_cutoff); 4 x (n + ... + n^n_nodes) bits
+        for n ops (11,200 for DARTS' 7 and 4 nodes). `adjacency`: per cell type, node k and earlier state s
+        (the 2 cell inputs, then nodes 0..k-1), one bit per op: the op on edge s -> k, if the node reads s."""
+        return cell_encoding([self.templates(arch)[t] for t in CELL_TYPES], self.ops, self.n_nodes, kind, repr(arch))
+
     # ---- networks --------------------------------------------------------------------------------
     def desc(self, arch: str, meta: Mapping[str, Any] | None = None) -> ModelDesc:
         builder = ModelDescBuilder(self.conf_model_desc, self.conf_dataset, self.templates(arch))
@@ -296,7 +305,18 @@ class DartsSampledSupernet(MicroSupernet):
     """ENAS' micro supernet over DARTS ops, driven by this space's architectures (genotypes)."""
 
     def set_arch(self, arch: str) -> None:
-        self.set_arc(self.space.encode(parse_genotype(arch)))
+        """Any genotype of this space: its nodes select the micro supernet's choices, and what its cells
+        concatenate opens those nodes' gates, so both a DARTS genotype (every node concatenated: what `sample`
+        and `mutate` give, which SPOS' search scores) and an ENAS one (its loose ends) run. A closed gate
+        gives zeros, which the next cell's 1x1 preprocessing reads as the absent node."""
+        templates = genotype_to_templates(parse_genotype(arch))
+        ends = {t: CellTemplate(c.nodes, loose_ends(c.nodes), c.n_inputs) for t, c in templates.items()}
+        self.set_arc(self.space.encode(ends))
+        n = self.space.n_nodes
+        for cell in self.cells:
+            concat = set(templates[cell.desc.cell_type].concat)
+            for j in range(n):
+                cell.nodes[n + j][0].active = CELL_INPUTS + j in concat
 
 
 SPACES.add(SPACE_NAME, DartsCellSpace)

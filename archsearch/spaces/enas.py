@@ -23,7 +23,7 @@ from archsearch.model.load import BuiltModel
 from archsearch.model.model_desc import ModelDesc
 from archsearch.model.network import Model
 from archsearch.search.pictures import ArchPicture, label, short_op
-from archsearch.search.space import SPACES, SearchSpace, chosen
+from archsearch.search.space import SPACES, SearchSpace, cell_encoding, chosen
 from archsearch.spaces.enas_spaces import (
     EnasSpace,
     MacroSpace,
@@ -147,6 +147,15 @@ class EnasMicroSpace(EnasSearchSpace):
     def eval_builder(self, conf_model_desc: Mapping) -> ModelDescBuilder:
         """Micro cells scale like any cell-based desc (ModelDescBuilder.scale), as the original's fixed-arc child."""
         return ModelDescBuilder(conf_model_desc, self.conf_dataset)
+
+    def encode(self, arch: Sequence[int], kind: str = "path") -> list[float]:
+        """As DARTS cells' (search/space.py cell_encoding): the normal then the reduction cell; the output joins
+        the loose ends (the nodes no other node reads)."""
+        geometry = self.geometry
+        assert isinstance(geometry, MicroSpace)
+        templates = geometry.to_templates(arch)
+        cells = [templates[t] for t in geometry.CELL_TYPES]
+        return cell_encoding(cells, geometry.ops, geometry.n_nodes, kind, f"enas_micro arc {list(arch)}")
 
 
 @SPACES.register("enas_macro")

@@ -41,7 +41,7 @@ from archsearch.model.mixed_op import MixedOpOptions, MixedOpSupernet
 from archsearch.model.model_desc import CellDesc, EdgeDesc, ModelDesc, NodeDesc, OpDesc
 from archsearch.model.network import Model
 from archsearch.search.pictures import ArchPicture, cell_picture, desc_cell_pictures
-from archsearch.search.space import SPACES, SearchSpace, chosen
+from archsearch.search.space import SPACES, SearchSpace, chosen, path_encoding
 from archsearch.spaces import nasbench201_ops  # noqa: F401  (registers the NAS-Bench-201 ops)
 from archsearch.spaces.token_space import Token, check_arc
 
@@ -57,6 +57,14 @@ SPACE_NAME = "nasbench201"
 EDGES: tuple[tuple[int, int], ...] = tuple((j, i) for j in range(1, N_NODES) for i in range(j))
 
 Cell = tuple[str, ...]  # one op name per edge, in EDGES order
+
+# every path from the input node 0 to the output node 3, as its edges (node j, input i) in order
+_PATHS: tuple[tuple[tuple[int, int], ...], ...] = (
+    ((3, 0),),
+    ((1, 0), (3, 1)),
+    ((2, 0), (3, 2)),
+    ((1, 0), (2, 1), (3, 2)),
+)
 
 
 # ---- strings -------------------------------------------------------------------------------------
@@ -453,6 +461,17 @@ class NasBench201Space(SearchSpace):
 
     def choices_of(self, arch: str) -> dict[str, Any]:
         return {name: op for (name, _), op in zip(self.choices(), parse_arch(arch), strict=True)}
+
+    def encode(self, arch: str, kind: str = "path") -> list[float]:
+        """`path`: 155 bits, one per op sequence along each of the cell's 4 paths from node 0 to node 3 (5 of one
+        edge, 25 of two, 125 of three), as BANANAS' NAS-Bench-201 cell (paths through `none` included, as theirs);
+        `adjacency`: 30 bits, one op of 5 per edge."""
+        cell = parse_arch(arch)
+        ops = [NB201_OPS.index(op) for op in cell]
+        if kind == "adjacency":
+            return [float(op == k) for op in ops for k in range(len(NB201_OPS))]
+        paths = [[ops[EDGES.index(edge)] for edge in path] for path in _PATHS]
+        return path_encoding(((0, p) for p in paths), 1, len(NB201_OPS), N_NODES - 1)
 
     def cost_items(self, arch: str) -> list[CostItem]:
         return desc_cost_items(self.builder(self.conf_model_desc, arch).build(), self.image_hw())

@@ -59,7 +59,7 @@ def build_optimizer(conf_optimizer: Mapping, params: Iterable[nn.Parameter]) -> 
 
 
 def build_scheduler(conf_schedule: Mapping, optimizer: torch.optim.Optimizer, epochs: int):
-    kind = choice(conf_schedule, "type", ["cosine", "cosine_restarts", "step", "constant"])
+    kind = choice(conf_schedule, "type", ["cosine", "cosine_restarts", "step", "constant", "linear"])
     if kind == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs, 1), eta_min=conf_schedule["min_lr"])
     if kind == "cosine_restarts":  # SGDR, as ENAS trains its shared weights (T_0 = t0 epochs, T_i = t_mul * T_i-1)
@@ -68,6 +68,8 @@ def build_scheduler(conf_schedule: Mapping, optimizer: torch.optim.Optimizer, ep
         )
     if kind == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, conf_schedule["step_size"], conf_schedule["gamma"])
+    if kind == "linear":  # SPOS' supernet schedule: lr * (1 - epoch / epochs), to 0 (the paper decays per step)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: max(0.0, 1.0 - e / max(epochs, 1)))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 

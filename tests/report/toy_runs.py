@@ -59,6 +59,7 @@ RUNS = [
             "nas.search.benchmark": "TABLE",
         },
     ),
+    ("spos", "spos", "nasbench201", {"nas.search.trainer.epochs": 2}),  # the supernet's curve: two epochs
     ("morphism", "morphism", "morphism", {}),
     ("manual", "manual", None, {}),
 ]

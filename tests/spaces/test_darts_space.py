@@ -35,7 +35,7 @@ def decisions(arch: str) -> list:
 def test_registered_with_every_capability_but_a_benchmark():
     assert SPACES.get("darts") is DartsCellSpace
     assert DartsCellSpace.capabilities() == {"sample", "mutate", "differentiable", "mixed_op", "sampled", "cost",
-                                             "choices"}  # fmt: skip
+                                             "choices", "encode"}  # fmt: skip
     assert space().size() is None
 
 

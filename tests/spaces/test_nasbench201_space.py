@@ -44,6 +44,7 @@ def test_registered_with_every_capability_and_its_size():
         "sampled",
         "cost",
         "choices",
+        "encode",
     }
     assert space().size() == 15_625 and "15,625" in space().describe()
 

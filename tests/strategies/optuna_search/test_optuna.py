@@ -145,5 +145,6 @@ def test_optuna_killed_after_a_trial_resumes_exactly_through_the_cli(cli, nb201_
 
 
 def test_a_space_without_choices_is_one_line(cli):
-    assert_user_error(cli("--algos", "optuna", "--nas.search.space", "enas_macro", "--dry-run"),
-                      "--algos optuna needs a search space with choices", "darts", "nasbench201")  # fmt: skip
+    assert_user_error(cli("--algos", "optuna", "--nas.search.space", "morphism", "--dry-run"),
+                      "--algos optuna needs a search space with choices", "darts", "enas_macro", "nasbench201",
+                      "user_model")  # fmt: skip
