@@ -273,6 +273,11 @@ def search_sections(run: RunData, page: Path | None = None) -> list[Section]:
         scatter = plots.trial_scatter(run)
         if scatter is not None:
             section.figures.append(_figure(f"{len(run.trials)} trials and the best so far", scatter))
+        curves = plots.fidelity_curves(run)
+        if curves is not None:
+            caption = ("each candidate's objective after each rung (search/trials.yaml: candidate, rung, resource); "
+                       "grey dots: candidates never promoted; orange: the selected one")  # fmt: skip
+            section.figures.append(_figure("each candidate across rungs", curves, caption))
         versus = plots.score_vs_benchmark(run)
         if versus is not None:
             fig, n = versus

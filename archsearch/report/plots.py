@@ -280,6 +280,53 @@ def trial_scatter(run: RunData) -> Any:
 
 
 @plain_text()
+def fidelity_curves(run: RunData) -> Any:
+    """A multi-fidelity search (nas.search.fidelity): each candidate's objective against the resource it was
+    trained to, one line per candidate across its rungs (promoted ones coloured, the best's candidate
+    thick); None for a search without rungs."""
+    trials = [t for t in run.trials if isinstance(t.get("candidate"), int) and isinstance(t.get("resource"), int)]
+    objective = objective_of(trials)
+    if not trials or objective is None or len(trials) != len(run.trials):
+        return None
+    curves: dict[int, list[tuple[int, float]]] = {}
+    for t in sorted(trials, key=lambda t: t["index"]):
+        curves.setdefault(t["candidate"], []).append((t["resource"], _nan(t["metrics"][objective])))
+    best = run.search_metric("best_trial")
+    best_candidate = next((t["candidate"] for t in trials if t["index"] == best), None)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    promoted = 0
+    n_lines = max(sum(len(p) > 1 for p in curves.values()), 1)
+    for candidate, points in curves.items():
+        xs, ys = zip(*points, strict=True)
+        if candidate == best_candidate:
+            continue
+        if len(points) > 1:  # blues and greens: orange is the selected candidate's
+            colour = plt.cm.viridis(0.8 * promoted / n_lines)
+            ax.plot(xs, ys, marker="o", ms=3, lw=1.2, alpha=0.8, zorder=2, color=colour)
+            promoted += 1
+        else:
+            ax.scatter(xs, ys, s=10, color="#a0aec0", zorder=1)
+    if best_candidate is not None and best_candidate in curves:
+        xs, ys = zip(*curves[best_candidate], strict=True)
+        chosen = f"selected (candidate {best_candidate + 1})"
+        ax.plot(xs, ys, marker="o", color="#dd6b20", lw=2.5, zorder=3, label=chosen)
+        ax.legend(fontsize=8)
+    resources = sorted({t["resource"] for t in trials})
+    if resources[0] > 0 and resources[-1] >= 9 * resources[0]:
+        ax.set_xscale("log")
+    ax.set_xticks(resources)
+    ax.set_xticklabels([str(r) for r in resources])
+    fidelity = run.search_conf.get("fidelity")
+    ax.set_xlabel(str(fidelity.get("resource", "resource")) if isinstance(fidelity, dict) else "resource")
+    ax.set_ylabel(objective)
+    ax.set_title(f"{label(run.algo)}: {len(curves)} candidates, {promoted + (best_candidate is not None)} promoted")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+@plain_text()
 def score_vs_benchmark(run: RunData) -> tuple[Any, int] | None:
     """NASWOT (or another proxy) score of every scored architecture against its benchmark accuracy, when
     the search was given a table (nas.search.benchmark); None without one, (a note saying why, 0) when the

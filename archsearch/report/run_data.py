@@ -417,6 +417,9 @@ def check_trials(trials: list, where: str) -> list[dict]:
             raise _fail(where, f"{key}.feasible", "true or false", t["feasible"])
         number(t.get("rejected"), where, f"{key}.rejected", integer=True)
         t["hypervolume"] = number(t.get("hypervolume"), where, f"{key}.hypervolume")
+        # a multi-fidelity search's fields (search/fidelity.py): absent with one fidelity
+        for field_name in ("candidate", "bracket", "rung", "resource"):
+            number(t.get(field_name), where, f"{key}.{field_name}", integer=True)
     return trials
 
 

@@ -4,6 +4,12 @@
   is trained briefly by the shared Trainer on the weights split (nas.search.trainer) and scored on the arch
   split; metric `val_top1`. Each trial has its own checkpoint file, so a kill mid-trial resumes that trial,
   and the file is deleted only once the trial is in the index (a kill in between deletes nothing needed).
+  With nas.search.fidelity (successive halving, Hyperband, ASHA; archsearch/search/fidelity.py) a trial
+  trains its candidate to the rung's resource (`resource` epochs) of a learning-rate schedule defined over
+  the maximum resource (fidelity.max epochs replaces nas.search.trainer.epochs), and a promoted candidate
+  continues from the checkpoint its last rung left (one file per candidate, kept until it can no longer be
+  promoted): training to r_1 and then on to r_2 is the same computation as training straight to r_2.
+  Off-process (Ray), the checkpoint travels with the trial (payload) and back (artifacts).
 - `table`: a lookup of `space.benchmark_key(arch)` in the benchmark table (nas.search.benchmark); metric
   `benchmark_top1`. Needs the space's "benchmark" capability.
 - `proxy`: a zero-cost score of the untrained network on one fixed batch; metric `score`. The proxies are
@@ -24,7 +30,9 @@ Pareto front and search/pareto.yaml with every member's architecture file (searc
 
 from __future__ import annotations
 
+import hashlib
 import random
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,19 +41,38 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from archsearch.common.checkpoint import delete_checkpoint
+from archsearch.common.checkpoint import checksum_path, delete_checkpoint
 from archsearch.common.devices import select_device
 from archsearch.common.errors import ConfigError, TrainingDiverged
-from archsearch.common.io import atomic_write_yaml
+from archsearch.common.io import atomic_write_bytes, atomic_write_text, atomic_write_yaml
 from archsearch.common.logging import plain
+from archsearch.config import Config
 from archsearch.data.loaders import search_loaders
 from archsearch.search.benchmark_table import BenchmarkTable, table_from_conf
 from archsearch.search.executors import make_executor
+from archsearch.search.fidelity import Fidelity, fidelity_from_conf
 from archsearch.search.metrics import MetricContext, cheap_metrics
-from archsearch.search.objectives import Goals, closest, goals_from_conf, hypervolume_curve, require_produced
+from archsearch.search.objectives import (
+    Goals,
+    closest,
+    goals_from_conf,
+    hypervolume,
+    hypervolume_curve,
+    require_produced,
+    update_front,
+)
 from archsearch.search.space import SearchSpace
 from archsearch.search.strategy import STRATEGIES, Strategy
-from archsearch.search.trial_loop import Budget, MeasureFn, ProposeFn, Trial, TrialLog, TrialLoop, TrialResults
+from archsearch.search.trial_loop import (
+    Budget,
+    MeasureFn,
+    ProposeFn,
+    Trial,
+    TrialLog,
+    TrialLoop,
+    TrialResults,
+    finite_number,
+)
 from archsearch.train.context import RunContext
 from archsearch.train.trainer import Trainer
 
@@ -92,6 +119,24 @@ class ShippableEvaluator:
         pass
 
 
+class RungTrainer(Trainer):
+    """A Trainer that stops after `stop_at` epochs of its schedule (which spans conf epochs, the maximum
+    resource): the rung's part of a candidate's training; restored from a lower rung's checkpoint, it goes on."""
+
+    def __init__(self, *args: Any, stop_at: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stop_at = stop_at
+        self.stop_requested = self.epoch >= stop_at
+
+    def post_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
+        if epoch + 1 >= self.stop_at:
+            self.stop_requested = True
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.stop_requested = self.epoch >= self.stop_at  # a lower rung's checkpoint said stop: go on to this one
+
+
 def train_trial(
     space: SearchSpace,
     conf_trainer: Mapping,
@@ -101,63 +146,113 @@ def train_trial(
     device: torch.device,
     checkpoint: Path | None = None,
     resume: bool = False,
+    stop_at: int | None = None,
 ) -> dict[str, Any]:
-    """Train trial's network briefly and score it on the arch split: {"val_top1": ...}."""
+    """Train trial's network briefly and score it on the arch split: {"val_top1": ...}. `stop_at`: stop after
+    that many epochs of the schedule (a fidelity rung), continuing from `checkpoint` when `resume` finds it."""
     torch.manual_seed(trial.seed)  # the trial's initial weights depend on (run seed, index) alone
     model = space.build(space.from_json(trial.arch, f"trial {trial.index}"))
-    trainer = Trainer(conf_trainer, model, log, device, f"trial {trial.index + 1}", checkpoint)
+    phase = f"trial {trial.index + 1}"
+    if stop_at is None:
+        trainer = Trainer(conf_trainer, model, log, device, phase, checkpoint)
+    else:
+        trainer = RungTrainer(conf_trainer, model, log, device, phase, checkpoint, stop_at=stop_at)
     metrics = trainer.fit(*loaders, resume=resume)
     return {"val_top1": metrics["val_top1"]}
+
+
+def fidelity_trainer(conf_trainer: Mapping, fidelity: Fidelity | None) -> Mapping:
+    """nas.search.trainer with fidelity.max epochs: the schedule every rung's training is a part of."""
+    if fidelity is None:
+        return conf_trainer
+    data = conf_trainer.to_dict() if isinstance(conf_trainer, Config) else dict(conf_trainer)
+    data["epochs"] = fidelity.max
+    return Config(data, getattr(conf_trainer, "path", "nas.search.trainer"))
+
+
+def write_checkpoint_bytes(path: Path, data: bytes) -> None:
+    """A checkpoint's bytes (as save_checkpoint wrote them elsewhere) and its sha256 beside them."""
+    atomic_write_bytes(path, data)
+    atomic_write_text(checksum_path(path), hashlib.sha256(data).hexdigest() + "\n")
 
 
 @dataclass
 class TrainWork:
     """TrainEvaluator's trials in a worker: the loaders are built there, on the first trial, from the dataset's
-    settings (in-memory datasets are made, files read from the dataroot of the worker's machine)."""
+    settings (in-memory datasets are made, files read from the dataroot of the worker's machine). With a
+    fidelity, the candidate's checkpoint comes as the payload (bytes, None at its first rung) and goes back
+    as the artifact `checkpoint`."""
 
     space: SearchSpace
     conf_dataset: Mapping
     conf_search: Mapping
     device: str  # common.device, resolved in the worker: its GPU, if the trial was given one
     seed: int
+    fidelity: Fidelity | None = None
     _loaders: tuple | None = field(default=None, repr=False)
 
     def __call__(self, trial: Trial, payload: Any, log: TrialLog) -> tuple[dict[str, Any], dict[str, Any]]:
         device = select_device(self.device)
         if self._loaders is None:
             self._loaders = search_loaders(self.conf_dataset, self.conf_search["loader"], device, self.seed)
-        return train_trial(self.space, self.conf_search["trainer"], self._loaders, trial, log, device), {}
+        if self.fidelity is None:
+            return train_trial(self.space, self.conf_search["trainer"], self._loaders, trial, log, device), {}
+        conf_trainer = fidelity_trainer(self.conf_search["trainer"], self.fidelity)
+        with tempfile.TemporaryDirectory(prefix="archsearch_trial_") as folder:
+            path = Path(folder) / "checkpoint.pt"
+            if payload is not None:
+                write_checkpoint_bytes(path, payload)
+            metrics = train_trial(self.space, conf_trainer, self._loaders, trial, log, device, path, True,
+                                  trial.extra["resource"])  # fmt: skip
+            return metrics, {"checkpoint": path.read_bytes()}
 
 
 class TrainEvaluator(ShippableEvaluator):
     objective = "val_top1"
     produces = ("val_top1",)
+    multi_fidelity = True  # trains to a rung's resource and continues a candidate (nas.search.fidelity)
 
     def __init__(self, ctx: RunContext, space: SearchSpace, conf_search: Mapping) -> None:
         self.ctx, self.space, self.conf_search = ctx, space, conf_search
+        self.fidelity = fidelity_from_conf(conf_search)
+        self.conf_trainer = fidelity_trainer(conf_search["trainer"], self.fidelity)
         self._loaders: tuple | None = None  # built on the first trial: a resumed, finished search needs none
 
     def checkpoint(self, index: int) -> Path:
+        """The checkpoint of the candidate first tried as trial `index` (one file for all its rungs)."""
         return self.ctx.search_dir / f"trial_{index:03d}_checkpoint.pt"
 
     def __call__(self, trial: Trial) -> dict[str, Any]:
         ctx = self.ctx
         if self._loaders is None:
             self._loaders = search_loaders(ctx.conf["dataset"], self.conf_search["loader"], ctx.device, ctx.seed)
-        return train_trial(
-            self.space,
-            self.conf_search["trainer"],
-            self._loaders,
-            trial,
-            ctx.log,
-            ctx.device,
-            self.checkpoint(trial.index),
-            ctx.resume,
-        )
+        if self.fidelity is None:
+            return train_trial(self.space, self.conf_trainer, self._loaders, trial, ctx.log, ctx.device,
+                               self.checkpoint(trial.index), ctx.resume)  # fmt: skip
+        # a promoted candidate continues from its checkpoint (resume: true whatever the run's resume says;
+        # a fresh run has moved any earlier experiment aside, so the file is this candidate's)
+        path = self.checkpoint(trial.extra["candidate"])
+        if trial.extra["rung"] > 0 and not path.exists():
+            ctx.log.warning(f"[search] trial {trial.index + 1}: candidate {trial.extra['candidate'] + 1}'s "
+                            f"checkpoint {path} is gone; training it again from its first epoch")  # fmt: skip
+        return train_trial(self.space, self.conf_trainer, self._loaders, trial, ctx.log, ctx.device, path,
+                           ctx.resume or trial.extra["rung"] > 0, trial.extra["resource"])  # fmt: skip
 
     def work(self) -> TrainWork:
         ctx = self.ctx
-        return TrainWork(self.space, ctx.conf["dataset"], self.conf_search, ctx.conf["common"]["device"], ctx.seed)
+        device = ctx.conf["common"]["device"]
+        return TrainWork(self.space, ctx.conf["dataset"], self.conf_search, device, ctx.seed, self.fidelity)
+
+    def payload(self, trial: Trial) -> Any:
+        if self.fidelity is None or trial.extra["rung"] == 0:
+            return None
+        path = self.checkpoint(trial.extra["candidate"])
+        return path.read_bytes() if path.exists() else None
+
+    def receive(self, trial: Trial, metrics: dict[str, Any], artifacts: dict[str, Any]) -> dict[str, Any]:
+        if self.fidelity is not None and "checkpoint" in artifacts:
+            write_checkpoint_bytes(self.checkpoint(trial.extra["candidate"]), artifacts["checkpoint"])
+        return metrics
 
     def forget(self, index: int) -> None:
         delete_checkpoint(self.checkpoint(index))
@@ -239,6 +334,26 @@ def space_measure(space: SearchSpace, conf_search: Mapping, seed: int) -> Measur
     return measure
 
 
+def front_curve(results: TrialResults, fidelity: Fidelity | None) -> list[tuple[int, float]]:
+    """(trials finished, hypervolume of the front so far) after each trial, against the final reference. With
+    a fidelity the front is that of the highest resource reached so far (never across resources): it starts
+    again, from that resource's first trial, each time a trial reaches a higher one."""
+    goals = results.goals
+    assert goals is not None
+    if fidelity is None:
+        return hypervolume_curve(results.records, goals, results.reference)
+    front: list[dict[str, Any]] = []
+    level, volume, curve = None, 0.0, []
+    for finished, record in enumerate(results.records, 1):
+        finite = finite_number(record["metrics"].get(goals.primary.metric))
+        if finite and (level is None or record["resource"] > level):
+            level, front, volume = record["resource"], [], 0.0
+        if record["resource"] == level and update_front(front, record, goals):
+            volume = hypervolume(front, goals, results.reference)
+        curve.append((finished, volume))
+    return curve
+
+
 def write_pareto(ctx: RunContext, space: SearchSpace, results: TrialResults, decode: Callable[[dict], Any]) -> Path:
     """search/pareto.yaml and each front member's architecture file (search/pareto/trial_NNN/)."""
     goals = results.goals
@@ -258,7 +373,7 @@ def write_pareto(ctx: RunContext, space: SearchSpace, results: TrialResults, dec
         "reference_point": list(results.reference) if results.reference is not None else None,
         "hypervolume": results.hypervolume,
         # the front's hypervolume after each trial against the final reference point (never decreasing)
-        "hypervolume_curve": [list(p) for p in hypervolume_curve(results.records, goals, results.reference)],
+        "hypervolume_curve": [list(p) for p in front_curve(results, fidelity_from_conf(ctx.conf["nas"]["search"]))],
         "rejected": results.rejected,
         "front": front,
         "selected": results.best["index"] if results.best is not None else None,
@@ -295,6 +410,13 @@ def run_trials(
         how = f"--nas.search.evaluate_by {ctx.conf['nas']['search']['evaluate_by']}"
         require_produced(goals, getattr(evaluator, "produces", None), how)
         ctx.log.info(f"[search] objectives: {goals.describe()}; final pick from the front: {goals.rule}")
+    fidelity = fidelity_from_conf(ctx.conf["nas"]["search"])
+    if fidelity is not None and not getattr(evaluator, "multi_fidelity", False):
+        raise ConfigError(
+            f"nas.search.fidelity needs trials trained for a resource (--nas.search.evaluate_by train); "
+            f"--algos {ctx.algo} evaluates with {type(evaluator).__name__}, which has one fidelity: set "
+            "--nas.search.fidelity null"
+        )
     executor = make_executor(ctx.conf["common"], ctx.log)
     loop = TrialLoop(
         ctx.search_dir,
@@ -309,6 +431,7 @@ def run_trials(
         on_recorded=evaluator.forget,
         goals=goals,
         measure=measure if not goals.legacy else None,
+        fidelity=fidelity,
     )
     try:
         results = loop.run(propose, evaluator)
@@ -327,8 +450,24 @@ def run_trials(
         raise ConfigError("the search budget ran out before a single trial finished; raise it")
     metrics = {f"best_{evaluator.objective}": best["metrics"][evaluator.objective], "best_trial": best["index"]}
     metrics["n_trials"] = len(results.records)
+    metrics.update(fidelity_metrics(results.records, fidelity))
     arch = best_arch(best) if best_arch is not None else space.from_json(best["arch"])
     return arch, metrics, results.records
+
+
+def fidelity_metrics(records: list[dict[str, Any]], fidelity: Fidelity | None) -> dict[str, Any]:
+    """A fidelity search's counts: candidates, trials per resource, and the resource spent (none without)."""
+    if fidelity is None:
+        return {}
+    per: dict[int, int] = {}
+    for r in records:
+        per[r["resource"]] = per.get(r["resource"], 0) + 1
+    spent, reached = 0, {}
+    for r in records:  # a promotion trains only the epochs beyond the candidate's previous rung
+        spent += r["resource"] - reached.get(r["candidate"], 0)
+        reached[r["candidate"]] = r["resource"]
+    return {"n_candidates": len(reached), "trials_per_resource": dict(sorted(per.items())),
+            f"{fidelity.resource}_trained": spent}  # fmt: skip
 
 
 class TrialStrategy(Strategy):
@@ -349,7 +488,14 @@ class TrialStrategy(Strategy):
     def dry_run_notes(self) -> list[str]:
         budget = self.budget()
         limits = [f"{budget.n_trials} trials" if budget.n_trials else "", f"{budget.time_s} s" if budget.time_s else ""]
-        return [f"{self.name}: {' or '.join(x for x in limits if x)}, evaluated by {self.evaluate_by()}"]
+        notes = [f"{self.name}: {' or '.join(x for x in limits if x)}, evaluated by {self.evaluate_by()}"]
+        fidelity = fidelity_from_conf(self.conf)
+        if fidelity is not None:
+            s = fidelity.bracket_s(0)
+            rungs = ", ".join(f"{n} x {r}" for n, r in fidelity.table()[fidelity.s_max - s])
+            notes.append(f"fidelity: {fidelity.describe()}; first bracket (candidates x {fidelity.resource}): {rungs}; "
+                         "the trials budget counts candidates")  # fmt: skip
+        return notes
 
 
 def _pick_from_front(
@@ -379,6 +525,7 @@ def _pick_from_front(
     primary = goals.primary.metric
     metrics: dict[str, Any] = {f"best_{primary}": best["metrics"][primary], "best_trial": best["index"]}
     metrics["n_trials"] = len(records)
+    metrics.update(fidelity_metrics(records, fidelity_from_conf(ctx.conf["nas"]["search"])))
     metrics.update(
         n_rejected=results.rejected,
         n_infeasible=sum(not r["feasible"] for r in records),

@@ -33,6 +33,16 @@ also has `feasible` (all constraints, the expensive ones checked after evaluatio
 the front of the feasible trials so far, which the loop keeps (`TrialResults.front`); the best trial is the
 front member the goals' rule selects. With one objective, the evaluator's, and no constraints (`legacy`),
 none of this is computed and the records are what they always were.
+
+Multi-fidelity trials (`fidelity`, archsearch/search/fidelity.py: successive halving, Hyperband, ASHA): a
+trial is one candidate trained to one rung's resource, and its record says which (`candidate`, the index of
+the candidate's first trial, `bracket`, `rung`, `resource`). The scheduler picks each next trial from the
+index and the trials in flight, a promotion (the candidate's arch and seed, continuing from its checkpoint)
+or a new candidate from `propose`, which then sees only the candidates' records at the minimum resource.
+The budget's number of trials counts candidates; the best trial (and the front) is taken among the records
+at the highest resource reached. `on_recorded(candidate)` is called once a candidate can no longer be
+promoted (its checkpoint may go), and for every candidate when the search ends. Null (None) fidelity runs
+the loop exactly as before.
 """
 
 from __future__ import annotations
@@ -52,10 +62,12 @@ from archsearch.common.errors import ConfigError
 from archsearch.common.io import atomic_write_yaml
 from archsearch.common.logging import plain
 from archsearch.common.readers import read_yaml
+from archsearch.search.fidelity import FIELDS, Fidelity, Scheduler, history_for_proposals, level_records
 from archsearch.search.objectives import (
     Goals,
     Objective,
     hypervolume,
+    on_front,
     pareto_front,
     reference_point,
     select,
@@ -257,6 +269,7 @@ class TrialLoop:
         goals: Goals | None = None,
         measure: MeasureFn | None = None,
         max_rejects: int = MAX_REJECTS,
+        fidelity: Fidelity | None = None,
     ) -> None:
         if goals is not None:
             objective, mode = goals.primary.metric, goals.primary.goal
@@ -275,6 +288,8 @@ class TrialLoop:
         self.rejected = 0
         self._cheap: dict[int, dict[str, float]] = {}  # cheap metrics of the trials in flight
         self._rejected: dict[int, int] = {}  # proposals rejected before each trial in flight
+        self.fidelity = fidelity
+        self._retired: set[int] = set()  # candidates whose clean-up was asked for (fidelity)
 
     # ---- the index -------------------------------------------------------------------------------
     def read_index(self) -> list[dict[str, Any]]:
@@ -320,6 +335,8 @@ class TrialLoop:
             raise
 
     def _run(self, propose: ProposeFn, evaluate: EvaluateFn) -> TrialResults:
+        if self.fidelity is not None:
+            return self._run_fidelity(propose, evaluate, self.fidelity)
         records = self.read_index()
         if records:
             self.log(f"[search] resuming after {len(records)} finished trials ({self.index_file})")
@@ -528,4 +545,183 @@ class TrialLoop:
         self.log(
             f"[search] trial {record['index'] + 1}{of}: {self.objective} "
             f"{_fmt(record['metrics'][self.objective])}{goals}; {so_far}{counts}"
+        )
+
+    # ---- multi-fidelity: successive halving, Hyperband, ASHA ---------------------------------------
+    def _rank(self, rung: list[dict[str, Any]]) -> list[tuple | None]:
+        """The sort keys of one rung's records (smaller is better), compared within the rung only: feasible
+        first, then, with several objectives, the non-dominated layer (Archai's SuccessiveHalvingSearch and
+        MO-ASHA, Schmucker et al. 2021, promote by non-dominated sorting), then the primary objective; None for
+        a failed trial, never promoted."""
+        layer: dict[int, int] = {}
+        if len(self.goals.objectives) > 1:
+            left = [r for r in rung if on_front(r, self.goals)]
+            depth = 0
+            while left:
+                front = pareto_front(left, self.goals)
+                layer.update((id(r), depth) for r in front)
+                left = [r for r in left if id(r) not in layer]
+                depth += 1
+        keys: list[tuple | None] = []
+        for r in rung:
+            value = r["metrics"].get(self.objective)
+            if not finite_number(value):
+                keys.append(None)
+                continue
+            last = len(rung)  # feasible but off every front (an objective not finite): after the layers
+            keys.append((r.get("feasible") is False, layer.get(id(r), last), -value if self.mode == "max" else value))
+        return keys
+
+    def _check_fields(self, records: list[dict[str, Any]]) -> None:
+        for r in records:
+            bad = [k for k in FIELDS if not isinstance(r.get(k), int) or isinstance(r.get(k), bool) or r[k] < 0]
+            if bad:
+                raise ConfigError(
+                    f"trial index {self.index_file}: trial {r['index']} has no {bad[0]} (a record of a search "
+                    f"without nas.search.fidelity?); {REPAIR}"
+                )
+
+    def _fidelity_best(self, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The best record at the highest resource reached (with goals: the rule's pick of that level's
+        front, which is kept in self.front)."""
+        level = level_records(records, lambda r: finite_number(r["metrics"].get(self.objective)))
+        if self.goals.legacy:
+            return self.best_of(level)  # type: ignore[arg-type]
+        self.front = pareto_front(level, self.goals)  # type: ignore[assignment]
+        return select(self.front, self.goals)  # type: ignore[return-value]
+
+    def _retire(self, scheduler: Scheduler, records: list[dict[str, Any]], running: list[dict[str, Any]]) -> None:
+        for candidate in sorted(scheduler.retired(records, running) - self._retired):
+            self._retired.add(candidate)
+            self._recorded(candidate)
+
+    def _run_fidelity(self, propose: ProposeFn, evaluate: EvaluateFn, fidelity: Fidelity) -> TrialResults:
+        asynchronous = fidelity.asynchronous
+        if asynchronous is None:  # ASHA when trials run side by side: no worker waits for a rung to finish
+            asynchronous = self.executor.max_concurrent > 1
+        if asynchronous and fidelity.hyperband:
+            raise ConfigError(
+                "nas.search.fidelity: hyperband runs its brackets synchronously; with trials in parallel set "
+                "asynchronous: false, or hyperband: false for ASHA"
+            )
+        scheduler = Scheduler(fidelity, self._rank, asynchronous)
+        records = self.read_index()
+        self._check_fields(records)
+        how = "ASHA (asynchronous)" if asynchronous else "synchronous"
+        s0 = fidelity.bracket_s(0)
+        rungs = [fidelity.resource_of(s0, i) for i in range(s0 + 1)]
+        self.log(f"[search] {fidelity.describe()}, {how}; rungs of the first bracket: {rungs}")
+        if records:
+            self.log(f"[search] resuming after {len(records)} finished trials ({self.index_file})")
+        if not self.goals.legacy:
+            self.rejected = sum(r.get("rejected", 0) for r in records)
+        best = self._fidelity_best(records)
+        next_index = max((r["index"] for r in records), default=-1) + 1
+        spent = sum(r["time_s"] for r in records)
+        self.n_failed = sum(ERROR_KEY in r["metrics"] for r in records)
+        unfinished = self._unfinished(records, next_index)
+        self._retire(scheduler, records, [t.extra for t in unfinished])  # what a killed search left to delete
+        first = {r["candidate"]: r for r in records if r["rung"] == 0}
+        adopt = getattr(evaluate, "adopt", None)
+        in_flight: dict[int, Trial] = {}
+        proposing = True
+        n_max = self.budget.n_trials
+
+        def history() -> list[dict[str, Any]]:
+            return history_for_proposals(records, fidelity)
+
+        while True:
+            # the time budget stops every new trial (promotions too); the trials budget counts candidates
+            while len(in_flight) < self.executor.max_concurrent and not self.budget.exhausted(0, spent):
+                if unfinished:
+                    trial = unfinished.pop(0)
+                    if adopt is not None:
+                        adopt(trial)
+                    self._measure(trial)
+                else:
+                    n_candidates = len(first) + sum(t.extra["rung"] == 0 for t in in_flight.values())
+                    can_add = proposing and (n_max is None or n_candidates < n_max)
+                    job = scheduler.next_job(records, [t.extra for t in in_flight.values()], can_add)
+                    if job is None:
+                        break
+                    if job.candidate is None:
+                        proposed = self._propose(propose, next_index, history())
+                        if proposed is None:  # the strategy's space is exhausted: promotions go on
+                            proposing = False
+                            continue
+                        trial = Trial(next_index, proposed.arch, proposed.seed,
+                                      {**proposed.extra, **job.fields(next_index)})  # fmt: skip
+                    else:  # a promotion: the candidate's arch and seed; its checkpoint holds the rest
+                        base = first[job.candidate]
+                        trial = Trial(next_index, base["arch"], base["seed"], job.fields(next_index))
+                        self._measure(trial)
+                    next_index += 1
+                self.executor.submit(trial, evaluate)
+                in_flight[trial.index] = trial
+            if not in_flight:
+                break
+            self._write_pending(in_flight)
+            trial, metrics, seconds = self.executor.next_result()
+            in_flight.pop(trial.index)
+            if ERROR_KEY in metrics and self.objective not in metrics:
+                self.n_failed += 1
+                metrics = {self.objective: math.nan, **metrics}
+                self.log(f"[search] WARNING: trial {trial.index + 1} skipped: {metrics[ERROR_KEY]}")
+            metrics = self._with_goals(trial, metrics)
+            if self.objective not in metrics:
+                raise KeyError(f"trial {trial.index} returned no {self.objective!r} metric: {sorted(metrics)}")
+            spent += seconds
+            record = {
+                "index": trial.index,
+                "arch": trial.arch,
+                "seed": trial.seed,
+                "metrics": plain(metrics),
+                "time_s": round(seconds, 4),
+                **plain(trial.extra),
+            }
+            if not self.goals.legacy:
+                record["feasible"] = self.goals.feasible(record["metrics"])
+                record["rejected"] = self._rejected.pop(record["index"], 0)
+            records.append(record)
+            if record["rung"] == 0:
+                first[record["candidate"]] = record
+            best = self._fidelity_best(records)
+            if not self.goals.legacy:
+                level = level_records(records, lambda r: finite_number(r["metrics"].get(self.objective)))
+                record["hypervolume"] = hypervolume(self.front, self.goals, reference_point(self.goals, level))
+            record["best_so_far"] = self._value(best)
+            if self.folder is not None:
+                atomic_write_yaml(self.index_file, records)
+                if best is not None:
+                    atomic_write_yaml(self.folder / BEST_FILE, best)
+            fault_point(f"trial:recorded:{trial.index}")
+            self._retire(scheduler, records, [t.extra for t in in_flight.values()])
+            if self.record_event is not None:
+                self.record_event("trial", **{k: v for k, v in record.items() if k != "arch"}, arch=trial.arch)
+            self._progress_fidelity(record, best, len(first))
+        for candidate in sorted(set(first) - self._retired):  # over: no candidate will be promoted again
+            self._retired.add(candidate)
+            self._recorded(candidate)
+        if self.goals.legacy:
+            return TrialResults(records, best, self.objective)
+        level = level_records(records, lambda r: finite_number(r["metrics"].get(self.objective)))
+        reference = reference_point(self.goals, level)
+        return TrialResults(records, best, self.objective, self.goals, self.front, self.rejected, reference,
+                            hypervolume(self.front, self.goals, reference))  # fmt: skip
+
+    def _progress_fidelity(self, record: dict[str, Any], best: dict[str, Any] | None, n_candidates: int) -> None:
+        n = self.budget.n_trials
+        of = f"/{n}" if n is not None else ""
+        so_far = (
+            f"best so far {_fmt(self._value(best))} (trial {best['index'] + 1}, {best['resource']} "
+            f"{self.fidelity.resource if self.fidelity else ''})"
+            if best
+            else "no finite result yet"
+        )
+        parallel = self.executor.max_concurrent > 1
+        counts = f"; {self.executor.pending()} running, {self.n_failed} failed" if parallel else ""
+        self.log(
+            f"[search] trial {record['index'] + 1}: candidate {record['candidate'] + 1}{of} rung {record['rung']} "
+            f"({record['resource']} {self.fidelity.resource if self.fidelity else ''}): {self.objective} "
+            f"{_fmt(record['metrics'][self.objective])}; {so_far}{counts}"
         )
