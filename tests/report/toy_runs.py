@@ -48,6 +48,9 @@ RUNS = [
                                        "nas.search.nsga2.n_trials": 12}),
     ("optuna", "optuna", "nasbench201", {**{k: v for k, v in MULTI_OBJECTIVE.items() if "random" not in k},
                                          "nas.search.optuna.n_trials": 8}),
+    # MO-BANANAS over the same table: the predictor models accuracy, params are exact for every candidate
+    ("bananas", "bananas", "nasbench201", {**{k: v for k, v in MULTI_OBJECTIVE.items() if "random" not in k},
+                                           "nas.search.bananas.n_trials": 8}),
     # scored exhaustively over six cells that a small benchmark table holds (written by toy_run)
     (
         "naswot",
