@@ -378,22 +378,8 @@ class TrialLoop:
             self._write_pending(in_flight)
             trial, metrics, seconds = self.executor.next_result()
             in_flight.pop(trial.index)
-            if ERROR_KEY in metrics and self.objective not in metrics:  # the executor gave up on it
-                self.n_failed += 1
-                metrics = {self.objective: math.nan, **metrics}
-                self.log(f"[search] WARNING: trial {trial.index + 1} skipped: {metrics[ERROR_KEY]}")
-            metrics = self._with_goals(trial, metrics)
-            if self.objective not in metrics:
-                raise KeyError(f"trial {trial.index} returned no {self.objective!r} metric: {sorted(metrics)}")
             spent += seconds
-            record = {
-                "index": trial.index,
-                "arch": trial.arch,
-                "seed": trial.seed,
-                "metrics": plain(metrics),
-                "time_s": round(seconds, 4),
-                **plain(trial.extra),
-            }
+            record = self._record(trial, metrics, seconds)
             if self.goals.legacy:
                 if self.better(record["metrics"][self.objective], self._value(best)):
                     best = record
@@ -423,6 +409,25 @@ class TrialLoop:
             reference,
             hypervolume(self.front, self.goals, reference),
         )
+
+    def _record(self, trial: Trial, metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """A finished trial's record: the evaluator's metrics with the goals' cheap ones; a trial the executor
+        gave up on gets a NaN objective, is counted and warned about."""
+        if ERROR_KEY in metrics and self.objective not in metrics:  # the executor gave up on it
+            self.n_failed += 1
+            metrics = {self.objective: math.nan, **metrics}
+            self.log(f"[search] WARNING: trial {trial.index + 1} skipped: {metrics[ERROR_KEY]}")
+        metrics = self._with_goals(trial, metrics)
+        if self.objective not in metrics:
+            raise KeyError(f"trial {trial.index} returned no {self.objective!r} metric: {sorted(metrics)}")
+        return {
+            "index": trial.index,
+            "arch": trial.arch,
+            "seed": trial.seed,
+            "metrics": plain(metrics),
+            "time_s": round(seconds, 4),
+            **plain(trial.extra),
+        }
 
     # ---- objectives and constraints ----------------------------------------------------------------
     def _measure(self, trial: Trial) -> dict[str, float]:
@@ -663,22 +668,8 @@ class TrialLoop:
             self._write_pending(in_flight)
             trial, metrics, seconds = self.executor.next_result()
             in_flight.pop(trial.index)
-            if ERROR_KEY in metrics and self.objective not in metrics:
-                self.n_failed += 1
-                metrics = {self.objective: math.nan, **metrics}
-                self.log(f"[search] WARNING: trial {trial.index + 1} skipped: {metrics[ERROR_KEY]}")
-            metrics = self._with_goals(trial, metrics)
-            if self.objective not in metrics:
-                raise KeyError(f"trial {trial.index} returned no {self.objective!r} metric: {sorted(metrics)}")
             spent += seconds
-            record = {
-                "index": trial.index,
-                "arch": trial.arch,
-                "seed": trial.seed,
-                "metrics": plain(metrics),
-                "time_s": round(seconds, 4),
-                **plain(trial.extra),
-            }
+            record = self._record(trial, metrics, seconds)
             if not self.goals.legacy:
                 record["feasible"] = self.goals.feasible(record["metrics"])
                 record["rejected"] = self._rejected.pop(record["index"], 0)
