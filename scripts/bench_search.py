@@ -18,6 +18,15 @@ mutation candidates ranked by Thompson sampling from 5 MLPs on the path encoding
 cell's NASWOT score (the screen's, free: no query) to the predictor's inputs (`proxy_features: [naswot]`);
 `bananas-adjacency` uses the adjacency encoding instead of the path encoding; `-kN` evaluates N trials per fit
 instead of 10, `-mean` ranks by the ensemble's mean instead of Thompson sampling (e.g. `bananas-naswot-k5`).
+`ensemble-random`, `ensemble-rea` and `ensemble-bananas` are proxy-ensemble-first search: per seed a pool of
+--pool cells is drawn from the cells scored by scripts/bench_proxies.py (--proxy-cache: every proxy at the
+paper's size, C=16, N=5, on one batch of 128 real CIFAR-10 images; no query spent), ranked by the shipped
+ensemble (nas.search.naswot.ensemble: its default members, log-rank aggregation over the pool), and queried
+best first: all of it (`ensemble-random`, then random draws), REA's initial population (`ensemble-rea`), or
+BANANAS' num_init first cells instead of random ones (`ensemble-bananas`: `nas.search.bananas.screen_pool`,
+the library's Planner with this cache as its screen; then BANANAS as shipped). The
+pools come from the cache's cells (a seeded uniform sample of the table), not from all 15,625, so pools of
+different seeds overlap.
 Scoring is the slow part on a CPU, so it uses a small network (--score-channels, --score-cells: C=8, N=1 by
 default, not the paper's C=16, N=5) and fewer seeds (--naswot-seeds); the score of a cell is computed once
 and reused by every seed (its initial weights are seeded by the cell's benchmark index).
@@ -43,7 +52,9 @@ from archsearch.search.trial_eval import TableEvaluator
 from archsearch.search.trial_loop import Budget, TrialLoop
 from archsearch.spaces.nasbench201 import NasBench201Space, arch_to_index
 from archsearch.strategies.bananas.strategy import Planner, Settings
+from archsearch.strategies.naswot.ensemble import aggregate
 from archsearch.strategies.naswot.sampling import score_candidates
+from archsearch.strategies.naswot.strategy import DEFAULT_MEMBERS
 from archsearch.strategies.random.strategy import sample_untried
 from archsearch.strategies.rea.strategy import evolve
 
@@ -72,11 +83,42 @@ class NaswotScreen:
         return self.scores[arch]
 
 
-def proposer(strategy: str, space: NasBench201Space, run_seed: int, args, screen: NaswotScreen | None):
+class EnsembleScreen:
+    """Raw proxy scores of the cells in a bench_proxies.py cache; a pool's ensemble ranking over that pool."""
+
+    def __init__(self, path: Path, members: tuple[str, ...] = tuple(DEFAULT_MEMBERS)) -> None:
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        self.settings = next((r["settings"] for r in lines if "settings" in r), {})
+        self.scores = {r["arch"]: r["scores"] for r in lines if "arch" in r}
+        self.members = members
+        if not self.scores:
+            raise SystemExit(f"error: {path} holds no scored cell (run scripts/bench_proxies.py --cache {path})")
+
+    def ranked_pool(self, rng: random.Random, size: int) -> list[str]:
+        cells = sorted(self.scores)
+        pool = rng.sample(cells, min(size, len(cells)))
+        score = aggregate({m: [self.scores[a][m] for a in pool] for m in self.members})
+        return [pool[i] for i in sorted(range(len(pool)), key=lambda i: (-score[i], i))]
+
+
+def proposer(strategy: str, space: NasBench201Space, run_seed: int, args, screen: NaswotScreen | None,
+             ensemble: EnsembleScreen | None = None):  # fmt: skip
     if strategy == "random":
         return lambda index, rng, history: sample_untried(space, rng, history)
     if strategy == "rea":
         return lambda index, rng, history: evolve(space, rng, history, OBJECTIVE, args.population, args.sample)
+    if strategy.startswith("ensemble-"):
+        assert ensemble is not None
+        if strategy == "ensemble-bananas":  # the library's own screened start (nas.search.bananas.screen_pool)
+            goals = Goals((Objective(OBJECTIVE, "max"),), legacy=True)
+            settings = Settings(screen_pool=args.pool)
+            pool = args.pool
+            return Planner(space, goals, settings, run_seed, screen=lambda rng: ensemble.ranked_pool(rng, pool)).propose
+        ranked = ensemble.ranked_pool(random.Random(run_seed), args.pool)
+        first = args.population if strategy == "ensemble-rea" else len(ranked)
+        follow = proposer("rea" if strategy == "ensemble-rea" else "random", space, run_seed, args, screen)
+        first = min(first, len(ranked))
+        return lambda index, rng, history: ranked[index] if index < first else follow(index, rng, history)
     if strategy.startswith("bananas"):
         goals = Goals((Objective(OBJECTIVE, "max"),), legacy=True)
         variant = strategy.split("-")[1:]  # e.g. bananas-naswot-k5: NASWOT features, 5 trials per fit
@@ -106,13 +148,13 @@ def proposer(strategy: str, space: NasBench201Space, run_seed: int, args, screen
     return propose
 
 
-def run(strategy: str, seeds: int, args, table_conf, space, screen) -> np.ndarray:
+def run(strategy: str, seeds: int, args, table_conf, space, screen, ensemble=None) -> np.ndarray:
     """(seeds, queries): the best benchmark accuracy found after each query, per seed."""
     evaluate = TableEvaluator(None, space, table_conf)
     curves = []
     for seed in range(seeds):
         loop = TrialLoop(None, seed, Budget(args.queries), objective=OBJECTIVE, log=lambda _: None)
-        results = loop.run(proposer(strategy, space, seed, args, screen), evaluate)
+        results = loop.run(proposer(strategy, space, seed, args, screen, ensemble), evaluate)
         curves.append([r["best_so_far"] for r in results.records])
     return 100 * np.array(curves)
 
@@ -151,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=10, help="REA tournament size S")
     parser.add_argument("--naswot-seeds", type=int, default=20)
     parser.add_argument("--pool", type=int, default=100, help="naswot-*: cells screened per seed (>= P)")
+    parser.add_argument("--proxy-cache", type=Path, default=None, help="ensemble-*: a bench_proxies.py --cache file")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--score-channels", type=int, default=8)
@@ -173,10 +216,20 @@ def main(argv: list[str] | None = None) -> int:
         x, y, note = load_batch(args.data, args.batch_size, seed=0)
         screen = NaswotScreen(space, (x, y))
         print(f"naswot screen: {note}, NAS-Bench-201 C={args.score_channels} N={args.score_cells}", file=sys.stderr)
+    ensemble = None
+    if any(s.startswith("ensemble-") for s in strategies):
+        if args.proxy_cache is None:
+            parser.error("ensemble-* strategies need --proxy-cache FILE (from scripts/bench_proxies.py --cache FILE)")
+        ensemble = EnsembleScreen(args.proxy_cache)
+        if len(ensemble.scores) < args.pool:
+            parser.error(f"--pool {args.pool} is more than the {len(ensemble.scores)} cells in {args.proxy_cache}")
+        print(f"ensemble screen: {len(ensemble.scores)} cells, {ensemble.settings}, members {ensemble.members}",
+              file=sys.stderr)  # fmt: skip
     curves, seconds = {}, {}
     for name in strategies:
         t0 = time.perf_counter()
-        curves[name] = run(name, args.naswot_seeds if "naswot" in name else args.seeds, args, table_conf, space, screen)
+        n_seeds = args.naswot_seeds if "naswot" in name else args.seeds
+        curves[name] = run(name, n_seeds, args, table_conf, space, screen, ensemble)
         seconds[name] = time.perf_counter() - t0
         print(f"{name}: {seconds[name]:.1f} s", file=sys.stderr, flush=True)
 

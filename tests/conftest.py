@@ -82,6 +82,26 @@ def cli(tmp_path):
     return runner
 
 
+@pytest.fixture
+def cli_in_process(tmp_path, capsys, monkeypatch):
+    """`cli`'s argv, exit status and output from `archsearch.cli.main` in this process: for runs refused with a
+    user error before any training, without a ~3-second interpreter and torch start per call. An exception
+    escaping `main` fails the test with its traceback, as a traceback on the subprocess's stderr would."""
+    from archsearch.cli import main
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+
+    def runner(*args: str) -> subprocess.CompletedProcess:
+        argv = [*args, "--common.logdir", str(tmp_path / "logdir"), "--common.num_threads", "1"]
+        code = main(argv)
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, code, out.out, out.err)
+
+    runner.logdir = tmp_path / "logdir"
+    return runner
+
+
 def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
     """Exit status 2, one line on stderr starting with 'error:', naming every fragment, no traceback."""
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])

@@ -179,10 +179,12 @@ def test_a_plugin_can_declare_its_section(toy_files, tmp_path):
         (["--common.logdir", "!!python/object/apply:os.system [echo]"], ["--common.logdir", "not valid YAML"]),
     ],
 )
-def test_cli_rejects_bad_values_in_one_line(cli, args, fragments):
+def test_cli_rejects_bad_values_in_one_line(cli_in_process, args, fragments):
+    cli = cli_in_process
     assert_user_error(cli("--algos", "random", *args), *fragments)
 
 
-def test_cli_rejects_unknown_key_in_a_config_file(cli, tmp_path):
+def test_cli_rejects_unknown_key_in_a_config_file(cli_in_process, tmp_path):
+    cli = cli_in_process
     user = write(tmp_path / "mine.yaml", {"nas": {"search": {"trainer": {"epoch": 3}}}})
     assert_user_error(cli("--algos", "random", "--config", str(user)), str(user), "did you mean epochs")

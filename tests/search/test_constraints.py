@@ -168,7 +168,8 @@ def test_random_with_two_objectives_and_a_params_limit_through_the_cli(cli, nb20
     assert trials[pareto["selected"]]["metrics"]["benchmark_top1"] == best_acc
 
 
-def test_strategy_and_evaluator_refusals_are_one_line(cli, nb201_table):  # noqa: F811
+def test_strategy_and_evaluator_refusals_are_one_line(cli_in_process, nb201_table):  # noqa: F811
+    cli = cli_in_process
     table = [*TABLE, "--nas.search.benchmark", str(nb201_table)]
     assert_user_error(cli("--algos", "rea", *table, *TWO_OBJECTIVES), "--algos rea optimizes one objective",
                       "strategies that take several: ", "random")  # fmt: skip

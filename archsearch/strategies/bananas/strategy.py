@@ -28,6 +28,11 @@ non-dominated sorting of (Thompson draws of the expensive, exact cheap), in rand
 the evaluated trials and those already picked (`hypervolume`). A candidate that breaks a cheap constraint is
 never proposed; expensive constraints mark trials infeasible (they rank after the feasible ones as parents).
 
+Optionally (`screen_pool` > 0; not in the paper) the num_init first architectures are not random but the best
+of `screen_pool` random ones by a zero-cost proxy or the proxy ensemble (`screen_proxy`), scored without a query:
+the proxy-ensemble-first start that docs/bananas.md measures (the pool is drawn from its own seed, scored with the
+run seed's weights, so a resumed search screens the same pool to the same ranking).
+
 Optional extra predictor inputs (`proxy_features`): zero-cost proxy scores of the untrained network (naswot,
 synflow, ... from NASWOT's registry) or cheap metrics (params, macs), computed for every candidate without a
 query, as NAS-Bench-Suite-Zero's predictors with zero-cost features (Krishnakumar et al. 2022). Each feature is
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,8 +61,10 @@ from archsearch.search.strategy import SearchOutcome, register_strategy
 from archsearch.search.trial_eval import TrialStrategy, make_evaluator, run_trials, search_goals
 from archsearch.search.trial_loop import Budget, finite_number, trial_seed
 from archsearch.strategies.bananas.predictor import MLPEnsemble, PredictorSettings
+from archsearch.strategies.naswot.ensemble import ENSEMBLE, aggregate, check_members
 from archsearch.strategies.naswot.proxies import PROXIES
-from archsearch.strategies.naswot.sampling import score_candidates
+from archsearch.strategies.naswot.sampling import measure_candidates, score_candidates
+from archsearch.strategies.naswot.strategy import proxy_options
 
 MAX_REDRAWS = 100  # random draws that repeat an evaluated architecture before one is accepted anyway
 PATIENCE = 5  # mutation tries per wanted candidate (naszilla's patience_factor)
@@ -78,6 +86,8 @@ register_section(
         "mo_acquisition": Str("pareto_rank", "hypervolume"),
         "proxy_features": List(Str(pattern=r".+", allowed="a proxy or cheap metric name")),
         "proxy_batch_size": Int(ge=1),
+        "screen_pool": Int(ge=0),
+        "screen_proxy": Str(*PROXIES.names(), ENSEMBLE),
     },
 )
 register_section(
@@ -127,6 +137,7 @@ class Settings:
     acquisition: str = "its"
     mo_acquisition: str = "pareto_rank"
     proxy_features: tuple[str, ...] = ()
+    screen_pool: int = 0
     predictor: PredictorSettings = field(default_factory=PredictorSettings)
 
     @classmethod
@@ -144,6 +155,7 @@ class Settings:
             "path_cutoff",
             "acquisition",
             "mo_acquisition",
+            "screen_pool",
         )
         return cls(
             **{key: conf[key] for key in keys}, proxy_features=tuple(conf["proxy_features"]), predictor=predictor
@@ -153,6 +165,9 @@ class Settings:
 # (arch JSON, feature names) -> their values: cheap metrics measured, zero-cost proxies scored (no query spent)
 FeatureFn = Callable[[Any, Sequence[str]], dict[str, float]]
 MeasureFn = Callable[[Any, list[str]], dict[str, float]]
+# a seeded generator -> a pool of architectures drawn with it, best first by a zero-cost score (no query spent)
+ScreenFn = Callable[[random.Random], list[Any]]
+SCREEN_SALT = 0x5C4EE7  # the pool's seed is the run seed's, salted: its draws are not the first trial's
 
 
 def signed_log(x: np.ndarray) -> np.ndarray:
@@ -189,9 +204,13 @@ class Planner:
         measure: MeasureFn | None = None,
         features: FeatureFn | None = None,
         log: Callable[[str], None] | None = None,
+        screen: ScreenFn | None = None,
     ) -> None:
         self.space, self.goals, self.settings, self.run_seed = space, goals, settings, run_seed
-        self.measure, self.features, self.log = measure, features, log
+        self.measure, self.features, self.log, self.screen = measure, features, log, screen
+        if settings.screen_pool and screen is None:
+            raise ValueError("screen_pool needs a screen function")
+        self._screened: list[Any] | None = None  # the screened pool, best first (computed on first use)
         cheap = {n for n in METRICS.names() if METRICS.get(n).cheap}
         self.expensive = [o for o in goals.objectives if o.metric not in cheap]
         self.cheap_objectives = [o for o in goals.objectives if o.metric in cheap]
@@ -212,6 +231,10 @@ class Planner:
         s = self.settings
         attempt = self._calls[index] = self._calls.get(index, -1) + 1
         if index < s.num_init:
+            if s.screen_pool:
+                screened = self._from_screen(index, attempt, history)
+                if screened is not None:
+                    return screened
             return self._random(rng, history)
         start = s.num_init + (index - s.num_init) // s.k * s.k
         position = index - start
@@ -232,6 +255,21 @@ class Planner:
             self._proposed[index] = fresh[attempt]
             return fresh[attempt], {"batch_start": start}
         return self._random(rng, history)
+
+    def _from_screen(self, index: int, attempt: int, history: list[dict[str, Any]]) -> tuple[Any, dict] | None:
+        """Trial `index` < num_init: the screened pool's architecture at that place; should it be evaluated
+        already (a parallel search) or rejected, the pool's next ones beyond num_init; None once none is left."""
+        if self._screened is None:
+            self._screened = self.screen(random.Random(trial_seed(self.run_seed, 0) ^ SCREEN_SALT))
+        ranked = self._screened
+        seen = {_key(r["arch"]) for r in history}
+        seen |= {_key(a) for i, a in self._proposed.items() if i < index}
+        order = ranked[index : index + 1] + ranked[self.settings.num_init :]
+        fresh = [a for a in order if _key(a) not in seen]
+        if attempt >= len(fresh):
+            return None
+        arch = self._proposed[index] = fresh[attempt]
+        return arch, {"screen_rank": 1 + [_key(a) for a in ranked].index(_key(arch))}
 
     def _random(self, rng: random.Random, history: list[dict[str, Any]]) -> Any:
         """A random architecture no trial has, while the space has untried ones (random search's rule)."""
@@ -444,31 +482,89 @@ def _key(arch: Any) -> str:
     return arch if isinstance(arch, str) else repr(arch)
 
 
-def proxy_feature_fn(ctx: Any, space: SearchSpace, conf: Mapping[str, Any], measure: MeasureFn) -> FeatureFn:
-    """The features of nas.search.bananas.proxy_features: cheap metrics measured as the trial loop measures
-    them, zero-cost proxies scored as the `proxy` evaluator scores (the untrained network, built under the run
-    seed so an architecture always gets the same score, on the first batch of the weights split)."""
-    batch: list[tuple[torch.Tensor, torch.Tensor]] = []
+Batch = tuple[torch.Tensor, torch.Tensor]
 
-    def features(arch: Any, names: Sequence[str]) -> dict[str, float]:
-        cheap = [n for n in names if n in METRICS and METRICS.get(n).cheap]
-        out = dict(measure(arch, cheap)) if cheap else {}
-        proxies = [n for n in names if n not in out]
-        if proxies and not batch:
+
+def proxy_batch(ctx: Any, conf: Mapping[str, Any]) -> Callable[[], Batch]:
+    """The zero-cost proxies' batch: proxy_batch_size images of the weights split, loaded on first use, kept."""
+    batch: list[Batch] = []
+
+    def get() -> Batch:
+        if not batch:
             loader, _ = search_loaders(
                 ctx.conf["dataset"], ctx.conf["nas"]["search"]["loader"], ctx.device, ctx.seed, shard=False
             )
             loader.batch_size = conf["proxy_batch_size"]
             batch.append(tuple(t.cpu() for t in next(iter(loader))))
-        for name in proxies:
+        return batch[0]
 
-            def build(data: Any) -> torch.nn.Module:
-                return space.build(space.from_json(data))
+    return get
 
-            [out[name]] = score_candidates([arch], build, batch[0], name, ctx.device, ctx.seed)
+
+def proxy_feature_fn(ctx: Any, space: SearchSpace, conf: Mapping[str, Any], measure: MeasureFn) -> FeatureFn:
+    """The features of nas.search.bananas.proxy_features: cheap metrics measured as the trial loop measures
+    them, zero-cost proxies scored as the `proxy` evaluator scores (the untrained network, built under the run
+    seed so an architecture always gets the same score, on the first batch of the weights split)."""
+    batch = proxy_batch(ctx, conf)
+
+    def build(data: Any) -> torch.nn.Module:
+        return space.build(space.from_json(data))
+
+    def features(arch: Any, names: Sequence[str]) -> dict[str, float]:
+        cheap = [n for n in names if n in METRICS and METRICS.get(n).cheap]
+        out = dict(measure(arch, cheap)) if cheap else {}
+        for name in (n for n in names if n not in out):
+            [out[name]] = score_candidates([arch], build, batch(), name, ctx.device, ctx.seed)
         return out
 
     return features
+
+
+def screen_fn(ctx: Any, space: SearchSpace, conf_search: Mapping[str, Any]) -> ScreenFn:
+    """nas.search.bananas.screen_pool distinct random architectures, best first by screen_proxy: one zero-cost
+    proxy, or the ensemble of nas.search.naswot.ensemble (its members from shared passes, its rank aggregate
+    over the pool), each network scored as the `proxy` evaluator scores it (built under the run seed)."""
+    conf, naswot = conf_search["bananas"], conf_search["naswot"]
+    proxy = conf["screen_proxy"]
+    if proxy == ENSEMBLE:
+        names = check_members(naswot["ensemble"]["members"])
+        what = f"the ensemble of {', '.join(names)} ({naswot['ensemble']['aggregate']})"
+    else:
+        names, what = [proxy], proxy
+    batch = proxy_batch(ctx, conf)
+    options = proxy_options(naswot)
+
+    def build(data: Any) -> torch.nn.Module:
+        return space.build(space.from_json(data))
+
+    def screen(rng: random.Random) -> list[Any]:
+        size = space.size()
+        want = conf["screen_pool"] if size is None else min(conf["screen_pool"], size)
+        pool, seen = [], set()
+        for _ in range(want * MAX_REDRAWS):
+            if len(pool) >= want:
+                break
+            data = space.to_json(space.sample(rng))
+            if _key(data) not in seen:
+                seen.add(_key(data))
+                pool.append(data)
+        ctx.log.info(f"[search] bananas: screening {len(pool)} random architectures by {what} (no query)")
+        start, scores = time.perf_counter(), []
+        every = max(1, len(pool) // 10)
+        for i, data in enumerate(pool):
+            scores += measure_candidates([data], build, batch(), names, ctx.device, ctx.seed, options=options)
+            if (i + 1) % every == 0 or i + 1 == len(pool):
+                ctx.log.info(f"[search] bananas: screened {i + 1}/{len(pool)} ({time.perf_counter() - start:.1f} s)")
+        columns = {n: [row[n] for row in scores] for n in names}
+        if proxy == ENSEMBLE:
+            value = aggregate(columns, naswot["ensemble"]["aggregate"])
+        else:
+            value = np.asarray(columns[proxy], dtype=float)
+        value = np.where(np.isfinite(value), value, -np.inf)  # a failed score (NaN) ranks last
+        order = sorted(range(len(pool)), key=lambda i: (-value[i], i))
+        return [pool[i] for i in order]
+
+    return screen
 
 
 @register_strategy
@@ -485,9 +581,10 @@ class Bananas(TrialStrategy):
     def dry_run_notes(self) -> list[str]:
         s = Settings.from_conf(self.conf["bananas"])
         features = f", features + {', '.join(s.proxy_features)}" if s.proxy_features else ""
+        first = f"the best {s.num_init} of {s.screen_pool} random by {self.conf['bananas']['screen_proxy']}"
         return [
             *super().dry_run_notes(),
-            f"bananas: {s.num_init} random, then batches of {s.k} from "
+            f"bananas: {first if s.screen_pool else f'{s.num_init} random'}, then batches of {s.k} from "
             f"{s.num_candidates} candidates; {s.predictor.members} MLPs on the {s.encoding} encoding{features}",
         ]
 
@@ -508,7 +605,8 @@ class Bananas(TrialStrategy):
                     f"{settings.path_cutoff} is longer than {space.name}'s path "
                     f"encoding ({length}); lower it or set null for the whole encoding",
                 )
-        planner = Planner(space, goals, settings, ctx.seed, measure, features, ctx.log.info)
+        screen = screen_fn(ctx, space, self.conf) if settings.screen_pool else None
+        planner = Planner(space, goals, settings, ctx.seed, measure, features, ctx.log.info, screen)
         arch, metrics, _ = run_trials(
             ctx, space, planner.propose, self.budget(), evaluator, goals=goals, measure=measure
         )

@@ -19,10 +19,10 @@ from archsearch.config import confs_dir
 from archsearch.experiment.run import RunOptions
 from archsearch.search.objectives import Constraint, Goals, Objective
 from archsearch.search.space import SPACES, path_encoding
-from archsearch.search.trial_loop import Budget, TrialLoop
+from archsearch.search.trial_loop import Budget, TrialLoop, trial_seed
 from archsearch.spaces.nasbench201 import N_CELLS, NB201_OPS, format_arch, index_to_arch, parse_arch
 from archsearch.strategies.bananas.predictor import MLPEnsemble, PredictorSettings
-from archsearch.strategies.bananas.strategy import Planner, Settings, nondominated_fronts
+from archsearch.strategies.bananas.strategy import SCREEN_SALT, Planner, Settings, nondominated_fronts
 from tests.conftest import assert_config_error
 
 SMALL = PredictorSettings(members=3, layers=2, width=16, lr=0.01, epochs=60, batch_size=32)
@@ -180,6 +180,54 @@ def test_the_search_beats_its_random_start_and_resumes_exactly_from_its_index(tm
     assert untimed(resumed) == untimed(straight)
 
 
+def oracle_screen(size: int, calls: list):
+    """A screen that draws `size` distinct cells and ranks them by their true objective (a perfect proxy)."""
+
+    def screen(rng):
+        calls.append(1)
+        pool = []
+        while len(pool) < size:
+            arch = Bits().sample(rng)
+            if arch not in pool:
+                pool.append(arch)
+        return sorted(pool, key=lambda a: (-ones(a), a))
+
+    return screen
+
+
+def test_a_screened_start_queries_the_pools_best_first_and_resumes_to_the_same_trials(tmp_path):
+    s = settings(num_init=5, k=4, screen_pool=40)
+    goals = Goals((Objective("acc", "max"),), legacy=True)
+
+    def loop(n, folder=None, resume=False):
+        calls = []
+        planner = Planner(Bits(), goals, s, run_seed=0, screen=oracle_screen(40, calls))
+        trial_loop = TrialLoop(folder, 0, Budget(n), objective="acc", resume=resume, log=lambda _: None)
+        return trial_loop.run(planner.propose, lambda t: {"acc": ones(t.arch)}).records, calls
+
+    straight, calls = loop(20, tmp_path / "straight")
+    assert len(calls) == 1  # the pool is screened once, not once per trial
+    pool = oracle_screen(40, [])(random.Random(trial_seed(0, 0) ^ SCREEN_SALT))
+    assert [r["arch"] for r in straight[:5]] == pool[:5] and [r["screen_rank"] for r in straight[:5]] == [1, 2, 3, 4, 5]
+    assert "screen_rank" not in straight[5] and straight[5]["batch_start"] == 5
+    loop(3, tmp_path / "killed")  # stopped inside the screened start: the resumed run screens the same pool
+    resumed, _ = loop(20, tmp_path / "killed", resume=True)
+    assert untimed(resumed) == untimed(straight)
+    with pytest.raises(ValueError, match="screen function"):
+        Planner(Bits(), goals, s, run_seed=0)
+
+
+def test_a_screened_start_skips_what_a_parallel_search_already_proposed():
+    goals = Goals((Objective("acc", "max"),), legacy=True)
+    planner = Planner(Bits(), goals, settings(num_init=3, screen_pool=10), run_seed=0, screen=oracle_screen(10, []))
+    # trials 0-2 asked for before any finished (three workers): each gets its own place in the ranking
+    first = [planner.propose(i, random.Random(i), []) for i in range(3)]
+    assert [info["screen_rank"] for _, info in first] == [1, 2, 3]
+    # trial 1 is asked again (its first proposal was rejected): the pool's next beyond num_init
+    again, info = planner.propose(1, random.Random(1), [])
+    assert info["screen_rank"] == 4 and again not in [a for a, _ in first]
+
+
 # ---- several objectives --------------------------------------------------------------------------------------
 
 
@@ -256,12 +304,27 @@ def test_resume_after_kill_minus_9_equals_the_uninterrupted_search(cli, learnabl
     assert len({r["arch"] for r in straight}) == 12
 
 
+def test_a_screened_start_through_the_run_scores_a_pool_and_queries_its_best(learnable_table, tmp_path):
+    screened = {**tabular(learnable_table, tmp_path), "nas.search.bananas.screen_pool": 12,
+                "nas.search.bananas.screen_proxy": "ensemble", "nas.search.naswot.ensemble.members": "[meco, synflow]",
+                "nas.search.bananas.proxy_batch_size": 8, "nas.search.bananas.n_trials": 5}  # fmt: skip
+    archsearch.run("bananas", "synthetic", RunOptions(phases="search"), screened)
+    out = next(tmp_path.glob("*/bananas/search"))
+    trials = yaml.safe_load((out / "trials.yaml").read_text())
+    assert [t["screen_rank"] for t in trials[:4]] == [1, 2, 3, 4] and "screen_rank" not in trials[4]
+    log = next(tmp_path.glob("*/bananas/log.log")).read_text()
+    assert "screening 12 random architectures by the ensemble of meco, synflow (log_rank) (no query)" in log
+    assert "screened 12/12" in log
+
+
 def test_bad_settings_are_one_line(learnable_table, tmp_path):
     files = [confs_dir() / "common.yaml", confs_dir() / "algos" / "bananas.yaml"]
     assert_config_error(files, "nas.search.bananas.encoding", "paths", ["path, adjacency"])
     assert_config_error(files, "nas.search.bananas.k", "0", [">= 1"])
     assert_config_error(files, "nas.search.bananas.proxy_features", "[naswot, zico_typo]", ["zico_typo", "synflow"])
     assert_config_error(files, "nas.search.bananas.predictor.members", "0", [">= 1"])
+    assert_config_error(files, "nas.search.bananas.screen_proxy", "mecoo", ["mecoo", "ensemble"])
+    assert_config_error(files, "nas.search.bananas.screen_pool", "-1", [">= 0"])
     with pytest.raises(ConfigError) as err:
         settings = {**tabular(learnable_table, tmp_path), "nas.search.bananas.path_cutoff": 500}
         archsearch.run("bananas", "synthetic", RunOptions(phases="search"), settings)

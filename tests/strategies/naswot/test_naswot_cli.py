@@ -80,7 +80,8 @@ def test_darts_space_and_other_proxies(cli, tiny):
     assert "found" in proc.stdout and "Genotype(normal=" in proc.stdout
 
 
-def test_bad_proxy_and_the_old_keys_are_user_errors(cli, tiny, tmp_path):
+def test_bad_proxy_and_the_old_keys_are_user_errors(cli_in_process, tiny, tmp_path):
+    cli = cli_in_process
     base = ["--algos", "naswot", "--datasets", "synthetic", "--config", tiny]
     assert_user_error(cli(*base, "--nas.search.naswot.proxy", "magic"), "'magic' is not one of")
     assert_user_error(cli(*base, "--nas.search.naswot.benchmark_csv", "x.csv"), "renamed", "--nas.search.benchmark")
@@ -135,6 +136,7 @@ def test_bad_ensemble_keys_are_one_line(key, value, fragments):
     assert_config_error(config_files("naswot", None, False), key, value, fragments)
 
 
-def test_the_ensemble_outside_naswot_is_one_line(cli, tiny):
+def test_the_ensemble_outside_naswot_is_one_line(cli_in_process, tiny):
+    cli = cli_in_process
     rea = ["--algos", "random", "--datasets", "synthetic", "--config", tiny, "--nas.search.evaluate_by", "proxy"]
     assert_user_error(cli(*rea, "--nas.search.naswot.proxy", "ensemble"), "ranks the whole population")

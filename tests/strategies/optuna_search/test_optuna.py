@@ -144,7 +144,8 @@ def test_optuna_killed_after_a_trial_resumes_exactly_through_the_cli(cli, nb201_
     kill_and_resume(cli, "optuna", nb201_table, "--nas.search.constraints", "{params: {max: 40000}}")
 
 
-def test_a_space_without_choices_is_one_line(cli):
+def test_a_space_without_choices_is_one_line(cli_in_process):
+    cli = cli_in_process
     assert_user_error(cli("--algos", "optuna", "--nas.search.space", "morphism", "--dry-run"),
                       "--algos optuna needs a search space with choices", "darts", "enas_macro", "nasbench201",
                       "user_model")  # fmt: skip

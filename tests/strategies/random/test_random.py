@@ -47,7 +47,8 @@ def test_random_in_tabular_mode_draws_no_cell_twice_and_resumes_without_rerunnin
     assert summary["benchmark_top1"] == max(t["metrics"]["benchmark_top1"] for t in trials)
 
 
-def test_impossible_settings_are_one_line(cli, nb201_table, tmp_path):  # noqa: F811
+def test_impossible_settings_are_one_line(cli_in_process, nb201_table, tmp_path):  # noqa: F811
+    cli = cli_in_process
     base = ["--algos", "random", "--nas.search.space", "nasbench201", *TABLE]
     assert_user_error(cli(*base), "--nas.search.benchmark PATH")
     assert_user_error(cli(*base, "--nas.search.benchmark", str(tmp_path / "none.csv")), "none.csv", "does not exist")
