@@ -43,8 +43,9 @@ tiny = config_fixture(TINY)
         (["--algos", "manual", "--nas.search.manual.genotype", "Genotype(normal=[('x', 0)"], ["genotype", "syntax"]),
     ],
 )
-def test_bad_input_is_one_line_and_status_2(cli, args, fragments):
-    assert_user_error(cli(*args), *fragments)
+def test_bad_input_is_one_line_and_status_2(cli_in_process, args, fragments):
+    # in process: tests/test_hostile_inputs.py checks that the real process prints the same one line
+    assert_user_error(cli_in_process(*args), *fragments)
 
 
 def test_missing_dataset_says_where_and_how(cli, tmp_path):

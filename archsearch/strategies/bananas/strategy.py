@@ -167,6 +167,7 @@ FeatureFn = Callable[[Any, Sequence[str]], dict[str, float]]
 MeasureFn = Callable[[Any, list[str]], dict[str, float]]
 # a seeded generator -> a pool of architectures drawn with it, best first by a zero-cost score (no query spent)
 ScreenFn = Callable[[random.Random], list[Any]]
+PROGRESS_EVERY_S = 30.0
 SCREEN_SALT = 0x5C4EE7  # the pool's seed is the run seed's, salted: its draws are not the first trial's
 
 
@@ -549,12 +550,14 @@ def screen_fn(ctx: Any, space: SearchSpace, conf_search: Mapping[str, Any]) -> S
                 seen.add(_key(data))
                 pool.append(data)
         ctx.log.info(f"[search] bananas: screening {len(pool)} random architectures by {what} (no query)")
-        start, scores = time.perf_counter(), []
-        every = max(1, len(pool) // 10)
+        start = last = time.perf_counter()
+        scores: list[dict[str, float]] = []
         for i, data in enumerate(pool):
             scores += measure_candidates([data], build, batch(), names, ctx.device, ctx.seed, options=options)
-            if (i + 1) % every == 0 or i + 1 == len(pool):
-                ctx.log.info(f"[search] bananas: screened {i + 1}/{len(pool)} ({time.perf_counter() - start:.1f} s)")
+            now = time.perf_counter()
+            if now - last >= PROGRESS_EVERY_S or i + 1 == len(pool):  # a line every half minute, and at the end
+                ctx.log.info(f"[search] bananas: screened {i + 1}/{len(pool)} ({now - start:.1f} s)")
+                last = now
         columns = {n: [row[n] for row in scores] for n in names}
         if proxy == ENSEMBLE:
             value = aggregate(columns, naswot["ensemble"]["aggregate"])
