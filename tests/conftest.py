@@ -87,8 +87,10 @@ def cli_in_process(tmp_path, capsys, monkeypatch):
     """`cli`'s argv, exit status and output from `archsearch.cli.main` in this process: for runs refused with a
     user error before any training, without a ~3-second interpreter and torch start per call. An exception
     escaping `main` fails the test with its traceback, as a traceback on the subprocess's stderr would."""
+    import archsearch.cli
     from archsearch.cli import main
 
+    monkeypatch.setattr(archsearch.cli, "_run_started", False)  # module state a run sets: restored afterwards
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("PYTHONHASHSEED", "0")
 

@@ -48,7 +48,8 @@ def test_bad_input_is_one_line_and_status_2(cli_in_process, args, fragments):
     assert_user_error(cli_in_process(*args), *fragments)
 
 
-def test_missing_dataset_says_where_and_how(cli, tmp_path):
+def test_missing_dataset_says_where_and_how(cli_in_process, tmp_path):
+    cli = cli_in_process
     proc = cli(
         "--algos",
         "random",
@@ -62,7 +63,8 @@ def test_missing_dataset_says_where_and_how(cli, tmp_path):
     assert_user_error(proc, f"dataset cifar10 not found in {tmp_path / 'data'}/cifar10", "--dataset.dataroot")
 
 
-def test_malformed_desc_yaml(cli, tmp_path):
+def test_malformed_desc_yaml(cli_in_process, tmp_path):
+    cli = cli_in_process
     bad = tmp_path / "bad.yaml"
     bad.write_text("ch_in: 3\nn_classes: ten\n")
     proc = cli("--algos", "manual", "--eval-only", "--nas.eval.final_desc", str(bad))

@@ -121,7 +121,8 @@ def test_an_impossible_pair_is_one_line_naming_the_spaces_that_work(strategy, sp
     assert any(name in message.split("runs on:")[1] for name in SPACES.names() if fits(strategy, name))
 
 
-def test_the_impossible_pair_error_through_the_cli(cli):
+def test_the_impossible_pair_error_through_the_cli(cli_in_process):
+    cli = cli_in_process
     strategy, space = next(p for p in PAIRS if not fits(*p))
     proc = cli("--algos", strategy, "--nas.search.space", space, "--dry-run")
     assert_user_error(proc, f"--algos {strategy}", space, "runs on:")

@@ -38,7 +38,8 @@ MANUAL = ("--algos", "manual", "--datasets", "synthetic")
         ["--common.experiment_name", ".."],
     ],
 )
-def test_experiment_names_stay_inside_the_logdir(cli, tiny, tmp_path, args):
+def test_experiment_names_stay_inside_the_logdir(cli_in_process, tiny, tmp_path, args):
+    cli = cli_in_process
     proc = cli(*MANUAL, "--config", tiny, *args)
     assert_user_error(proc, args[0].lstrip("-"), repr(args[1]), "folder name")
     assert not (tmp_path / "x").exists() and not Path("/tmp/elsewhere").exists()

@@ -142,6 +142,7 @@ def test_manual_on_nasbench201_takes_a_benchmark_index(cli):
     assert yaml.safe_load(final.read_text())["meta"]["arch"] == index_to_arch(42)
 
 
-def test_manual_needs_exactly_one_architecture(cli):
+def test_manual_needs_exactly_one_architecture(cli_in_process):
+    cli = cli_in_process
     proc = cli("--algos", "manual", "--nas.search.space", "nasbench201", "--nas.search.manual.index", "42", "--dry-run")
     assert_user_error(proc, "exactly one of", "got genotype, index")

@@ -225,7 +225,8 @@ def test_search_only_then_eval_only_and_resume_of_a_finished_search(cli, tiny):
     }
 
 
-def test_bad_primitive_list_is_a_user_error(cli, tiny):
+def test_bad_primitive_list_is_a_user_error(cli_in_process, tiny):
+    cli = cli_in_process
     proc = cli(
         "--algos",
         "darts",

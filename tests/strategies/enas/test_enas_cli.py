@@ -47,7 +47,8 @@ def test_one_micro_search_epoch_then_eval(cli, tiny):
     assert (out / "eval" / "model.pt").exists()
 
 
-def test_search_refuses_drop_path(cli, tiny):
+def test_search_refuses_drop_path(cli_in_process, tiny):
+    cli = cli_in_process
     proc = cli(
         "--algos", "enas", "--datasets", "synthetic", "--config", tiny, "--nas.search.trainer.drop_path_prob", "0.2"
     )
@@ -81,7 +82,8 @@ def test_macro_search_then_eval_rebuilds_the_chain(cli, tiny):
     assert evaluated["meta"]["arc_seq"] == found["meta"]["arc_seq"]
 
 
-def test_the_old_space_type_key_names_its_new_name(cli, tiny):
+def test_the_old_space_type_key_names_its_new_name(cli_in_process, tiny):
+    cli = cli_in_process
     proc = cli("--algos", "enas", "--datasets", "synthetic", "--config", tiny, "--nas.search.space.type", "macro")
     assert_user_error(proc, "nas.search.space.type was renamed", "nas.search.space.name (enas_micro | enas_macro)")
 

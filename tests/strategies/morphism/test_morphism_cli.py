@@ -75,7 +75,8 @@ def test_finetune_without_weights_is_a_user_error(cli, tiny, tmp_path):
     assert proc.returncode == 2 and "init finetune needs the trained weights" in proc.stderr
 
 
-def test_morphism_on_another_space_is_the_one_line_impossible_pair_error(cli):
+def test_morphism_on_another_space_is_the_one_line_impossible_pair_error(cli_in_process):
+    cli = cli_in_process
     proc = cli("--algos", "morphism", "--nas.search.space.name", "nasbench201", "--dry-run")
     assert_user_error(proc, "--algos morphism needs a search space with morphism, which nasbench201 does not provide")
     assert "spaces morphism runs on: morphism" in proc.stderr

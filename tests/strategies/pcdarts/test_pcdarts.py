@@ -216,7 +216,8 @@ def test_pcdarts_search_through_the_cli_warms_up_then_logs_edge_betas(cli, tiny)
     assert tables[0]["softmax"]["regular"] != tables[1]["softmax"]["regular"]
 
 
-def test_partial_channels_that_do_not_divide_the_width_is_one_line(cli, tiny):
+def test_partial_channels_that_do_not_divide_the_width_is_one_line(cli_in_process, tiny):
+    cli = cli_in_process
     proc = cli("--algos", "pcdarts", "--datasets", "synthetic", "--config", tiny, "--dry-run",
                "--nas.search.model_desc.init_channels", "6")  # fmt: skip
     assert_user_error(proc, "partial_channels 4 must divide init_channels 6")
