@@ -19,8 +19,12 @@ Per seed (all through archsearch.run, as the CLI runs them):
    budget counts wall seconds of evaluation; under the same load that is about step 1's CPU time, and both CPU
    times are reported): cells trained from scratch for `--random-epochs` epochs each; the found cell's table
    accuracy.
-4. `--algos spos --nas.search.supernet PATH` with a params constraint (`--max-params`): seconds to search the
-   saved supernet again (no retraining).
+4. `--algos spos --nas.search.supernet PATH` with a params constraint (`--max-params`), or with
+   `--latency-table FILE` (an NB201 table profiled at the supernet's size) a predicted-latency bound, the 25th
+   percentile of every cell's predicted latency: seconds to search the saved supernet again (no retraining).
+
+    archsearch profile --space nasbench201 --init-channels 8 --cells 1 --repeats 20 --out C8.json
+    OMP_NUM_THREADS=1 python scripts/bench_spos.py --seeds 0 --latency-table C8.json
 CPU seconds are this process's (time.process_time); the machine is shared, so wall seconds are also given.
 """
 
@@ -35,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from scipy import stats
@@ -42,7 +47,9 @@ from scipy import stats
 import archsearch
 import archsearch.plugins  # noqa: F401 - every strategy and space
 from archsearch.experiment.run import RunOptions
+from archsearch.model.latency import LatencyTable
 from archsearch.search.benchmark_table import load_benchmark_table
+from archsearch.spaces.nasbench201 import NasBench201Space, all_archs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -71,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rea-trials", type=int, default=100)
     parser.add_argument("--random-epochs", type=int, default=2, help="training epochs of a random-search trial")
     parser.add_argument("--max-params", type=int, default=60000, help="the constraint of the search again")
+    parser.add_argument("--latency-table", type=Path, default=None, help="search again under a latency bound instead")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -95,6 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         "nas.search.loader.train_portion": 0.5,
         "nas.search.model_desc.affine": False,  # one value for every run (random.yaml's is true): the supernet's
     }
+    again_constraint = {"params": {"max": args.max_params}}
+    if args.latency_table is not None:
+        base["nas.search.metrics.latency_table"] = str(args.latency_table)
+        model_desc = {"init_channels": args.channels, "n_cells_per_stage": args.cells_per_stage}
+        space = NasBench201Space({}, model_desc, {"channels": 3, "n_classes": 10})
+        latency = LatencyTable.load(str(args.latency_table))
+        predicted = np.array([latency.predict(space.cost_items(a)) for a in all_archs()])
+        bound = float(np.percentile(predicted, 25))
+        again_constraint = {"predicted_latency_ms": {"max": bound}}
+        print(f"predicted latency over all cells: min {predicted.min():.3f}, median {np.median(predicted):.3f}, "
+              f"max {predicted.max():.3f} ms; the search again keeps <= {bound:.3f} ms (25th percentile)")
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         common = {**base, "common.seed": seed}
@@ -124,9 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                "nas.search.random.time_budget_s": spos_wall, "nas.search.trainer.epochs": args.random_epochs,
                "nas.search.trainer.optimizer.lr": args.lr}  # fmt: skip
         rfound, rnd_cpu, rnd_wall, _ = run("random", f"random{seed}", rnd)
-        # the saved supernet searched again under a params constraint
-        again = {**spos, "nas.search.supernet": str(supernet),
-                 "nas.search.constraints": {"params": {"max": args.max_params}}}  # fmt: skip
+        # the saved supernet searched again under a params or latency constraint
+        again = {**spos, "nas.search.supernet": str(supernet), "nas.search.constraints": again_constraint}
         afound, again_cpu, again_wall, _ = run("spos", f"again{seed}", again)
         row = {
             "seed": seed,
@@ -147,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             "again_cpu_s": round(again_cpu, 1),
             "again_wall_s": round(again_wall, 1),
             "again_table_top1": afound["benchmark_top1"],
-            "again_params": afound.get("selected_metrics", {}).get("params"),
+            **{f"again_{metric}": afound.get("selected_metrics", {}).get(metric) for metric in again_constraint},
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
