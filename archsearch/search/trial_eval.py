@@ -34,7 +34,7 @@ import hashlib
 import random
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,12 +58,15 @@ from archsearch.search.objectives import (
     goals_from_conf,
     hypervolume,
     hypervolume_curve,
+    pareto_front,
+    reference_point,
     require_produced,
     update_front,
 )
 from archsearch.search.space import SearchSpace
 from archsearch.search.strategy import STRATEGIES, Strategy
 from archsearch.search.trial_loop import (
+    BEST_FILE,
     Budget,
     MeasureFn,
     ProposeFn,
@@ -395,13 +398,15 @@ def run_trials(
     goals: Goals | None = None,
     measure: MeasureFn | None = None,
     member_arch: Callable[[dict[str, Any]], Any] | None = None,
+    rescore: RescoreFn | None = None,
 ) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
     """Run `propose` through the trial loop under `budget`: (best arch, search metrics, trial records).
     `evaluator` None: the one nas.search.evaluate_by names; `best_arch` turns the best trial's record into the
     architecture (default: the space's decoding of its `arch`). `goals` None: the run's (nas.search), with the
     evaluator's metric as the single default objective; `measure` None: the space's networks measured
     (a strategy whose arch is no JSON of its space passes its own, or none to have the evaluator give them);
-    `member_arch` decodes a front member's record for its file (default: as `best_arch`)."""
+    `member_arch` decodes a front member's record for its file (default: as `best_arch`); `rescore` gives the
+    finished trials metrics only their whole population has (see `rescored`)."""
     evaluator = evaluator or make_evaluator(ctx, space)
     if goals is None:
         goals = search_goals(ctx, evaluator.objective, mode)
@@ -437,6 +442,8 @@ def run_trials(
         results = loop.run(propose, evaluator)
     finally:
         executor.close()
+    if rescore is not None:
+        results = rescored(ctx, loop, results, rescore)
     decode = best_arch if best_arch is not None else (lambda r: space.from_json(r["arch"]))
     if not goals.legacy:
         return _pick_from_front(ctx, space, goals, results, decode, member_arch or decode)
@@ -453,6 +460,31 @@ def run_trials(
     metrics.update(fidelity_metrics(results.records, fidelity))
     arch = best_arch(best) if best_arch is not None else space.from_json(best["arch"])
     return arch, metrics, results.records
+
+
+# the finished trials' records -> per record, metrics that replace its own (in the same order)
+RescoreFn = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
+
+def rescored(ctx: RunContext, loop: TrialLoop, results: TrialResults, rescore: RescoreFn) -> TrialResults:
+    """`results` with each record's metrics updated by `rescore`, for a score that only the whole population
+    gives (the proxy ensemble's ranks): the best trial, the front and its hypervolume are recomputed from them,
+    and best_trial.yaml is rewritten; trials.yaml keeps what each trial returned. A resumed search rescores
+    the same population to the same values, whatever order its trials finished in."""
+    updates = rescore(results.records)
+    if len(updates) != len(results.records):
+        raise ValueError(f"rescore gave {len(updates)} rows for {len(results.records)} trials")
+    records = [{**r, "metrics": {**r["metrics"], **u}} for r, u in zip(results.records, updates)]
+    best = loop.best_of(records)
+    if best is not None:
+        atomic_write_yaml(ctx.search_dir / BEST_FILE, plain(best))
+    goals = results.goals
+    if goals is None or goals.legacy:
+        return replace(results, records=records, best=best)
+    front = pareto_front(records, goals)
+    reference = reference_point(goals, records)
+    volume = hypervolume(front, goals, reference)
+    return replace(results, records=records, best=best, front=front, reference=reference, hypervolume=volume)
 
 
 def fidelity_metrics(records: list[dict[str, Any]], fidelity: Fidelity | None) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from archsearch.search.trial_eval import (
     register_evaluator,
     run_trials,
 )
-from archsearch.search.trial_loop import BEST_FILE, Budget, Trial
+from archsearch.search.trial_loop import Budget, Trial
 from archsearch.strategies.naswot.correlation import correlation_report
 from archsearch.strategies.naswot.ensemble import AGGREGATES, ENSEMBLE, aggregate, check_members
 from archsearch.strategies.naswot.proxies import PROXIES
@@ -161,30 +161,24 @@ class Naswot(TrialStrategy):
                 "nas.search.objectives: the proxy ensemble's score is a rank over the whole population, not a "
                 "trial's metric, so it takes no objectives; leave nas.search.objectives null (constraints work)"
             )
-        arch, metrics, records = run_trials(ctx, space, propose, self.budget(), evaluator)
+        rescore = None
+        if members:
+            # the aggregate is a function of every trial's raw member scores: a resumed search re-aggregates
+            # the same population, whatever order the trials were scored in; the choice (among the trials
+            # that meet the constraints) and pareto.yaml see it, trials.yaml keeps each trial's placeholder 0
+            def rescore(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                columns = {m: [r["metrics"][MEMBER_PREFIX + m] for r in records] for m in members}
+                return [{"score": float(v)} for v in aggregate(columns, conf["ensemble"]["aggregate"])]
+
+        arch, metrics, records = run_trials(ctx, space, propose, self.budget(), evaluator, rescore=rescore)
         keys = [
             space.benchmark_key(space.from_json(r["arch"])) if table else space.arch_str(r["arch"]) for r in records
         ]
         scores = [r["metrics"]["score"] for r in records]
-        rows: list[dict[str, Any]] = [{"arch": k, "score": s} for k, s in zip(keys, scores)]
-        if members:
-            # the aggregate is a function of every trial's raw member scores: a resumed search re-aggregates
-            # the same population, whatever order the trials were scored in
-            columns = {m: [r["metrics"][MEMBER_PREFIX + m] for r in records] for m in members}
-            scores = [float(v) for v in aggregate(columns, conf["ensemble"]["aggregate"])]
-            rows = [
-                {"arch": k, "score": s, **{m: columns[m][i] for m in members}}
-                for i, (k, s) in enumerate(zip(keys, scores))
-            ]
-            # ranked among every scored trial; chosen among those that meet the constraints (all, without any)
-            feasible = [i for i, r in enumerate(records) if r.get("feasible", True)] or list(range(len(records)))
-            best = max(feasible, key=lambda i: (scores[i], -i))  # the first of equal aggregates
-            arch = space.from_json(records[best]["arch"])
-            metrics.update({"best_score": scores[best], "best_trial": records[best]["index"]})
-            for r, s in zip(records, scores):
-                r["metrics"] = {**r["metrics"], "score": s}  # for the chosen record below; trials.yaml keeps 0
-            # the loop's best_trial.yaml named the first placeholder score: name the ensemble's choice instead
-            atomic_write_yaml(ctx.search_dir / BEST_FILE, plain(records[best]))
+        rows: list[dict[str, Any]] = [
+            {"arch": k, "score": s, **{m: r["metrics"][MEMBER_PREFIX + m] for m in members}}
+            for k, s, r in zip(keys, scores, records)
+        ]
         atomic_write_yaml(ctx.search_dir / "scores.yaml", plain(rows))
         plot = ctx.search_dir / "correlation.png" if table else None
         proxy = conf["proxy"]

@@ -124,6 +124,37 @@ def test_proxy_ensemble_end_to_end_with_kill_and_resume(cli, tiny, tmp_path):
     assert chosen["index"] == trials[best]["index"] and chosen["metrics"]["score"] == pytest.approx(expected[best])
 
 
+def test_the_ensemble_under_a_constraint_chooses_and_fronts_by_its_aggregate(tiny, tmp_path):
+    import archsearch
+    from archsearch.experiment.run import RunOptions
+    from archsearch.strategies.naswot.ensemble import aggregate
+
+    members = ["meco", "synflow"]
+    settings = {"nas.search.naswot.n_samples": 8, "nas.search.naswot.proxy": "ensemble",
+                "nas.search.naswot.ensemble.members": members, "common.logdir": str(tmp_path),
+                "report.auto": False}  # fmt: skip
+
+    def run(prefix: str, max_params: float) -> tuple:
+        options = RunOptions(config=(tiny,), phases="search", exp_prefix=prefix)
+        constraint = {"nas.search.constraints": {"params": {"max": max_params}}}
+        archsearch.run("naswot", "synthetic", options, {**settings, **constraint})
+        out = tmp_path / f"{prefix}_synthetic_toy" / "naswot" / "search"
+        return tuple(yaml.safe_load((out / f"{name}.yaml").read_text()) for name in ("trials", "pareto", "metrics"))
+
+    trials, _, _ = run("loose", 1e12)
+    bound = sorted(t["metrics"]["params"] for t in trials)[len(trials) // 2]
+    trials, pareto, metrics = run("bounded", bound)  # the cells over the bound are redrawn, never scored
+    assert pareto["rejected"] > 0 and all(t["metrics"]["params"] <= bound for t in trials)
+    expected = aggregate({m: [t["metrics"][f"zc_{m}"] for t in trials] for m in members}, "log_rank")
+    best = max(range(len(trials)), key=lambda i: (expected[i], -i))
+    assert metrics["best_trial"] == trials[best]["index"] and metrics["best_score"] == pytest.approx(expected[best])
+    # pareto.yaml shows the aggregate the choice was made by, not the trials' placeholder 0
+    [member] = pareto["front"]
+    assert pareto["selected"] == member["index"] == trials[best]["index"]
+    assert member["metrics"]["score"] == pytest.approx(expected[best])
+    assert all(t["metrics"]["score"] == 0 for t in trials)  # trials.yaml keeps what each trial gave
+
+
 @pytest.mark.parametrize(
     "key, value, fragments",
     [
