@@ -38,7 +38,11 @@ def run_cli(
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=cli_env(env), cwd=REPO)
 
 
-def _default_sigint() -> None:  # runs in the child before exec
+def default_sigint() -> None:
+    """`preexec_fn` of a child the test will send SIGINT: runs in the child before exec and resets SIGINT to
+    its default. A child inherits an ignored SIGINT, and Python then keeps ignoring it (no KeyboardInterrupt):
+    so it is under any background job of a non-interactive shell (`make test &`, nohup, some CI runners),
+    where pytest and its workers start with SIGINT ignored."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
@@ -49,7 +53,7 @@ def start_cli(*args: str, logdir: Path, out: Path, env: dict | None = None) -> s
     cmd = [sys.executable, str(MAIN), *args, "--common.logdir", str(logdir), "--common.num_threads", "1"]
     with open(f"{out}.stdout", "w") as stdout, open(f"{out}.stderr", "w") as stderr:
         return subprocess.Popen(
-            cmd, stdout=stdout, stderr=stderr, env=cli_env(env), cwd=REPO, preexec_fn=_default_sigint
+            cmd, stdout=stdout, stderr=stderr, env=cli_env(env), cwd=REPO, preexec_fn=default_sigint
         )
 
 

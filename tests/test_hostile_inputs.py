@@ -20,7 +20,7 @@ from archsearch.common.errors import ArchitectureError, CheckpointError, ConfigE
 from archsearch.config import load_config
 from archsearch.config import schema as config_schema
 from archsearch.experiment.run import RunOptions, checked_folder_name, config_files, resolve_config
-from tests.conftest import MAIN, REPO, assert_user_error, config_fixture
+from tests.conftest import MAIN, REPO, assert_user_error, config_fixture, default_sigint
 
 # ---- planted files: one line naming the file, for every reader ----------------------------------------------
 
@@ -368,7 +368,9 @@ def _interrupt_at(point: str, tmp_path: Path, *args: str, timeout: float = 300) 
         "ARCHSEARCH_TEST_SIGINT_READY": str(ready),
     }
     cmd = [sys.executable, str(MAIN), *args, "--common.logdir", str(tmp_path / "logdir"), "--common.num_threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO, preexec_fn=default_sigint
+    )
     deadline = time.monotonic() + timeout
     while not ready.exists():  # the process touches it at the point and then waits for the signal there
         assert proc.poll() is None, proc.communicate()
