@@ -61,6 +61,7 @@ from archsearch.search.objectives import (
     pareto_front,
     reference_point,
     require_produced,
+    select,
     update_front,
 )
 from archsearch.search.space import SearchSpace
@@ -475,16 +476,18 @@ def rescored(ctx: RunContext, loop: TrialLoop, results: TrialResults, rescore: R
     if len(updates) != len(results.records):
         raise ValueError(f"rescore gave {len(updates)} rows for {len(results.records)} trials")
     records = [{**r, "metrics": {**r["metrics"], **u}} for r, u in zip(results.records, updates)]
-    best = loop.best_of(records)
-    if best is not None:
-        atomic_write_yaml(ctx.search_dir / BEST_FILE, plain(best))
     goals = results.goals
     if goals is None or goals.legacy:
-        return replace(results, records=records, best=best)
-    front = pareto_front(records, goals)
-    reference = reference_point(goals, records)
-    volume = hypervolume(front, goals, reference)
-    return replace(results, records=records, best=best, front=front, reference=reference, hypervolume=volume)
+        results = replace(results, records=records, best=loop.best_of(records))
+    else:
+        front = pareto_front(records, goals)
+        reference = reference_point(goals, records)
+        volume = hypervolume(front, goals, reference)
+        results = replace(results, records=records, best=select(front, goals), front=front, reference=reference,
+                          hypervolume=volume)  # fmt: skip
+    if results.best is not None:
+        atomic_write_yaml(ctx.search_dir / BEST_FILE, plain(results.best))
+    return results
 
 
 def fidelity_metrics(records: list[dict[str, Any]], fidelity: Fidelity | None) -> dict[str, Any]:

@@ -65,8 +65,9 @@ from archsearch.strategies.naswot.ensemble import ENSEMBLE, aggregate, check_mem
 from archsearch.strategies.naswot.proxies import PROXIES
 from archsearch.strategies.naswot.sampling import measure_candidates, score_candidates
 from archsearch.strategies.naswot.strategy import proxy_options
+from archsearch.strategies.random.strategy import sample_untried
 
-MAX_REDRAWS = 100  # random draws that repeat an evaluated architecture before one is accepted anyway
+MAX_REDRAWS = 100  # random draws per wanted pool member before the screen's pool is taken as it is
 PATIENCE = 5  # mutation tries per wanted candidate (naszilla's patience_factor)
 
 register_section(
@@ -273,15 +274,8 @@ class Planner:
         return arch, {"screen_rank": 1 + [_key(a) for a in ranked].index(_key(arch))}
 
     def _random(self, rng: random.Random, history: list[dict[str, Any]]) -> Any:
-        """A random architecture no trial has, while the space has untried ones (random search's rule)."""
-        seen = {_key(r["arch"]) for r in history}
-        size = self.space.size()
-        arch = self.space.to_json(self.space.sample(rng))
-        for _ in range(MAX_REDRAWS):
-            if (size is not None and len(seen) >= size) or _key(arch) not in seen:
-                break
-            arch = self.space.to_json(self.space.sample(rng))
-        return arch
+        """A random architecture no trial has, while the space has untried ones (random search's own rule)."""
+        return sample_untried(self.space, rng, history)
 
     # ---- one batch ---------------------------------------------------------------------------------
     def rank(self, start: int, fit_set: list[dict[str, Any]]) -> list[Any]:
