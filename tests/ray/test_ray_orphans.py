@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from archsearch.common.checkpoint import KILL_AT_ENV
+from archsearch.common.checkpoint import WAIT_AT_ENV, WAIT_FILE_ENV
 from tests.conftest import MAIN, REPO
 from tests.strategies.rea.test_rea import nb201_table  # noqa: F401 - the fixture
 
@@ -26,6 +26,13 @@ if not sys.platform.startswith("linux"):
     pytest.skip("reads /proc", allow_module_level=True)
 
 GONE_S = 30  # the bound: Ray's processes must be gone this long after their driver
+SEEN_S = 120  # how long the paused driver waits for the watcher to see its Ray's agents before it is killed
+# Ray's two agents, by the title they set once started or by their script before that (the watcher polls, so
+# it may see either): the processes the finding was about
+AGENTS = {
+    "dashboard agent": ("DashboardAgent", "dashboard/agent.py"),
+    "runtime-env agent": ("RuntimeEnvAgent", "runtime_env/agent/main.py"),
+}
 
 
 def start_time(pid: int) -> int | None:
@@ -64,17 +71,31 @@ def name(pid: int) -> str:
         return "?"
 
 
-def run_watched(args: list[str], env: dict) -> tuple[int, dict[int, int], dict[int, str]]:
-    """Run the CLI; (its status, {pid: start} and names of every process ever seen below it while it ran)."""
+def agents_missing(names: dict[int, str]) -> list[str]:
+    text = " ".join(names.values())
+    return [agent for agent, marks in AGENTS.items() if not any(m in text for m in marks)]
+
+
+def run_watched(args: list[str], env: dict, paused: Path | None = None) -> tuple[int, dict[int, int], dict[int, str]]:
+    """Run the CLI; (its status, {pid: start} and names of every process ever seen below it while it ran).
+    With `paused` (the marker file of a driver told to wait at a fault point), SIGKILL the driver once it
+    waits there and the watcher has seen both of Ray's agents (or SEEN_S after it waits): a kill that cannot
+    come before the watcher saw what the test is about, however slow the machine."""
     cmd = [sys.executable, str(MAIN), *args]
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: dict[int, int] = {}
     names: dict[int, str] = {}
     deadline = time.monotonic() + 300
+    waiting_since = None
     while proc.poll() is None and time.monotonic() < deadline:
         for pid, start in descendants(proc.pid).items():
             seen[pid] = start
             names[pid] = name(pid)  # again each time: Ray's agents rename themselves once started
+        if paused is not None and waiting_since is None and paused.exists():
+            waiting_since = time.monotonic()
+        if waiting_since is not None and (not agents_missing(names) or time.monotonic() > waiting_since + SEEN_S):
+            proc.kill()  # SIGKILL, as kill -9 would: the driver's own clean-up never runs
+            break
         time.sleep(0.2)
     if proc.poll() is None:
         proc.kill()
@@ -102,12 +123,15 @@ def test_nothing_of_a_local_ray_outlives_a_killed_driver_and_the_run_resumes(tmp
     args += ["--common.logdir", str(tmp_path / "logdir"), "--common.num_threads", "1"]
     env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 
-    code, seen, names = run_watched(args, {**env, KILL_AT_ENV: "trial:recorded:2"})
+    # the driver stops after its third trial is recorded, in the middle of the search, and is killed there
+    paused = tmp_path / "paused"
+    code, seen, names = run_watched(args, {**env, WAIT_AT_ENV: "trial:recorded:2", WAIT_FILE_ENV: str(paused)}, paused)
+    assert paused.exists(), run_watched.output[-3000:]  # type: ignore[attr-defined]
     assert code == -signal.SIGKILL, run_watched.output[-3000:]  # type: ignore[attr-defined]
     ray_names = " ".join(names.values())
     # the processes the finding was about were there, and seen: the test watches what it claims to
     assert "raylet" in ray_names and "gcs_server" in ray_names, "\n".join(names.values())
-    assert "DashboardAgent" in ray_names and "RuntimeEnvAgent" in ray_names, names
+    assert not agents_missing(names), names
     assert_all_gone(seen, names)
 
     code, seen, names = run_watched([*args, "--common.resume", "true"], env)
