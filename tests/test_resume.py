@@ -23,7 +23,12 @@ from tests.conftest import REPO, assert_user_error, run_cli
 SYNTHETIC = {"synthetic_train": 96, "synthetic_test": 32}
 CELLS = {"n_cells": 3, "init_channels": 4, "n_nodes": 2}
 SMALL_LOADER = {"batch_size": 32, "limit_batches": 2}
-EVAL = {"model_desc": {"n_cells": 3, "init_channels": 4}, "loader": SMALL_LOADER, "trainer": {"epochs": 2}}
+# drop path on: the resumed epoch draws its masks from the restored RNG (epoch 1 of 2 drops with p 0.1)
+EVAL = {
+    "model_desc": {"n_cells": 3, "init_channels": 4},
+    "loader": SMALL_LOADER,
+    "trainer": {"epochs": 2, "drop_path_prob": 0.2},
+}
 CONTROLLER = {"train_steps": 2, "n_samples": 2}
 FINAL = {"n_samples": 2, "eval_batches": 1}
 USER_MODEL = {
